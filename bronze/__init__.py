@@ -1,0 +1,1 @@
+"""Ingestion: sources → bronze.transactions."""

@@ -1,0 +1,101 @@
+"""Sources → ``bronze.transactions``: the simulator's rate stream or a landing folder of files.
+
+Bronze keeps everything: a malformed record becomes a row with null typed columns
+and its original text in ``_raw``. Each source appends through the Delta sink
+with its own checkpoint, which makes the stream exactly-once across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fraudlake.errors import FraudlakeError
+from fraudlake.settings import Context
+from fraudlake.simulator import rate_stream
+from fraudlake.tables import BRONZE_COLUMNS, BRONZE_TRANSACTIONS, table_name
+
+# The columns a record carries; the underscore columns are added on ingest.
+RECORD_COLUMNS = [c.strip() for c in BRONZE_COLUMNS.strip().split(",\n") if not c.strip().startswith("_")]
+RECORD_SCHEMA = ", ".join(RECORD_COLUMNS)
+RECORD_NAMES = [c.split()[0] for c in RECORD_COLUMNS]
+CSV_HEADER_PREFIX = RECORD_NAMES[0] + ","
+
+
+def checkpoint_name(source: str) -> str:
+    return f"bronze_{source}"
+
+
+def parse_records(lines, source: str = "files"):
+    """Text lines (``value``, plus ``file_path``) → bronze columns. Pure: batch or stream.
+
+    JSON lines are parsed unless the file ends in ``.csv``. Blank lines and CSV header
+    lines are not records; every other line becomes exactly one row, parsed or not.
+    """
+    from pyspark.sql import functions as F
+
+    line = F.col("value")
+    is_csv = F.lower(F.col("file_path")).endswith(".csv")
+    options = {"mode": "PERMISSIVE", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]"}
+    parsed = F.when(is_csv, F.from_csv(line, RECORD_SCHEMA, options)).otherwise(F.from_json(line, RECORD_SCHEMA, options))
+    records = lines.where(F.trim(line) != "").where(~(is_csv & line.startswith(CSV_HEADER_PREFIX)))
+    return records.select(
+        parsed.alias("r"),
+        line.alias("_raw"),
+    ).select(
+        *[F.col(f"r.{name}").alias(name) for name in RECORD_NAMES],
+        F.col("_raw"),
+        F.lit(source).alias("_source"),
+        F.current_timestamp().alias("_ingest_time"),
+    )
+
+
+def files_stream(spark, ctx: Context, landing: str):
+    if "://" not in landing:
+        Path(landing).mkdir(parents=True, exist_ok=True)  # the file source needs the folder to exist
+    lines = (
+        spark.readStream.format("text")
+        .option("maxFilesPerTrigger", ctx.settings.ingest.max_files_per_trigger)
+        .load(landing)
+        .select("value", "_metadata.file_path")
+    )
+    return parse_records(lines, source="files")
+
+
+def _check_rate_unchanged(ctx: Context, rate: int, partitions: int) -> None:
+    """The rate source numbers rows as seconds × rate, so a checkpoint only resumes at the rate it began with."""
+    marker = Path(ctx.paths.checkpoint(checkpoint_name("rate")) + ".source.json")
+    wanted = {"rate": rate, "partitions": partitions, "seed": ctx.settings.simulator.seed}
+    if marker.exists():
+        recorded = json.loads(marker.read_text())
+        if recorded != wanted:
+            raise FraudlakeError(
+                f"the bronze rate checkpoint was started with {recorded}; resume it with the same values "
+                f"(transaction ids derive from the rate source's row numbers) or use a new --home"
+            )
+    else:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(wanted))
+
+
+def start_bronze_ingest(spark, ctx: Context, source: str, rate: int | None = None, landing: str | None = None):
+    """Start the stream that appends ``source`` into ``bronze.transactions``; returns the query."""
+    ingest = ctx.settings.ingest
+    if source == "rate":
+        rate = rate or ingest.rate
+        _check_rate_unchanged(ctx, rate, ingest.rate_partitions)
+        frame = rate_stream(spark, ctx.settings.simulator, rate, ingest.rate_partitions)
+    elif source == "files":
+        frame = files_stream(spark, ctx, landing or ctx.paths.landing)
+    else:
+        raise FraudlakeError(f"unknown source {source!r}: choose rate or files")
+
+    writer = (
+        frame.writeStream.format("delta")
+        .queryName(checkpoint_name(source))
+        .outputMode("append")
+        .option("checkpointLocation", ctx.paths.checkpoint(checkpoint_name(source)))
+    )
+    if ingest.trigger_seconds > 0:
+        writer = writer.trigger(processingTime=f"{ingest.trigger_seconds} seconds")
+    return writer.toTable(table_name(ctx, BRONZE_TRANSACTIONS))

@@ -1,0 +1,1 @@
+"""Per-environment YAML (``local.yaml``, ``databricks.yaml``) and the settings model."""

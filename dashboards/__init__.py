@@ -1,0 +1,1 @@
+"""Spark SQL queries, Plotly figures, the live app and static reports."""

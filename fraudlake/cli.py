@@ -1,0 +1,196 @@
+"""The ``fraudlake`` command: one entry point for local runs and Databricks job tasks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fraudlake import __version__
+from fraudlake.errors import FraudlakeError
+from fraudlake.output import FORMATS, emit, note, render_frame, render_mapping, render_records
+from fraudlake.settings import Context
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def _common_options(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--conf", default=default, help="conf YAML path or name (local, databricks); env FRAUDLAKE_CONF")
+    parser.add_argument("--home", default=default, help="folder for everything written; env FRAUDLAKE_HOME (./.fraudlake)")
+    parser.add_argument("--master", default=default, help="Spark master for a local run, e.g. local[2]")
+
+
+def _format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fraudlake",
+        description="A Delta Lake lakehouse that detects card fraud in real time.",
+    )
+    parser.add_argument("--version", action="version", version=f"fraudlake {__version__}")
+    _common_options(parser, None)
+    # Options also accepted after the subcommand; SUPPRESS keeps a top-level value.
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    gen = commands.add_parser(
+        "generate", parents=[common], help="write simulated transactions (batch) to Parquet",
+        description="Write simulated, labelled transactions to a Parquet folder (training and test data).",
+    )
+    gen.add_argument("--samples", type=_positive_int, default=30_000, help="number of transactions (default 30000)")
+    gen.add_argument("--output", required=True, help="Parquet folder to write")
+    gen.add_argument("--seed", type=int, help="simulator seed (default from conf)")
+    gen.add_argument("--fraud-rate", type=float, help="share of fraudulent transactions (default from conf)")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _format_option(gen)
+
+    ing = commands.add_parser(
+        "ingest", parents=[common], help="stream a source into bronze.transactions",
+        description="Append a source to bronze.transactions, exactly once, resuming from its checkpoint.",
+    )
+    ing.add_argument("--source", choices=["rate", "files"], help="rate: the simulator; files: the landing folder")
+    ing.add_argument("--rate", type=_positive_int, help="rows per second for --source rate (default from conf: 1)")
+    ing.add_argument("--landing", help="landing folder for --source files (default HOME/landing)")
+    ing.add_argument("--duration", type=_positive_float, help="stop after this many seconds (default: run until Ctrl-C)")
+    _format_option(ing)
+
+    sql = commands.add_parser(
+        "sql", parents=[common], help="run Spark SQL on the lakehouse tables",
+        description="Run one Spark SQL statement on the registered tables, e.g. "
+        "SELECT count(*) FROM spark_catalog.bronze.transactions",
+    )
+    sql.add_argument("query", help="the SQL statement")
+    sql.add_argument("--max-rows", type=_positive_int, default=1000, help="rows to print at most (default 1000)")
+    _format_option(sql)
+
+    tables = commands.add_parser(
+        "tables", parents=[common], help="list tables with row counts and Delta versions",
+        description="List every fraudlake table with its row count, Delta version and location.",
+    )
+    _format_option(tables)
+    return parser
+
+
+def _context(args: argparse.Namespace) -> Context:
+    return Context.load(conf=args.conf, home=args.home)
+
+
+def _session(ctx: Context, args: argparse.Namespace):
+    from fraudlake.spark import get_spark
+    from fraudlake.tables import register_tables
+
+    spark = get_spark(ctx, master=args.master)
+    register_tables(spark, ctx)
+    return spark
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from fraudlake.simulator import generate_batch, summarize
+
+    ctx = _context(args)
+    overrides = {k: v for k, v in {"seed": args.seed, "fraud_rate": args.fraud_rate}.items() if v is not None}
+    if overrides:
+        ctx = ctx.with_settings(simulator=overrides)
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise FraudlakeError(f"{output} exists: pass --overwrite to replace it")
+    from fraudlake.spark import get_spark
+
+    spark = get_spark(ctx, master=args.master)  # no tables needed: this writes a plain Parquet folder
+    note(f"generating {args.samples:,} transactions (seed {ctx.settings.simulator.seed})...")
+    generate_batch(spark, ctx.settings.simulator, args.samples).write.mode("overwrite").parquet(str(output))
+    summary = {"output": str(output.absolute()), **summarize(spark.read.parquet(str(output)))}
+    emit(render_mapping(summary, args.format))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from fraudlake.bronze.ingest import checkpoint_name, start_bronze_ingest
+    from fraudlake.streaming import run_queries
+    from fraudlake.tables import BRONZE_TRANSACTIONS, table_name
+
+    ctx = _context(args)
+    source = args.source or ctx.settings.ingest.source
+    spark = _session(ctx, args)
+    query = start_bronze_ingest(spark, ctx, source, rate=args.rate, landing=args.landing)
+    target = table_name(ctx, BRONZE_TRANSACTIONS)
+    until = f"for {args.duration:g}s" if args.duration else "until Ctrl-C"
+    note(f"ingesting {source} into {target} {until} (checkpoint {ctx.paths.checkpoint(checkpoint_name(source))})")
+    tally = run_queries({"bronze": query}, args.duration, ctx.settings.ingest.progress_seconds)["bronze"]
+    summary = {"source": source, "table": target, **tally, "table_rows": spark.table(target).count()}
+    emit(render_mapping(summary, args.format))
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    spark = _session(ctx, args)
+    try:
+        result = spark.sql(args.query)
+    except Exception as error:  # AnalysisException, ParseException: the user's SQL
+        raise FraudlakeError(f"SQL failed: {_sql_error(error)}") from None
+    frame = result.limit(args.max_rows + 1).toPandas()
+    if len(frame) > args.max_rows:
+        frame = frame.head(args.max_rows)
+        note(f"(showing the first {args.max_rows:,} rows; raise --max-rows for more)")
+    emit(render_frame(frame, args.format))
+    return 0
+
+
+def _sql_error(error: Exception) -> str:
+    text = getattr(error, "getMessage", lambda: str(error))() if hasattr(error, "getMessage") else str(error)
+    return " ".join(line.strip() for line in str(text).splitlines()[:2] if line.strip())
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from fraudlake.tables import ALL_TABLES, describe_table
+
+    ctx = _context(args)
+    spark = _session(ctx, args)
+    emit(render_records([describe_table(spark, ctx, spec) for spec in ALL_TABLES], args.format))
+    return 0
+
+
+COMMANDS = {
+    "generate": cmd_generate,
+    "ingest": cmd_ingest,
+    "sql": cmd_sql,
+    "tables": cmd_tables,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except FraudlakeError as error:
+        print(f"fraudlake: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("fraudlake: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

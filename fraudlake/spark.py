@@ -1,0 +1,147 @@
+"""The one function that builds (or, on Databricks, returns) the Spark session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+from fraudlake.errors import EnvironmentProblem
+from fraudlake.settings import Context
+
+SCALA_BINARY = "2.13"
+
+
+def on_databricks() -> bool:
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def delta_maven_coordinates() -> str:
+    """The Delta jar matching the installed delta-spark and pyspark (e.g. io.delta:delta-spark_4.2_2.13:4.4.0)."""
+    from importlib.metadata import version
+
+    import pyspark
+
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_{SCALA_BINARY}:{version('delta-spark')}"
+
+
+def _jar_is_cached(coordinates: str) -> bool:
+    group, artifact, ver = coordinates.split(":")
+    jar = f"{artifact}-{ver}.jar"
+    candidates = [Path.home() / ".m2/repository" / group.replace(".", "/") / artifact / ver / jar]
+    candidates += [p / "jars" / f"{group}_{jar}" for p in Path.home().glob(".ivy2*")]
+    return any(c.exists() for c in candidates)
+
+
+def _find_java() -> str | None:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    return shutil.which("java")
+
+
+def local_spark_conf(ctx: Context) -> dict[str, str]:
+    """Spark conf for a small machine: few partitions, no UI, quiet logs, UTC, Delta catalog."""
+    s = ctx.settings.spark
+    log4j = resources.files("fraudlake").joinpath("log4j2.properties")
+    java_opts = f"-Dlog4j2.configurationFile=file:{log4j} -Dderby.system.home={ctx.paths.home}"
+    conf = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.jars.packages": delta_maven_coordinates(),
+        "spark.sql.shuffle.partitions": str(s.shuffle_partitions),
+        # Delta reconstructs table state with this many tasks; its default (50) is for clusters.
+        "spark.databricks.delta.snapshotPartitions": str(s.shuffle_partitions),
+        "spark.sql.warehouse.dir": ctx.paths.warehouse,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": str(s.ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.driver.extraJavaOptions": java_opts,
+        "spark.driver.memory": "2g",
+        # Streaming state in RocksDB keeps the JVM heap small when windows grow.
+        "spark.sql.streaming.stateStore.providerClass":
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+    }
+    conf.update(s.extra)
+    return conf
+
+
+def get_spark(ctx: Context, master: str | None = None):
+    """Return the session: the active one on Databricks, else a local one with Delta.
+
+    On a fresh machine the first start resolves the Delta jar from Maven Central
+    (Spark's resolver also looks in ``~/.m2``), which takes a few seconds once.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise EnvironmentProblem(
+            "pyspark is not installed: install fraudlake with its local extra, pip install 'fraudlake[local]'"
+        ) from None
+
+    if on_databricks():
+        return SparkSession.builder.getOrCreate()
+    if ctx.settings.environment == "databricks":
+        raise EnvironmentProblem(
+            "this conf is for Databricks (environment: databricks) but no Databricks runtime was found: "
+            "deploy it as a bundle job (databricks bundle deploy) or run locally with --conf local"
+        )
+    if _find_java() is None:
+        raise EnvironmentProblem(
+            "Java was not found: install a JDK 17 or 21 (e.g. apt-get install openjdk-17-jdk-headless) "
+            "or set JAVA_HOME"
+        )
+
+    coordinates = delta_maven_coordinates()
+    if not _jar_is_cached(coordinates):
+        print(f"fraudlake: resolving {coordinates} from Maven Central (first start only)...", file=sys.stderr)
+
+    builder = SparkSession.builder.master(master or ctx.settings.spark.master).appName(ctx.settings.spark.app_name)
+    for key, value in local_spark_conf(ctx).items():
+        builder = builder.config(key, value)
+    if SparkSession.getActiveSession() is not None:
+        return builder.getOrCreate()
+
+    # The JVM's own output (Ivy's resolution report, log4j) goes to a log file under
+    # home, so command output stays readable; a failed start quotes it.
+    log_path = spark_log_path(ctx)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _stderr_to(log_path):
+            spark = builder.getOrCreate()
+    except Exception as error:  # the gateway's own message is only "exited"
+        if "JAVA_GATEWAY" not in str(error) and "Java gateway" not in str(error):
+            raise
+        log = log_path.read_text(errors="replace")
+        if "UNRESOLVED DEPENDENCIES" in log or "unresolved dependency" in log:
+            raise EnvironmentProblem(
+                f"Spark could not resolve {coordinates}: reach Maven Central once, or fill ~/.m2 with "
+                f"mvn dependency:get -Dartifact={coordinates} (details: {log_path})"
+            ) from None
+        last = next((line for line in reversed(log.splitlines()) if line.strip()), "no output")
+        raise EnvironmentProblem(f"Spark could not start: {last.strip()} (details: {log_path})") from None
+    spark.sparkContext.setLogLevel(ctx.settings.spark.log_level)
+    return spark
+
+
+def spark_log_path(ctx: Context) -> Path:
+    return ctx.paths.home / "logs" / "spark.log"
+
+
+@contextmanager
+def _stderr_to(path: Path):
+    """Point file descriptor 2 at ``path`` while the JVM is launched (it inherits it)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -1,0 +1,1 @@
+"""Windows, dashboard aggregates and alerts → gold tables."""

@@ -1,0 +1,1 @@
+"""Features shared by training and serving; train, evaluate, registry."""

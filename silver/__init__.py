@@ -1,0 +1,1 @@
+"""Validation, features and scoring → silver tables."""
