@@ -78,10 +78,17 @@ def _check_rate_unchanged(ctx: Context, rate: int, partitions: int) -> None:
         marker.write_text(json.dumps(wanted))
 
 
-def start_bronze_ingest(spark, ctx: Context, source: str, rate: int | None = None, landing: str | None = None):
-    """Start the stream that appends ``source`` into ``bronze.transactions``; returns the query."""
+def start_bronze_ingest(
+    spark, ctx: Context, source: str, rate: int | None = None, landing: str | None = None, available_now: bool = False
+):
+    """Start the stream that appends ``source`` into ``bronze.transactions``; returns the query.
+
+    ``available_now`` processes what the landing folder holds, then stops (a scheduled job's trigger).
+    """
     ingest = ctx.settings.ingest
     if source == "rate":
+        if available_now:
+            raise FraudlakeError("--available-now needs a source that ends (files); the rate source never does")
         rate = rate or ingest.rate
         _check_rate_unchanged(ctx, rate, ingest.rate_partitions)
         frame = rate_stream(spark, ctx.settings.simulator, rate, ingest.rate_partitions)
@@ -96,6 +103,8 @@ def start_bronze_ingest(spark, ctx: Context, source: str, rate: int | None = Non
         .outputMode("append")
         .option("checkpointLocation", ctx.paths.checkpoint(checkpoint_name(source)))
     )
-    if ingest.trigger_seconds > 0:
+    if available_now:
+        writer = writer.trigger(availableNow=True)
+    elif ingest.trigger_seconds > 0:
         writer = writer.trigger(processingTime=f"{ingest.trigger_seconds} seconds")
     return writer.toTable(table_name(ctx, BRONZE_TRANSACTIONS))

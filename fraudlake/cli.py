@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--fraud-rate", type=float, help="share of fraudulent transactions (default from conf)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _format_option(gen)
+    gen.set_defaults(handler=cmd_generate)
 
     ing = commands.add_parser(
         "ingest", parents=[common], help="stream a source into bronze.transactions",
@@ -73,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--rate", type=_positive_int, help="rows per second for --source rate (default from conf: 1)")
     ing.add_argument("--landing", help="landing folder for --source files (default HOME/landing)")
     ing.add_argument("--duration", type=_positive_float, help="stop after this many seconds (default: run until Ctrl-C)")
+    ing.add_argument(
+        "--available-now", action="store_true",
+        help="files only: ingest what the landing folder holds, then stop (for scheduled jobs)",
+    )
     _format_option(ing)
+    ing.set_defaults(handler=cmd_ingest)
 
     sql = commands.add_parser(
         "sql", parents=[common], help="run Spark SQL on the lakehouse tables",
@@ -83,20 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", help="the SQL statement")
     sql.add_argument("--max-rows", type=_positive_int, default=1000, help="rows to print at most (default 1000)")
     _format_option(sql)
+    sql.set_defaults(handler=cmd_sql)
 
     tables = commands.add_parser(
         "tables", parents=[common], help="list tables with row counts and Delta versions",
         description="List every fraudlake table with its row count, Delta version and location.",
     )
     _format_option(tables)
+    tables.set_defaults(handler=cmd_tables)
     return parser
 
 
-def _context(args: argparse.Namespace) -> Context:
+def context_from(args: argparse.Namespace) -> Context:
     return Context.load(conf=args.conf, home=args.home)
 
 
-def _session(ctx: Context, args: argparse.Namespace):
+def session_for(ctx: Context, args: argparse.Namespace):
     from fraudlake.spark import get_spark
     from fraudlake.tables import register_tables
 
@@ -108,7 +116,7 @@ def _session(ctx: Context, args: argparse.Namespace):
 def cmd_generate(args: argparse.Namespace) -> int:
     from fraudlake.simulator import generate_batch, summarize
 
-    ctx = _context(args)
+    ctx = context_from(args)
     overrides = {k: v for k, v in {"seed": args.seed, "fraud_rate": args.fraud_rate}.items() if v is not None}
     if overrides:
         ctx = ctx.with_settings(simulator=overrides)
@@ -130,12 +138,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from fraudlake.streaming import run_queries
     from fraudlake.tables import BRONZE_TRANSACTIONS, table_name
 
-    ctx = _context(args)
+    ctx = context_from(args)
     source = args.source or ctx.settings.ingest.source
-    spark = _session(ctx, args)
-    query = start_bronze_ingest(spark, ctx, source, rate=args.rate, landing=args.landing)
+    spark = session_for(ctx, args)
+    query = start_bronze_ingest(
+        spark, ctx, source, rate=args.rate, landing=args.landing, available_now=args.available_now
+    )
     target = table_name(ctx, BRONZE_TRANSACTIONS)
-    until = f"for {args.duration:g}s" if args.duration else "until Ctrl-C"
+    until = "until caught up" if args.available_now else f"for {args.duration:g}s" if args.duration else "until Ctrl-C"
     note(f"ingesting {source} into {target} {until} (checkpoint {ctx.paths.checkpoint(checkpoint_name(source))})")
     tally = run_queries({"bronze": query}, args.duration, ctx.settings.ingest.progress_seconds)["bronze"]
     summary = {"source": source, "table": target, **tally, "table_rows": spark.table(target).count()}
@@ -144,8 +154,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    ctx = _context(args)
-    spark = _session(ctx, args)
+    ctx = context_from(args)
+    spark = session_for(ctx, args)
     try:
         result = spark.sql(args.query)
     except Exception as error:  # AnalysisException, ParseException: the user's SQL
@@ -166,24 +176,16 @@ def _sql_error(error: Exception) -> str:
 def cmd_tables(args: argparse.Namespace) -> int:
     from fraudlake.tables import ALL_TABLES, describe_table
 
-    ctx = _context(args)
-    spark = _session(ctx, args)
+    ctx = context_from(args)
+    spark = session_for(ctx, args)
     emit(render_records([describe_table(spark, ctx, spec) for spec in ALL_TABLES], args.format))
     return 0
-
-
-COMMANDS = {
-    "generate": cmd_generate,
-    "ingest": cmd_ingest,
-    "sql": cmd_sql,
-    "tables": cmd_tables,
-}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return args.handler(args)
     except FraudlakeError as error:
         print(f"fraudlake: error: {error}", file=sys.stderr)
         return error.exit_code

@@ -101,11 +101,12 @@ def get_spark(ctx: Context, master: str | None = None):
     if not _jar_is_cached(coordinates):
         print(f"fraudlake: resolving {coordinates} from Maven Central (first start only)...", file=sys.stderr)
 
+    active = SparkSession.getActiveSession()
+    if active is not None:  # e.g. tests or a notebook: one JVM per process
+        return active
     builder = SparkSession.builder.master(master or ctx.settings.spark.master).appName(ctx.settings.spark.app_name)
     for key, value in local_spark_conf(ctx).items():
         builder = builder.config(key, value)
-    if SparkSession.getActiveSession() is not None:
-        return builder.getOrCreate()
 
     # The JVM's own output (Ivy's resolution report, log4j) goes to a log file under
     # home, so command output stays readable; a failed start quotes it.

@@ -59,8 +59,10 @@ def _stop_gracefully(query, timeout: float = 60.0) -> None:
     last = query.lastProgress
     seen = last["batchId"] if last else -1
     while query.isActive and time.monotonic() < deadline:
-        progress = query.lastProgress
-        if progress and progress["batchId"] > seen and not query.status.get("isTriggerActive"):
+        progress, status = query.lastProgress, query.status
+        if status.get("isTriggerActive"):
+            pass
+        elif not status.get("isDataAvailable") or (progress and progress["batchId"] > seen):
             break
         time.sleep(0.1)
     query.stop()
@@ -82,6 +84,8 @@ def run_queries(queries: dict, duration: float | None, progress_seconds: float, 
                     error = query.exception()
                     if error is not None:
                         raise FraudlakeError(f"{name} query failed: {_first_line(str(error))}")
+            if not any(query.isActive for query in queries.values()):
+                break  # every query finished on its own (available-now triggers)
             now = time.monotonic()
             if duration is not None and now - started >= duration:
                 break

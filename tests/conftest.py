@@ -1,0 +1,53 @@
+"""One session-scoped local Spark + Delta for every JVM test; a temp home per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fraudlake.conf.settings import Settings
+from fraudlake.settings import Context, Paths
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_context(home: Path, **sections) -> Context:
+    """A context with default settings plus section overrides, e.g. ``simulator={"seed": 7}``."""
+    data = Settings().model_dump()
+    for section, updates in sections.items():
+        data[section] = {**data[section], **updates}
+    settings = Settings.model_validate(data)
+    return Context(settings=settings, paths=Paths.of(settings, home))
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from fraudlake.spark import get_spark
+
+    home = tmp_path_factory.mktemp("spark-session")
+    ctx = make_context(home, spark={"shuffle_partitions": 2})
+    session = get_spark(ctx, master="local[2]")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def ctx(tmp_path) -> Context:
+    return make_context(tmp_path / "home")
+
+
+def run_cli(*args: str, home: Path, timeout: float = 300, env: dict | None = None, check: bool = True):
+    """Run ``fraudlake`` in its own process (its own JVM), as a user would."""
+    full_env = {**os.environ, "FRAUDLAKE_HOME": str(home), **(env or {})}
+    full_env.pop("FRAUDLAKE_CONF", None) if "FRAUDLAKE_CONF" not in (env or {}) else None
+    result = subprocess.run(
+        [sys.executable, "-m", "fraudlake.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=str(home.parent),
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"fraudlake {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
+    return result

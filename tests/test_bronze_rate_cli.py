@@ -1,0 +1,85 @@
+"""The bronze rate stream as users run it: separate processes, clean stops, kill -9, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from tests.conftest import run_cli
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+RATE = 500
+
+
+def _commits(table: Path) -> int:
+    return len(list((table / "_delta_log").glob("*.json")))
+
+
+def _assert_contiguous_ids(spark, table: Path) -> int:
+    """No duplicate and no missing id: the values behind the ids are exactly 0..n-1."""
+    bronze = spark.read.format("delta").load(str(table))
+    values = bronze.select(F.regexp_extract("transaction_id", r"tx-(\d+)", 1).cast("long").alias("v"))
+    stats = values.agg(F.count("*").alias("n"), F.countDistinct("v").alias("d"), F.min("v").alias("lo"), F.max("v").alias("hi")).first()
+    assert stats["n"] == stats["d"], f"duplicates: {stats}"
+    assert (stats["lo"], stats["hi"]) == (0, stats["n"] - 1), f"gaps: {stats}"
+    return stats["n"]
+
+
+def test_stop_kill_and_restart_lose_nothing_and_duplicate_nothing(spark, tmp_path):
+    home = tmp_path / "home"
+    table = home / "warehouse" / "bronze" / "transactions"
+    common = ["ingest", "--source", "rate", "--rate", str(RATE), "--master", "local[2]"]
+
+    # 1. A clean, timed run.
+    first = run_cli(*common, "--duration", "8", "--format", "json", home=home)
+    summary = json.loads(first.stdout)
+    assert summary["table_rows"] == summary["rows"] > 0
+    assert "[bronze]" in first.stderr  # progress lines
+    after_first = _assert_contiguous_ids(spark, table)
+
+    # 2. A run killed with SIGKILL (the whole process group: Python and its JVM) mid-stream.
+    env = {**os.environ, "FRAUDLAKE_HOME": str(home)}
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "fraudlake.cli", *common], env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    commits_before = _commits(table)
+    deadline = time.time() + 180
+    while _commits(table) < commits_before + 2 and time.time() < deadline:
+        time.sleep(0.2)
+    assert _commits(table) >= commits_before + 2, "the killed run never wrote"
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(30)
+    after_kill = _assert_contiguous_ids(spark, table)
+    assert after_kill > after_first
+
+    # 3. Restart: resumes from the checkpoint, replays the interrupted batch once.
+    run_cli(*common, "--duration", "6", home=home)
+    after_restart = _assert_contiguous_ids(spark, table)
+    assert after_restart > after_kill
+
+    # 4. Another process reads the registered table with SQL.
+    result = run_cli(
+        "sql", "SELECT count(*) AS n, count(DISTINCT transaction_id) AS d FROM spark_catalog.bronze.transactions",
+        "--format", "json", home=home,
+    )
+    [row] = json.loads(result.stdout)
+    assert row == {"n": after_restart, "d": after_restart}
+
+
+def test_a_different_rate_on_the_same_checkpoint_is_refused(tmp_path):
+    home = tmp_path / "home"
+    run_cli("ingest", "--source", "rate", "--rate", "50", "--duration", "3", "--master", "local[1]", home=home)
+    result = run_cli("ingest", "--source", "rate", "--rate", "60", "--duration", "3", home=home, check=False)
+    assert result.returncode == 1
+    assert "resume it with the same values" in result.stderr
+    assert "Traceback" not in result.stderr

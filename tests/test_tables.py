@@ -1,0 +1,53 @@
+"""Table contracts: qualified names, idempotent registration, a second home in one session."""
+
+from __future__ import annotations
+
+import pytest
+from delta.tables import DeltaTable
+
+from fraudlake.tables import ALL_TABLES, BRONZE_TRANSACTIONS, SILVER_SCORED, describe_table, register_tables, table_name
+from tests.conftest import make_context
+
+
+def test_names_are_three_level_and_follow_the_conf(tmp_path):
+    ctx = make_context(tmp_path, catalog={"catalog": "main", "bronze_schema": "fraud_bronze"})
+    assert table_name(ctx, BRONZE_TRANSACTIONS) == "main.fraud_bronze.transactions"
+    assert table_name(make_context(tmp_path), SILVER_SCORED) == "spark_catalog.silver.scored_transactions"
+
+
+@pytest.mark.spark
+def test_registration_is_idempotent_and_keeps_data(spark, ctx):
+    names = register_tables(spark, ctx)
+    assert names == [table_name(ctx, spec) for spec in ALL_TABLES]
+    bronze = table_name(ctx, BRONZE_TRANSACTIONS)
+    spark.sql(f"INSERT INTO {bronze} (transaction_id, amount) VALUES ('t1', 1.5)")
+    register_tables(spark, ctx)
+    assert spark.table(bronze).count() == 1
+    for spec in ALL_TABLES:
+        assert DeltaTable.isDeltaTable(spark, f"{ctx.paths.warehouse}/{spec.layer}/{spec.name}")
+    info = describe_table(spark, ctx, BRONZE_TRANSACTIONS)
+    assert info["rows"] == 1 and info["version"] == 1 and info["location"].endswith("/bronze/transactions")
+
+
+@pytest.mark.spark
+def test_bronze_is_append_only_and_silver_has_change_data_feed(spark, ctx):
+    register_tables(spark, ctx)
+    bronze = table_name(ctx, BRONZE_TRANSACTIONS)
+    props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {bronze}").collect()}
+    assert props.get("delta.appendOnly") == "true"
+    silver = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {table_name(ctx, SILVER_SCORED)}").collect()}
+    assert silver.get("delta.enableChangeDataFeed") == "true"
+    spark.sql(f"INSERT INTO {bronze} (transaction_id) VALUES ('t1')")
+    with pytest.raises(Exception, match="(?i)append"):
+        spark.sql(f"DELETE FROM {bronze}")
+
+
+@pytest.mark.spark
+def test_another_home_repoints_the_names(spark, tmp_path):
+    first, second = make_context(tmp_path / "a"), make_context(tmp_path / "b")
+    register_tables(spark, first)
+    spark.sql(f"INSERT INTO {table_name(first, BRONZE_TRANSACTIONS)} (transaction_id) VALUES ('a')")
+    register_tables(spark, second)
+    assert spark.table(table_name(second, BRONZE_TRANSACTIONS)).count() == 0
+    register_tables(spark, first)
+    assert spark.table(table_name(first, BRONZE_TRANSACTIONS)).count() == 1
