@@ -9,7 +9,8 @@ for gaps and duplicates.
 
 The population (users with a home country, typical spend, active hours and
 usual channels; merchants with a category and country; each user's cards) is
-drawn once from the seed with numpy and joined by broadcast.
+also a function of the seed: every attribute of user ``i`` or merchant ``j`` is
+hashed from ``(seed, i)`` or ``(seed, j)``, so there is nothing to store or join.
 
 Fraud scenarios (labelled in ``label_is_fraud`` / ``label_scenario``):
 
@@ -33,9 +34,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import numpy as np
-import pandas as pd
 
 from fraudlake.conf.settings import SimulatorSettings
 
@@ -109,55 +107,36 @@ def scenario_rates(sim: SimulatorSettings) -> ScenarioRates:
     return ScenarioRates(p_a, p_b, p_c, block_rows)
 
 
-def _weighted_choice(rng: np.random.Generator, weights: list[float], size: int) -> np.ndarray:
-    w = np.asarray(weights, dtype=float)
-    return rng.choice(len(w), size=size, p=w / w.sum())
+def cumulative_shares(weights: list[float]) -> list[float]:
+    """Upper bounds of each choice's slice of [0, 1) for a weighted pick."""
+    total = float(sum(weights))
+    bounds, running = [], 0.0
+    for w in weights:
+        running += w / total
+        bounds.append(running)
+    bounds[-1] = 1.0
+    return bounds
 
 
-def build_population(sim: SimulatorSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Users and merchants, drawn from the seed (same seed, same population).
+def merchant_blocks(sim: SimulatorSettings) -> tuple[list[int], list[int]]:
+    """Merchants are numbered country by country: country ``c`` owns ``offset[c] .. offset[c] + count[c] - 1``.
 
-    Merchants are sorted by country so that the merchants of country ``c`` are the
-    contiguous indexes ``offset[c] .. offset[c] + count[c] - 1``.
+    Counts follow the card-holder shares, with at least one merchant per country.
     """
-    rng = np.random.default_rng(sim.seed)
-    country_weights = [c[3] for c in COUNTRIES]
-
-    users = pd.DataFrame(
-        {
-            "user_idx": np.arange(sim.n_users, dtype=np.int64),
-            "home_country_idx": _weighted_choice(rng, country_weights, sim.n_users).astype(np.int32),
-            # Typical spend relative to the category median: some users spend 3x more than others.
-            "spend_factor": np.exp(rng.normal(0.0, 0.5, sim.n_users)),
-            "hours_profile": rng.integers(0, len(ACTIVE_HOURS), sim.n_users).astype(np.int32),
-            # Usual channels: the share of online-capable purchases a user makes online.
-            "online_share": rng.beta(2.0, 5.0, sim.n_users),
-            "n_cards": rng.choice([1, 2], size=sim.n_users, p=[0.7, 0.3]).astype(np.int32),
-        }
-    )
-
-    # Every country has at least one merchant, the rest follow the card-holder shares.
-    extra = max(0, sim.n_merchants - len(COUNTRIES))
-    merchant_country = np.sort(
-        np.concatenate([np.arange(len(COUNTRIES)), _weighted_choice(rng, country_weights, extra)])[: sim.n_merchants]
-    )
-    merchants = pd.DataFrame(
-        {
-            "merchant_idx": np.arange(sim.n_merchants, dtype=np.int64),
-            "merchant_country_idx": merchant_country.astype(np.int32),
-            "category_idx": _weighted_choice(rng, [c[1] for c in CATEGORIES], sim.n_merchants).astype(np.int32),
-        }
-    )
-    return users, merchants
-
-
-def country_offsets(merchants: pd.DataFrame) -> tuple[list[int], list[int]]:
-    counts = merchants.groupby("merchant_country_idx").size().reindex(range(len(COUNTRIES)), fill_value=0)
-    offsets = np.concatenate([[0], np.cumsum(counts.to_numpy())[:-1]])
-    return [int(x) for x in offsets], [int(x) for x in counts]
+    shares = [c[3] for c in COUNTRIES]
+    total = sum(shares)
+    counts = [max(1, int(sim.n_merchants * w / total)) for w in shares]
+    counts[0] += sim.n_merchants - sum(counts)  # rounding goes to the largest market
+    offsets = [sum(counts[:i]) for i in range(len(counts))]
+    return offsets, counts
 
 
 # ----------------------------------------------------------------------------- expressions
+#
+# The simulation is one chain of projections with no joins and no large literals:
+# population attributes are hashed from their ids, and a random draw that later
+# steps read more than once is hashed once into a column. (Spark keeps such
+# projections apart rather than inline, and so recompute, an expensive expression.)
 
 
 def _uniform(seed: int, salt: str, *keys):
@@ -175,11 +154,45 @@ def _pick(values: list, index_col):
     return F.element_at(F.array(*[F.lit(v) for v in values]), index_col.cast("int") + 1)
 
 
+def _weighted_index(u, weights: list[float]):
+    """An index drawn with the given weights from a uniform column."""
+    from pyspark.sql import functions as F
+
+    bounds = cumulative_shares(weights)
+    pick = F.when(u < bounds[0], F.lit(0))
+    for i, bound in enumerate(bounds[1:-1], start=1):
+        pick = pick.when(u < bound, F.lit(i))
+    return pick.otherwise(F.lit(len(bounds) - 1))
+
+
+def _block_of(index, offsets: list[int]):
+    """Which block ``index`` falls in, for blocks starting at ``offsets`` (ascending, first 0)."""
+    from pyspark.sql import functions as F
+
+    block = F.when(index < offsets[1], F.lit(0))
+    for i, start in enumerate(offsets[2:], start=1):
+        block = block.when(index < start, F.lit(i))
+    return block.otherwise(F.lit(len(offsets) - 1))
+
+
+def _normal(u1, u2):
+    """A standard normal from two uniforms (Box-Muller)."""
+    from pyspark.sql import functions as F
+
+    return F.sqrt(-2.0 * F.log(u1 + 1e-12)) * F.cos(2 * math.pi * u2)
+
+
 def _index_below(u, n):
     """An integer in ``[0, n)`` from a uniform column (``n`` a column or int)."""
     from pyspark.sql import functions as F
 
     return F.floor(u * n).cast("long")
+
+
+def _padded(prefix: str, number, width: int):
+    from pyspark.sql import functions as F
+
+    return F.concat(F.lit(prefix), F.lpad(number.cast("string"), width, "0"))
 
 
 def simulate(df, sim: SimulatorSettings, clock: str = "batch", source: str = SOURCE_RATE):
@@ -191,124 +204,131 @@ def simulate(df, sim: SimulatorSettings, clock: str = "batch", source: str = SOU
 
     if clock not in ("batch", "source"):
         raise ValueError(f"clock must be 'batch' or 'source', not {clock!r}")
-    spark = df.sparkSession
     rates = scenario_rates(sim)
-    users_pd, merchants_pd = build_population(sim)
-    offsets, counts = country_offsets(merchants_pd)
-    users = F.broadcast(spark.createDataFrame(users_pd))
-    merchants = F.broadcast(spark.createDataFrame(merchants_pd))
-    seed = sim.seed
-    v = F.col("value")
+    offsets, counts = merchant_blocks(sim)
+    seed, col = sim.seed, F.col
 
     def u(salt: str, *keys):
-        return _uniform(seed, salt, *(keys or (v,)))
+        return _uniform(seed, salt, *(keys or (col("value"),)))
 
-    # Which scenario, if any, this draw is.
-    r = u("scenario")
-    scenario = (
-        F.when(r < rates.amount_anomaly, F.lit("amount_anomaly"))
-        .when(r < rates.amount_anomaly + rates.compromised_merchant, F.lit("compromised_merchant"))
-        .when(
-            r < rates.amount_anomaly + rates.compromised_merchant + rates.compromised_card,
-            F.lit("compromised_card"),
-        )
-    )
+    user, merchant = col("user_idx"), col("merchant_idx")
 
-    period = F.floor(v / sim.merchant_period_rows)
-    block = F.floor(v / rates.block_rows)
     k = sim.compromised_merchants_per_period
-    compromised_set = F.array(*[_index_below(_uniform(seed, "merchant_breach", period, F.lit(j)), sim.n_merchants) for j in range(k)])
-
-    steps = (
-        df.select(v.cast("long").alias("value"), *([F.col("timestamp")] if clock == "source" else []))
-        .withColumn("_scenario", scenario)
-        .withColumn(
-            "user_idx",
-            F.when(F.col("_scenario") == "compromised_card", _index_below(u("victim", block), sim.n_users)).otherwise(
-                _index_below(u("user"), sim.n_users)
-            ),
-        )
-        .join(users, "user_idx")
+    p_a, p_b, p_c = rates.amount_anomaly, rates.compromised_merchant, rates.compromised_card
+    r = col("_r")
+    scenario = (
+        F.when(r < p_a, F.lit("amount_anomaly"))
+        .when(r < p_a + p_b, F.lit("compromised_merchant"))
+        .when(r < p_a + p_b + p_c, F.lit("compromised_card"))
     )
+    is_card = col("_scenario") == "compromised_card"
 
-    card_scenario = F.col("_scenario") == "compromised_card"
-    abroad = F.when(card_scenario, u("abroad") < 0.6).otherwise(u("travel") < 0.04)
-    foreign_idx = F.pmod(F.col("home_country_idx") + 1 + _index_below(u("where"), len(COUNTRIES) - 1), len(COUNTRIES))
-    tx_country_idx = F.when(abroad, foreign_idx).otherwise(F.col("home_country_idx"))
-    local_merchant = _pick(offsets, tx_country_idx) + _index_below(u("merchant"), _pick(counts, tx_country_idx))
-    breached_merchant = F.element_at(compromised_set, (_index_below(u("breach_pick"), k) + 1).cast("int"))
-
-    steps = (
-        steps.withColumn(
-            "merchant_idx",
-            F.when(F.col("_scenario") == "compromised_merchant", breached_merchant).otherwise(local_merchant),
-        )
-        # A compromised merchant's genuine-looking traffic in its period is fraud too.
-        .withColumn(
-            "_scenario",
-            F.when(
-                F.col("_scenario").isNull() & F.array_contains(compromised_set, F.col("merchant_idx")),
-                F.lit("compromised_merchant"),
-            ).otherwise(F.col("_scenario")),
-        )
-        .join(merchants, "merchant_idx")
+    # 1. Which scenario; which period (merchant breaches) and block (stolen-card bursts).
+    steps = df.select(
+        col("value").cast("long").alias("value"),
+        *([col("timestamp")] if clock == "source" else []),
+    ).select(
+        "*",
+        u("scenario").alias("_r"),
+        F.floor(col("value") / sim.merchant_period_rows).alias("_period"),
+        F.floor(col("value") / rates.block_rows).alias("_block"),
+    )
+    steps = steps.select("*", scenario.alias("_scenario")).drop("_r")
+    # 2. Who pays: a random user, or the victim of this block's stolen card.
+    steps = steps.select(
+        "*",
+        F.when(is_card, _index_below(u("victim", col("_block")), sim.n_users))
+        .otherwise(_index_below(u("user"), sim.n_users))
+        .alias("user_idx"),
+    )
+    steps = steps.select(
+        "*",
+        # The user's profile: home country, typical spend (log-normal, 3x spread between
+        # the 10th and 90th percentile), active hours, how often they buy online, cards.
+        _weighted_index(u("home", user), [c[3] for c in COUNTRIES]).alias("_home"),
+        F.exp(0.5 * _normal(u("spend1", user), u("spend2", user))).alias("_spend"),
+        _index_below(u("hours", user), len(ACTIVE_HOURS)).alias("_hours"),
+        (0.05 + 0.5 * F.pow(u("online_share", user), 2)).alias("_online_share"),
+        F.when(u("cards", user) < 0.3, 2).otherwise(1).alias("_n_cards"),
+        F.array(*[_index_below(_uniform(seed, "merchant_breach", col("_period"), F.lit(j)), sim.n_merchants) for j in range(k)]).alias("_breached"),
+        F.when(is_card, u("abroad") < 0.6).otherwise(u("travel") < 0.04).alias("_abroad"),
+    )
+    # 3. Where: a merchant in the home country (or abroad), or one of the period's breached merchants.
+    foreign = F.pmod(col("_home") + 1 + _index_below(u("where"), len(COUNTRIES) - 1), len(COUNTRIES))
+    steps = steps.select("*", F.when(col("_abroad"), foreign).otherwise(col("_home")).alias("_tx_country"))
+    local_merchant = _pick(offsets, col("_tx_country")) + _index_below(u("merchant"), _pick(counts, col("_tx_country")))
+    breached_pick = F.element_at(col("_breached"), (_index_below(u("breach_pick"), k) + 1).cast("int"))
+    steps = steps.select(
+        "*",
+        F.when(col("_scenario") == "compromised_merchant", breached_pick).otherwise(local_merchant).alias("merchant_idx"),
+    )
+    # A breached merchant's genuine-looking traffic in its period is fraud too.
+    steps = steps.withColumn(
+        "_scenario",
+        F.when(
+            col("_scenario").isNull() & F.array_contains(col("_breached"), col("merchant_idx")),
+            F.lit("compromised_merchant"),
+        ).otherwise(col("_scenario")),
+    ).select(
+        # Merchants are numbered by country (merchant_blocks); each has one category.
+        _block_of(merchant, offsets).alias("_country"),
+        _weighted_index(u("category", merchant), [c[1] for c in CATEGORIES]).alias("_category"),
+        "*",
     )
 
     # Amounts: heavy-tailed (log-normal) around the category median, scaled by the
     # user's typical spend, then by the scenario, then into the local currency.
-    category = F.col("category_idx")
-    z = F.sqrt(-2.0 * F.log(u("amount_u1") + 1e-12)) * F.cos(2 * math.pi * u("amount_u2"))
-    base_usd = F.exp(F.log(_pick([c[2] for c in CATEGORIES], category)) + _pick([c[3] for c in CATEGORIES], category) * z)
+    category, country = col("_category"), col("_country")
+    z = _normal(u("amount_u1"), u("amount_u2"))
+    log_median = _pick([math.log(c[2]) for c in CATEGORIES], category)
+    base_usd = F.exp(log_median + _pick([c[3] for c in CATEGORIES], category) * z)
     multiplier = (
-        F.when(F.col("_scenario") == "amount_anomaly", 6.0 + 24.0 * u("anomaly"))
-        .when(F.col("_scenario") == "compromised_merchant", 1.5 + 2.5 * u("breach_amount"))
-        .when(card_scenario, 1.0 + 3.0 * u("card_amount"))
+        F.when(col("_scenario") == "amount_anomaly", 6.0 + 24.0 * u("anomaly"))
+        .when(col("_scenario") == "compromised_merchant", 1.5 + 2.5 * u("breach_amount"))
+        .when(is_card, 1.0 + 3.0 * u("card_amount"))
         .otherwise(F.lit(1.0))
     )
-    country = F.col("merchant_country_idx")
-    amount = F.round(base_usd * F.col("spend_factor") * multiplier * _pick([c[2] for c in COUNTRIES], country), 2)
+    amount = F.round(base_usd * col("_spend") * multiplier * _pick([c[2] for c in COUNTRIES], country), 2)
 
     category_channel = _pick([c[4] for c in CATEGORIES], category)
     online_capable = category.isin([i for i, c in enumerate(CATEGORIES) if c[0] in ONLINE_CAPABLE])
-    goes_online = F.when(card_scenario, u("card_online") < 0.6).otherwise(u("online") < F.col("online_share"))
+    # A stolen card's details are mostly used card-not-present, wherever that is possible at all.
+    online_capable = online_capable | (is_card & (category_channel != "atm") & (_pick([c[0] for c in CATEGORIES], category) != "fuel"))
+    goes_online = F.when(is_card, u("card_online") < 0.6).otherwise(u("online") < col("_online_share"))
     channel = F.when(online_capable & goes_online, F.lit("online")).otherwise(category_channel)
 
     # Cards: a user's first or second card; a stolen card is always the victim's first.
-    card_idx = F.when(card_scenario, F.lit(0)).otherwise(_index_below(u("card"), F.col("n_cards")))
-    card_id = F.concat(F.lit("card_"), F.lower(F.hex(F.xxhash64(F.lit(seed), F.lit("card"), F.col("user_idx"), card_idx))))
+    card_idx = F.when(is_card, F.lit(0)).otherwise(_index_below(u("card"), col("_n_cards")))
+    card_id = F.concat(F.lit("card_"), F.lower(F.hex(F.xxhash64(F.lit(seed), F.lit("card"), col("user_idx"), card_idx))))
 
-    if clock == "source":
-        event_time = F.col("timestamp")
-    else:
-        event_time = _batch_clock(sim, rates, v, block, card_scenario, u)
+    event_time = col("timestamp") if clock == "source" else _batch_clock(sim, rates, is_card, u)
 
-    label = F.col("_scenario").isNotNull().cast("int")
     return steps.select(
-        F.format_string("tx-%012d", v).alias("transaction_id"),
+        _padded("tx-", col("value"), 12).alias("transaction_id"),
         event_time.cast("timestamp").alias("event_time"),
-        F.format_string("u%06d", F.col("user_idx")).alias("user_id"),
+        _padded("u", col("user_idx"), 6).alias("user_id"),
         card_id.alias("card_id"),
-        F.format_string("m%05d", F.col("merchant_idx")).alias("merchant_id"),
+        _padded("m", col("merchant_idx"), 5).alias("merchant_id"),
         _pick([c[0] for c in CATEGORIES], category).alias("merchant_category"),
         amount.cast("double").alias("amount"),
         _pick([c[1] for c in COUNTRIES], country).alias("currency"),
         _pick([c[0] for c in COUNTRIES], country).alias("country"),
         channel.alias("channel"),
-        label.alias("label_is_fraud"),
-        F.col("_scenario").alias("label_scenario"),
+        col("_scenario").isNotNull().cast("int").alias("label_is_fraud"),
+        col("_scenario").alias("label_scenario"),
         F.lit(None).cast("string").alias("_raw"),
         F.lit(source).alias("_source"),
         F.current_timestamp().alias("_ingest_time"),
     )
 
 
-def _batch_clock(sim: SimulatorSettings, rates: ScenarioRates, v, block, card_scenario, u):
+def _batch_clock(sim: SimulatorSettings, rates: ScenarioRates, is_card, u):
     """Synthetic event time for batch data: day from the row number, hour from behaviour."""
     from pyspark.sql import functions as F
 
+    v, block, profile = F.col("value"), F.col("_block"), F.col("_hours")
     start = int(sim.start_time.timestamp())
     day_start = F.lit(start) + F.floor(v / sim.rows_per_day) * 86400
-    profile = F.col("hours_profile")
     first_hour = _pick([p[0] for p in ACTIVE_HOURS], profile)
     span = _pick([p[1] for p in ACTIVE_HOURS], profile)
     genuine_seconds = (first_hour * 3600 + F.floor(u("time") * span * 3600)) % 86400
@@ -320,7 +340,7 @@ def _batch_clock(sim: SimulatorSettings, rates: ScenarioRates, v, block, card_sc
     )
     burst_seconds = burst_hour * 3600 + F.floor(u("burst_offset") * 900)
 
-    epoch = F.when(card_scenario, block_day_start + burst_seconds).otherwise(day_start + genuine_seconds)
+    epoch = F.when(is_card, block_day_start + burst_seconds).otherwise(day_start + genuine_seconds)
     return F.timestamp_seconds(epoch)
 
 

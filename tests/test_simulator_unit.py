@@ -1,12 +1,11 @@
-"""The simulator's pure parts: scenario rates and the population. No JVM."""
+"""The simulator's pure parts: scenario rates, weighted picks, merchant numbering. No JVM."""
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
 from fraudlake.conf.settings import SimulatorSettings
-from fraudlake.simulator import COUNTRIES, build_population, country_offsets, scenario_rates
+from fraudlake.simulator import COUNTRIES, cumulative_shares, merchant_blocks, scenario_rates
 
 
 def test_scenario_rates_add_up_to_the_fraud_rate_with_merchant_collisions():
@@ -31,25 +30,20 @@ def test_a_scenario_with_zero_share_is_never_drawn():
     assert rates.amount_anomaly == pytest.approx(sim.fraud_rate)
 
 
-def test_population_is_deterministic_per_seed():
-    a_users, a_merchants = build_population(SimulatorSettings(seed=3, n_users=500, n_merchants=100))
-    b_users, b_merchants = build_population(SimulatorSettings(seed=3, n_users=500, n_merchants=100))
-    c_users, _ = build_population(SimulatorSettings(seed=4, n_users=500, n_merchants=100))
-    pd.testing.assert_frame_equal(a_users, b_users)
-    pd.testing.assert_frame_equal(a_merchants, b_merchants)
-    assert not a_users.equals(c_users)
+def test_cumulative_shares_end_at_one_and_follow_the_weights():
+    assert cumulative_shares([1, 1, 2]) == pytest.approx([0.25, 0.5, 1.0])
+    assert cumulative_shares([0.1, 0.2, 0.3])[-1] == 1.0
 
 
-def test_every_country_has_contiguous_merchants():
-    _, merchants = build_population(SimulatorSettings(n_merchants=20))
-    offsets, counts = country_offsets(merchants)
-    assert len(offsets) == len(COUNTRIES) and min(counts) >= 1 and sum(counts) == 20
-    for country, (offset, count) in enumerate(zip(offsets, counts)):
-        block = merchants.iloc[offset : offset + count]
-        assert (block["merchant_country_idx"] == country).all()
+@pytest.mark.parametrize("n_merchants", [20, 2000, 12345])
+def test_every_country_owns_a_contiguous_non_empty_block_of_merchants(n_merchants):
+    offsets, counts = merchant_blocks(SimulatorSettings(n_merchants=n_merchants))
+    assert len(offsets) == len(counts) == len(COUNTRIES)
+    assert min(counts) >= 1 and sum(counts) == n_merchants
+    assert offsets[0] == 0
+    assert all(offsets[i] + counts[i] == offsets[i + 1] for i in range(len(COUNTRIES) - 1))
 
 
-def test_typical_spend_varies_between_users():
-    users, _ = build_population(SimulatorSettings(n_users=2000))
-    spread = users["spend_factor"].quantile(0.9) / users["spend_factor"].quantile(0.1)
-    assert spread > 2
+def test_too_few_merchants_for_the_countries_is_a_settings_error():
+    with pytest.raises(ValueError, match="n_merchants"):
+        SimulatorSettings(n_merchants=5)
