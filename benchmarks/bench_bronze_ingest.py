@@ -1,9 +1,11 @@
 """Sustained bronze ingest rate on local[2]: the highest simulator rate the stream keeps up with.
 
 For each offered rate, the rate source feeds the simulator into bronze.transactions
-(Delta sink, real checkpoint) for ``--seconds``. After warm-up batches, the stream
-keeps up when rows committed per second of wall time reach the offered rate (within
-5%) and batches finish within the trigger interval, so the backlog does not grow.
+(Delta sink, real checkpoint) for ``--seconds``. The first 40% of a trial is warm-up
+(JIT, the first Delta commit, the backlog that builds meanwhile). Over the rest, the
+stream keeps up when rows committed per second of wall time reach the offered rate
+(within 5%) and every batch finishes within the trigger interval, so the backlog
+does not grow.
 
     python benchmarks/bench_bronze_ingest.py [--rates 50000,100000,150000,200000] [--seconds 60]
 
@@ -17,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,7 +30,11 @@ from fraudlake.settings import Context  # noqa: E402
 from fraudlake.spark import get_spark  # noqa: E402
 from fraudlake.tables import register_tables  # noqa: E402
 
-WARMUP_BATCHES = 2
+WARMUP_SHARE = 0.4
+
+
+def _epoch(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def trial(spark, base: Context, rate: int, seconds: float, trigger: float) -> dict:
@@ -39,20 +46,19 @@ def trial(spark, base: Context, rate: int, seconds: float, trigger: float) -> di
         register_tables(spark, ctx)
         query = start_bronze_ingest(spark, ctx, "rate", rate=rate)
         time.sleep(seconds)
-        progress = [p for p in query.recentProgress if p["numInputRows"]]
+        progress = [p for p in query.recentProgress if p["numInputRows"]]  # the last 100 batches
         query.stop()
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    measured = progress[WARMUP_BATCHES:]
+    started = _epoch(progress[0]["timestamp"]) if progress else 0.0
+    measured = [p for p in progress if _epoch(p["timestamp"]) >= started + WARMUP_SHARE * seconds]
     if len(measured) < 3:
-        return {"rate": rate, "kept_up": False, "reason": f"only {len(progress)} batches in {seconds}s"}
+        return {"rate": rate, "kept_up": False, "reason": f"only {len(measured)} batches after warm-up"}
     rows = sum(p["numInputRows"] for p in measured)
     durations = [p["durationMs"]["triggerExecution"] / 1000 for p in measured]
-    # Wall time covered by the measured batches: from the previous batch's end to the last one's.
-    span = len(measured) * trigger
+    span = _epoch(measured[-1]["timestamp"]) + durations[-1] - _epoch(measured[0]["timestamp"])
     committed_rate = rows / span
-    late_half = durations[len(durations) // 2 :]
-    kept_up = committed_rate >= 0.95 * rate and max(late_half) <= trigger * 1.05
+    kept_up = committed_rate >= 0.95 * rate and max(durations) <= trigger * 1.05
     return {
         "rate": rate,
         "kept_up": kept_up,
@@ -61,14 +67,14 @@ def trial(spark, base: Context, rate: int, seconds: float, trigger: float) -> di
         "committed_rows_per_second": round(committed_rate),
         "processed_rows_per_second_median": round(sorted(p["processedRowsPerSecond"] for p in measured)[len(measured) // 2]),
         "batch_seconds_median": round(sorted(durations)[len(durations) // 2], 2),
-        "batch_seconds_max_late": round(max(late_half), 2),
+        "batch_seconds_max": round(max(durations), 2),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="50000,100000,150000,200000,300000")
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--trigger", type=float, default=5.0, help="micro-batch interval (s)")
     parser.add_argument("--master", default="local[2]")
     args = parser.parse_args()
