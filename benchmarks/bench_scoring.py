@@ -1,6 +1,6 @@
 """Scoring throughput of the registered pyfunc on one core, beside the raw scikit-learn pipeline.
 
-    python benchmarks/bench_scoring.py [--rows 20000] [--repeats 5] [--output benchmarks/results/scoring.json]
+    python benchmarks/bench_scoring.py [--rows 20000] [--samples 30000] [--repeats 5]
 
 Trains both models (IsolationForest, gradient boosting) into a temporary home with
 the real ``train_model`` (Spark features, MLflow on SQLite), builds one set of
@@ -19,9 +19,7 @@ Results are data (``benchmarks/results/scoring.json``), not a timed test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,7 +27,10 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "scoring.json"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_results  # noqa: E402
+
 RAW_METHOD = {"isolation_forest": "decision_function", "gradient_boosting": "predict_proba"}
 
 
@@ -48,7 +49,8 @@ def build(home: Path, rows: int, samples: int):
     for kind in RAW_METHOD:
         versions[kind] = train_model(spark, ctx, model=kind, samples=samples)["version"]
     # Unseen rows (another seed) through the same feature code as serving.
-    frame = data.to_pandas(data.labelled_features(generate_batch(spark, SimulatorSettings(seed=2024), rows)))
+    transactions = generate_batch(spark, SimulatorSettings(seed=2024), rows).localCheckpoint(eager=True)
+    frame = data.to_pandas(data.labelled_features(transactions))
     spark.stop()
     return ctx, versions, frame
 
@@ -86,7 +88,6 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=20_000, help="scoring rows (default 20000)")
     parser.add_argument("--samples", type=int, default=30_000, help="training rows per model (default 30000)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="fraudlake-bench-") as scratch:
@@ -107,32 +108,36 @@ def main(argv=None) -> int:
             for batch_rows in (len(inputs), 1_000, 1):
                 pyfunc_rate = rows_per_second(pyfunc.predict, inputs, batch_rows, args.repeats)
                 raw_rate = rows_per_second(raw, inputs, batch_rows, args.repeats)
-                results.append({
-                    "model": kind,
-                    "version": int(model_version),
-                    "batch_rows": batch_rows,
-                    "pyfunc_rows_per_s": round(pyfunc_rate),
-                    "raw_method": f"Pipeline.{RAW_METHOD[kind]}",
-                    "raw_rows_per_s": round(raw_rate),
-                    "pyfunc_vs_raw": round(pyfunc_rate / raw_rate, 3),
-                })
-                print(f"{kind:18} batch {batch_rows:>6,}: pyfunc {pyfunc_rate:>12,.0f} rows/s   "
-                      f"raw {RAW_METHOD[kind]:17} {raw_rate:>12,.0f} rows/s   ({pyfunc_rate / raw_rate:.0%})",
-                      flush=True)
+                results.append(
+                    {
+                        "model": kind,
+                        "version": int(model_version),
+                        "batch_rows": batch_rows,
+                        "pyfunc_rows_per_s": round(pyfunc_rate),
+                        "raw_method": f"Pipeline.{RAW_METHOD[kind]}",
+                        "raw_rows_per_s": round(raw_rate),
+                        "pyfunc_vs_raw": round(pyfunc_rate / raw_rate, 3),
+                    }
+                )
+                print(
+                    f"{kind:18} batch {batch_rows:>6,}: pyfunc {pyfunc_rate:>12,.0f} rows/s   "
+                    f"raw {RAW_METHOD[kind]:17} {raw_rate:>12,.0f} rows/s   ({pyfunc_rate / raw_rate:.0%})",
+                    flush=True,
+                )
 
-    report = {
-        "benchmark": "pyfunc scoring throughput vs raw scikit-learn pipeline, one core",
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "rows": len(inputs),
-        "repeats": args.repeats,
-        "core": core,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "versions": {p: version(p) for p in ("scikit-learn", "mlflow-skinny", "skops", "numpy", "pandas")},
-        "results": results,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}", file=sys.stderr)
+    path = write_results(
+        "scoring",
+        {
+            "benchmark": "pyfunc scoring throughput vs the raw scikit-learn pipeline, one core",
+            "rows": len(inputs),
+            "training_rows": args.samples,
+            "repeats": args.repeats,
+            "pinned_to": core,
+            "versions": {p: version(p) for p in ("scikit-learn", "mlflow-skinny", "skops", "numpy", "pandas")},
+            "results": results,
+        },
+    )
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

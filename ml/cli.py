@@ -1,0 +1,184 @@
+"""The model lifecycle subcommands: ``train``, ``evaluate``, ``promote``, ``models``.
+
+``fraudlake.cli`` adds them with :func:`add_ml_commands`. Only ``train`` (and
+``evaluate --input``) start Spark; the registry commands talk to MLflow alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from fraudlake.errors import FraudlakeError
+from fraudlake.output import emit, note, render_mapping, render_records
+
+
+def _k_list(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not ks or min(ks) <= 0:
+        raise argparse.ArgumentTypeError(f"k must be positive integers, e.g. 50,100: {text!r}")
+    return ks
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 0.5:
+        raise argparse.ArgumentTypeError(f"must be in (0, 0.5]: {value}")
+    return value
+
+
+def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
+    """Add the model lifecycle subparsers to the ``fraudlake`` command."""
+    from fraudlake.cli import _format_option, _positive_int
+    from fraudlake.ml.data import SPLITS
+    from fraudlake.ml.model import MODEL_KINDS
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a fraud model and register it in MLflow",
+        description="Train on simulated transactions (or a labelled file), evaluate on a holdout, log the run "
+        "and register a new version of the model: champion if there is none, else challenger.",
+    )
+    source = train.add_mutually_exclusive_group()
+    source.add_argument(
+        "--samples", type=_positive_int, help="simulated transactions to train on (default from conf: 30000)"
+    )
+    source.add_argument("--input", help="labelled transactions in the bronze schema: Delta, Parquet, CSV or JSON lines")
+    train.add_argument(
+        "--model",
+        choices=MODEL_KINDS,
+        help="isolation_forest (unsupervised) or gradient_boosting (supervised challenger); default from conf",
+    )
+    train.add_argument(
+        "--contamination", type=_share, help="isolation_forest: expected fraud share (default from conf: 0.15)"
+    )
+    train.add_argument(
+        "--split",
+        choices=SPLITS,
+        help="holdout: random (default for the simulator) or time (the newest rows; default for --input)",
+    )
+    train.add_argument("--seed", type=int, help="simulator seed (default from conf)")
+    train.add_argument(
+        "--fraud-rate", type=float, help="simulator: share of fraudulent transactions (default from conf)"
+    )
+    _format_option(train)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="metrics and an HTML report for a registered model",
+        description="Score the model's holdout (or a labelled file) and print accuracy, precision, recall, F1, "
+        "ROC AUC, average precision, precision@k, the confusion matrix and recall per fraud scenario; "
+        "write an HTML report under HOME/reports and log it to MLflow.",
+    )
+    evaluate.add_argument("--model-uri", help="model to evaluate (default models:/<model_name>@champion)")
+    evaluate.add_argument("--input", help="labelled transactions to evaluate on (default: the model's holdout)")
+    evaluate.add_argument(
+        "--k", type=_k_list, help="precision@k cut-offs, comma-separated (default from conf: 50,100,200)"
+    )
+    _format_option(evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    promote = commands.add_parser(
+        "promote",
+        parents=[common],
+        help="make a model version the champion",
+        description="Move the champion alias to a version; the old champion keeps its version and gets "
+        "the previous_champion alias.",
+    )
+    promote.add_argument("--version", type=_positive_int, required=True, help="model version to promote")
+    _format_option(promote)
+    promote.set_defaults(handler=cmd_promote)
+
+    models = commands.add_parser(
+        "models",
+        parents=[common],
+        help="list model versions, aliases and key metrics",
+        description="List the registered versions of the model with their aliases, flag threshold and holdout metrics.",
+    )
+    _format_option(models)
+    models.set_defaults(handler=cmd_models)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fraudlake.cli import context_from
+    from fraudlake.ml.train import train_model
+    from fraudlake.spark import get_spark
+
+    ctx = context_from(args)
+    overrides = {k: v for k, v in {"seed": args.seed, "fraud_rate": args.fraud_rate}.items() if v is not None}
+    if overrides:
+        if args.input:
+            raise FraudlakeError("--seed and --fraud-rate configure the simulator: they do not apply to --input")
+        ctx = ctx.with_settings(simulator=overrides)
+    model = args.model or ctx.settings.ml.model
+    if args.contamination is not None and model != "isolation_forest":
+        raise FraudlakeError("--contamination applies to --model isolation_forest only")
+    spark = get_spark(ctx, master=args.master)  # no tables: training reads the simulator or a file
+    result = train_model(
+        spark,
+        ctx,
+        model=model,
+        samples=args.samples,
+        input_path=args.input,
+        split=args.split,
+        contamination=args.contamination,
+    )
+    holdout = result.pop("holdout")
+    summary = {
+        **result,
+        "holdout_rows": holdout.pop("rows"),
+        "holdout_fraud_rows": holdout.pop("fraud_rows"),
+        **holdout,
+    }
+    emit(render_mapping(summary, args.format))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fraudlake.cli import context_from
+    from fraudlake.ml.evaluate import evaluate_model, file_frame
+    from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
+
+    ctx = context_from(args)
+    model_uri = args.model_uri or default_model_uri(ctx)
+    frame = None
+    if args.input:
+        resolve_model(mlflow_client(ctx), model_uri)  # a missing model fails before Spark starts
+        from fraudlake.spark import get_spark
+
+        frame = file_frame(get_spark(ctx, master=args.master), args.input)
+    result = evaluate_model(ctx, model_uri=model_uri, frame=frame, dataset=args.input, ks=args.k)
+    emit(render_mapping(result, args.format))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from fraudlake.cli import context_from
+    from fraudlake.ml.registry import mlflow_client, promote
+
+    ctx = context_from(args)
+    result = promote(mlflow_client(ctx), ctx, args.version)
+    if not result["changed"]:
+        note(f"version {args.version} is already the champion")
+    emit(render_mapping(result, args.format))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from fraudlake.cli import context_from
+    from fraudlake.ml.registry import list_versions, mlflow_client
+
+    ctx = context_from(args)
+    rows = list_versions(mlflow_client(ctx), ctx)
+    if not rows:
+        note(f"no versions of {ctx.settings.ml.model_name} yet: train one with fraudlake train")
+    emit(render_records(rows, args.format))
+    return 0

@@ -1,0 +1,212 @@
+"""Training and evaluation data: labelled transactions → features → pandas, and the split.
+
+Input files are read with Spark and conformed to the bronze schema, so a file made
+by ``fraudlake generate``, an export of ``bronze.transactions`` and a hand-made CSV
+all go through :func:`fraudlake.ml.features.add_features` like the stream does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fraudlake.errors import FraudlakeError
+from fraudlake.ml.features import MODEL_INPUT_COLUMNS, add_features
+from fraudlake.tables import BRONZE_COLUMNS
+
+LABEL = "label_is_fraud"
+SCENARIO = "label_scenario"
+
+# Bronze column → Spark type, in bronze order.
+BRONZE_TYPES = dict(line.split() for line in (c.strip() for c in BRONZE_COLUMNS.strip().split(",\n")))
+# Without these a row cannot be featurised (event_time, amount) or learned from (the label).
+REQUIRED_COLUMNS = ("event_time", "amount", LABEL)
+# Carried beside the features so metrics can be broken down and rows traced back.
+KEY_COLUMNS = ("transaction_id", "event_time", LABEL, SCENARIO)
+
+INPUT_FORMATS = ("delta", "parquet", "csv", "json")
+SPLITS = ("random", "time")
+
+
+def input_format(path: str) -> str:
+    """Delta for a folder with ``_delta_log``; else by suffix, of the path or of the files in the folder."""
+    location = Path(path)
+    if (location / "_delta_log").is_dir():
+        return "delta"
+    names = [location.name]
+    if location.is_dir():
+        names = [p.name for p in sorted(location.iterdir()) if p.is_file() and not p.name.startswith(("_", "."))]
+    for name in names:
+        suffix = name.lower().rsplit(".", 1)[-1] if "." in name else ""
+        if suffix in ("csv", "json", "jsonl"):
+            return "json" if suffix == "jsonl" else suffix
+        if suffix == "parquet":
+            return "parquet"
+    return "parquet"
+
+
+def read_transactions(spark, path: str):
+    """Read a Delta, Parquet, CSV or JSON-lines file (or folder) of transactions, as stored.
+
+    CSV columns are read as text and typed by :func:`conform_to_bronze`, like every other format.
+    """
+    from pyspark.errors import PySparkException
+
+    if "://" not in path and not Path(path).exists():
+        raise FraudlakeError(f"input {path} does not exist")
+    fmt = input_format(path)
+    reader = spark.read.format(fmt)
+    if fmt == "csv":
+        reader = reader.option("header", "true").option("inferSchema", "false")
+    try:
+        return reader.load(path)
+    except PySparkException as error:
+        raise FraudlakeError(f"cannot read {path} as {fmt}: {_first_line(error)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
+def conform_to_bronze(df, source: str, required=REQUIRED_COLUMNS):
+    """Transactions in the bronze schema: every bronze column, typed; optional ones null when absent.
+
+    Raises :class:`FraudlakeError` for a missing required column, a column whose type
+    cannot become the bronze type, values that do not parse (``'abc'`` as an amount),
+    labels other than 0/1, and an input without rows.
+    """
+    from pyspark.errors import PySparkException
+    from pyspark.sql import functions as F
+
+    present = {name.lower(): name for name in df.columns}
+    missing = [c for c in required if c not in present]
+    if not df.columns:
+        raise FraudlakeError(f"{source} is empty: no transactions")
+    if missing:
+        raise FraudlakeError(
+            f"{source} has no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}"
+            f" (found: {', '.join(df.columns)})"
+        )
+    columns = []
+    for name, spark_type in BRONZE_TYPES.items():
+        if name in present:
+            columns.append(F.col(f"`{present[name]}`").try_cast(spark_type).alias(name))
+        else:
+            columns.append(F.lit(None).cast(spark_type).alias(name))
+    try:
+        typed = df.select(*columns, *[F.col(f"`{present[c]}`").alias(f"_in_{c}") for c in BRONZE_TYPES if c in present])
+    except PySparkException as error:
+        raise FraudlakeError(f"{source}: a column has the wrong type: {_first_line(error)}") from None
+    _check_values(typed, source, [c for c in BRONZE_TYPES if c in present])
+    return typed.select(*BRONZE_TYPES)
+
+
+def _check_values(typed, source: str, present: list[str]) -> None:
+    """One pass over the data: rows, and per column the values that did not convert."""
+    from pyspark.sql import functions as F
+
+    failed = {
+        c: F.sum((F.col(f"_in_{c}").isNotNull() & F.col(c).isNull()).cast("int"))
+        for c in present
+        if BRONZE_TYPES[c] != "STRING"
+    }
+    bad_label = (
+        F.sum((F.col(LABEL).isNotNull() & ~F.col(LABEL).isin(0, 1)).cast("int")) if LABEL in present else F.lit(0)
+    )
+    counts = typed.agg(
+        F.count(F.lit(1)).alias("_rows"),
+        bad_label.alias("_bad_label"),
+        *[expr.alias(c) for c, expr in failed.items()],
+    ).first()
+    if counts["_rows"] == 0:
+        raise FraudlakeError(f"{source} is empty: no transactions")
+    for column in failed:
+        if counts[column]:
+            example = typed.where(F.col(f"_in_{column}").isNotNull() & F.col(column).isNull()).first()[f"_in_{column}"]
+            raise FraudlakeError(
+                f"{source}: column {column} has {counts[column]:,} value(s) that are not "
+                f"{BRONZE_TYPES[column].lower()} (e.g. {example!r})"
+            )
+    if counts["_bad_label"]:
+        raise FraudlakeError(f"{source}: {LABEL} must be 0 or 1; {counts['_bad_label']:,} row(s) have other values")
+
+
+def labelled_features(transactions):
+    """Transactions in the bronze schema → the key columns and every model input column.
+
+    Rows that cannot be featurised or learned from (null event_time, amount or label)
+    are left out; :func:`count_unusable` says how many.
+    """
+    from pyspark.sql import functions as F
+
+    usable = transactions.where(
+        F.col("event_time").isNotNull() & F.col("amount").isNotNull() & F.col(LABEL).isNotNull()
+    )
+    return add_features(usable).select(*KEY_COLUMNS, *MODEL_INPUT_COLUMNS)
+
+
+def count_unusable(transactions) -> int:
+    from pyspark.sql import functions as F
+
+    return transactions.where(F.col("event_time").isNull() | F.col("amount").isNull() | F.col(LABEL).isNull()).count()
+
+
+def to_pandas(features) -> pd.DataFrame:
+    """Collect the feature frame, ordered by event time so that every run sees the rows in one order.
+
+    Sorted in pandas: a few thousand rows sort faster there than through a Spark shuffle.
+    """
+    frame = features.toPandas()
+    frame[LABEL] = frame[LABEL].astype("int64")
+    return frame.sort_values(["event_time", "transaction_id"], kind="mergesort").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train fits the model, validation chooses the flag threshold, test (the holdout) is reported."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    method: str
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
+
+
+def split_frame(frame: pd.DataFrame, method: str, validation_share: float, test_share: float, seed: int) -> Split:
+    """``time``: the oldest rows train, the newest are the holdout (as in production);
+    ``random``: a shuffle stratified by the label, so every part has its share of fraud."""
+    if method not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {method!r}")
+    n = len(frame)
+    n_test = int(round(n * test_share))
+    n_validation = int(round(n * validation_share))
+    if min(n - n_test - n_validation, n_test, n_validation) < 1:
+        raise FraudlakeError(f"{n:,} labelled rows are too few to split into train, validation and test")
+    if method == "time":
+        ordered = frame.sort_values(["event_time", "transaction_id"], kind="mergesort").reset_index(drop=True)
+        train_end = n - n_test - n_validation
+        parts = ordered.iloc[:train_end], ordered.iloc[train_end : n - n_test], ordered.iloc[n - n_test :]
+    else:
+        parts = _stratified_parts(frame, n_validation, n_test, seed)
+    return Split(*(part.reset_index(drop=True) for part in parts), method=method)
+
+
+def _stratified_parts(frame: pd.DataFrame, n_validation: int, n_test: int, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    labels = frame[LABEL]
+    stratify = labels if labels.value_counts().min() >= 3 else None  # too few of a class to stratify
+    rest, test = train_test_split(frame, test_size=n_test, random_state=seed, stratify=stratify)
+    stratify_rest = rest[LABEL] if stratify is not None else None
+    train, validation = train_test_split(rest, test_size=n_validation, random_state=seed, stratify=stratify_rest)
+    return train, validation, test
+
+
+def class_counts(frame: pd.DataFrame) -> tuple[int, int]:
+    """(rows, fraud rows)."""
+    return len(frame), int(np.asarray(frame[LABEL]).sum())

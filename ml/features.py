@@ -1,0 +1,85 @@
+"""The model's features, defined once as Spark column expressions.
+
+Training (simulator or input file → Spark → :func:`add_features` → pandas) and
+serving (the silver stream → :func:`add_features` → the registered pyfunc) call the
+same function, so a feature cannot mean one thing in training and another when
+scoring. Behavioural features (per-user velocity, per-merchant risk) will be added
+here, in :func:`add_features`, for both paths at once.
+
+Every function here is a pure ``DataFrame -> DataFrame`` transformation that works
+on batch and streaming frames alike.
+"""
+
+from __future__ import annotations
+
+from fraudlake.simulator import COUNTRIES
+
+# Time features of silver.scored_transactions (see fraudlake.tables.TIME_FEATURE_COLUMNS).
+TIME_FEATURES = ("tx_hour", "tx_day_of_week", "is_weekend", "is_night")
+NIGHT_END_HOUR = 6  # night is 00:00-05:59 UTC
+
+# Model input: numbers (scaled) and categories (one-hot encoded), by name.
+NUMERIC_FEATURES = ("log_amount", "log_amount_usd", "tx_hour", "tx_day_of_week", "is_weekend", "is_night")
+CATEGORICAL_FEATURES = ("merchant_category", "country", "currency", "channel")
+MODEL_INPUT_COLUMNS = NUMERIC_FEATURES + CATEGORICAL_FEATURES
+# Inputs that may be null (an optional bronze column, or an amount in an unknown currency).
+NULLABLE_FEATURES = ("log_amount_usd",) + CATEGORICAL_FEATURES
+
+# Reference rates, units of currency per USD. The simulator's table is the only FX
+# source this project has; a production deployment would join a daily FX table here.
+UNITS_PER_USD = {currency: rate for _, currency, rate, _ in COUNTRIES}
+
+SECONDS_PER_DAY = 86_400
+# 1970-01-01 was a Thursday, day 5 in Spark's dayofweek numbering (1 = Sunday).
+EPOCH_DAY_OF_WEEK = 5
+
+
+def add_time_features(df, time_column: str = "event_time"):
+    """Add ``tx_hour`` (0-23), ``tx_day_of_week`` (1 = Sunday … 7 = Saturday, as Spark's
+    ``dayofweek``), ``is_weekend`` and ``is_night`` (00:00-05:59), all in UTC.
+
+    Computed from epoch seconds rather than ``hour()``/``dayofweek()``, which follow
+    ``spark.sql.session.timeZone``: a cluster in another time zone must compute the
+    same features as the session the model was trained in.
+    """
+    from pyspark.sql import functions as F
+
+    seconds = F.unix_seconds(F.col(time_column))
+    day_of_week = (F.pmod(F.floor(seconds / SECONDS_PER_DAY) + (EPOCH_DAY_OF_WEEK - 1), 7) + 1).cast("int")
+    hour = F.floor(F.pmod(seconds, SECONDS_PER_DAY) / 3600).cast("int")
+    return (
+        df.withColumn("tx_hour", hour)
+        .withColumn("tx_day_of_week", day_of_week)
+        .withColumn("is_weekend", F.col("tx_day_of_week").isin(1, 7))
+        .withColumn("is_night", F.col("tx_hour") < NIGHT_END_HOUR)
+    )
+
+
+def add_amount_features(df):
+    """Add ``log_amount`` (local currency) and ``log_amount_usd`` (null for an unknown currency).
+
+    Amounts are heavy-tailed and in local currency (a JPY or INR amount is ~100x the
+    same purchase in USD): the log makes them comparable in scale, the USD
+    conversion makes them comparable across currencies.
+    """
+    from pyspark.sql import functions as F
+
+    rates = F.create_map(*[F.lit(x) for pair in sorted(UNITS_PER_USD.items()) for x in pair])
+    # Negative amounts (refunds) have no log; they count as zero spend.
+    amount = F.greatest(F.col("amount").cast("double"), F.lit(0.0))
+    return df.withColumn("log_amount", F.log1p(amount)).withColumn(
+        "log_amount_usd", F.log1p(amount / F.element_at(rates, F.upper(F.col("currency"))))
+    )
+
+
+def add_features(df):
+    """Every model input column, added to transactions in the bronze schema.
+
+    The one feature step of training and of the silver stream.
+    """
+    return add_time_features(add_amount_features(df))
+
+
+def model_input(df):
+    """The model input columns only, in the model's order (``df`` already has the features)."""
+    return df.select(*MODEL_INPUT_COLUMNS)

@@ -1,0 +1,61 @@
+"""Scoring transactions in Spark with a registered model: the silver stream's model step.
+
+``score_transactions`` adds the same features as training (:func:`add_features`),
+the pyfunc's score through ``mlflow.pyfunc.spark_udf``, the flag, and lineage.
+It is a pure ``DataFrame -> DataFrame`` function: batch and streaming alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fraudlake.ml.features import MODEL_INPUT_COLUMNS, TIME_FEATURES, add_features
+from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
+from fraudlake.settings import Context
+
+
+@dataclass(frozen=True)
+class ModelScorer:
+    """A loaded model as a Spark UDF, with what silver records about it."""
+
+    udf: Any
+    model_uri: str  # pinned to a version: models:/fraud_detector/3
+    model_name: str
+    model_version: str
+    flag_threshold: float
+
+
+def load_scorer(spark, ctx: Context, model_uri: str | None = None) -> ModelScorer:
+    """Resolve ``model_uri`` (default ``models:/<name>@champion``) to its version and load it as a UDF.
+
+    The alias is resolved once, here: a stream keeps scoring with the version it
+    started with, and records that version, until it is restarted.
+    """
+    client = mlflow_client(ctx)
+    import mlflow
+
+    ref = resolve_model(client, model_uri or default_model_uri(ctx))
+    info = mlflow.models.get_model_info(ref.uri)
+    threshold = float((info.metadata or {})["flag_threshold"])
+    udf = mlflow.pyfunc.spark_udf(spark, ref.uri, result_type="double", env_manager="local")
+    return ModelScorer(udf, ref.uri, ref.name or "", ref.version or "", threshold)
+
+
+def score_transactions(transactions, scorer: ModelScorer):
+    """Transactions (bronze schema) → + time features, ``fraud_score``, ``is_flagged``,
+    ``model_name``, ``model_version``, ``scored_at``."""
+    from pyspark.sql import functions as F
+
+    featured = add_features(transactions)
+    # A struct passes the inputs by name, so column order cannot silently change meaning.
+    score = scorer.udf(F.struct(*[F.col(c) for c in MODEL_INPUT_COLUMNS]))
+    return featured.withColumn("fraud_score", score).select(
+        *transactions.columns,
+        *TIME_FEATURES,
+        F.col("fraud_score"),
+        (F.col("fraud_score") >= F.lit(scorer.flag_threshold)).alias("is_flagged"),
+        F.lit(scorer.model_name).alias("model_name"),
+        F.lit(scorer.model_version).alias("model_version"),
+        F.current_timestamp().alias("scored_at"),
+    )

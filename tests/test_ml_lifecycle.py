@@ -1,0 +1,274 @@
+"""Train → register → evaluate → promote, for real: Spark (the session fixture) and MLflow on SQLite under tmp.
+
+The CLI runs in-process through ``fraudlake.cli.main`` (the fixture's session is
+reused, no extra JVM); one slow test runs the console command as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fraudlake.cli import main
+from fraudlake.errors import FraudlakeError
+from fraudlake.ml import data
+from fraudlake.ml.features import MODEL_INPUT_COLUMNS, TIME_FEATURES
+from tests.conftest import make_context, run_cli
+
+pytestmark = pytest.mark.spark
+
+ALL_METRICS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "average_precision",
+    "precision_at_50",
+    "precision_at_100",
+    "precision_at_200",
+    "confusion_matrix",
+    "recall_by_scenario",
+)
+
+
+def fraudlake(capsys, home: Path, *args: str) -> tuple[int, str, str]:
+    """``fraudlake --home HOME ARGS`` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = main(["--home", str(home), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def registry(spark, tmp_path_factory):
+    """One home with version 1 (IsolationForest) and version 2 (gradient boosting), both trained
+    on the same 30,000 simulated rows at the default (realistic) fraud share and the same seed."""
+    from fraudlake.ml.train import train_model
+
+    ctx = make_context(tmp_path_factory.mktemp("registry"))
+    first = train_model(spark, ctx, model="isolation_forest")
+    second = train_model(spark, ctx, model="gradient_boosting")
+    return ctx, first, second
+
+
+def test_versions_aliases_and_the_challenger_beats_the_isolation_forest(registry):
+    ctx, first, second = registry
+    assert (first["version"], first["alias"]) == ("1", "champion")
+    assert (second["version"], second["alias"]) == ("2", "challenger")
+    assert first["rows"] == second["rows"] == 30_000 and first["fraud_rows"] == second["fraud_rows"]
+    forest_ap, boosting_ap = first["holdout"]["average_precision"], second["holdout"]["average_precision"]
+    # A clear margin, not a magic number: the supervised model ranks fraud far better.
+    assert boosting_ap > 2 * forest_ap and boosting_ap - forest_ap > 0.2
+    assert second["holdout"]["precision_at_50"] > first["holdout"]["precision_at_50"]
+
+
+def test_run_logs_params_metrics_signature_input_example_and_skops_model(registry):
+    import mlflow
+
+    from fraudlake.ml.registry import mlflow_client
+
+    ctx, first, _ = registry
+    client = mlflow_client(ctx)
+    assert mlflow.get_tracking_uri() == f"sqlite:///{ctx.paths.home / 'mlflow.db'}"
+    run = client.get_run(first["run_id"])
+    assert run.data.params["model"] == "isolation_forest" and run.data.params["contamination"] == "0.15"
+    assert float(run.data.params["flag_threshold"]) == pytest.approx(first["flag_threshold"])
+    assert run.data.metrics["average_precision"] == pytest.approx(first["holdout"]["average_precision"])
+    assert {"f1", "roc_auc", "precision_at_50", "cm_tp", "validation_average_precision"} <= set(run.data.metrics)
+    assert run.info.artifact_uri.startswith((ctx.paths.home / "mlruns").as_uri())
+
+    info = mlflow.models.get_model_info("models:/fraud_detector/1")
+    assert info.signature.inputs.input_names() == list(MODEL_INPUT_COLUMNS)
+    assert info.saved_input_example_info is not None
+    assert info.metadata["flag_threshold"] == pytest.approx(first["flag_threshold"])
+    model_dir = Path(mlflow.artifacts.download_artifacts("models:/fraud_detector/1"))
+    assert (model_dir / "artifacts" / "pipeline.skops").exists()
+    assert not list(model_dir.rglob("*.pkl"))  # logged as code + skops: nothing pickled
+
+
+def test_promote_moves_champion_and_the_old_one_stays_addressable(registry, capsys):
+    import mlflow
+
+    ctx, first, second = registry
+    home = ctx.paths.home
+    code, out, _ = fraudlake(capsys, home, "promote", "--version", "2", "--format", "json")
+    assert code == 0 and json.loads(out) == {
+        "model": "fraud_detector",
+        "version": "2",
+        "alias": "champion",
+        "previous_champion": "1",
+        "changed": True,
+    }
+    champion = mlflow.pyfunc.load_model("models:/fraud_detector@champion")
+    assert champion.metadata.run_id == second["run_id"]
+    assert champion.metadata.metadata["model_kind"] == "gradient_boosting"
+    previous = mlflow.pyfunc.load_model("models:/fraud_detector@previous_champion")
+    assert previous.metadata.run_id == first["run_id"]
+    assert mlflow.pyfunc.load_model("models:/fraud_detector/1").metadata.run_id == first["run_id"]
+
+    code, out, _ = fraudlake(capsys, home, "models", "--format", "json")
+    versions = {row["version"]: row for row in json.loads(out)}
+    assert versions[2]["aliases"] == "champion" and versions[1]["aliases"] == "previous_champion"
+    assert versions[2]["average_precision"] == pytest.approx(second["holdout"]["average_precision"], abs=1e-4)
+
+    code, _, err = fraudlake(capsys, home, "promote", "--version", "9")
+    assert code == 1 and err.strip() == "fraudlake: error: fraud_detector has no version 9 (versions: 1, 2)"
+
+
+def test_serving_and_training_compute_identical_features_and_scores(registry, spark, tmp_path):
+    """The serving path (a Delta stream → add_features / score_transactions → spark_udf) against the
+    training path (labelled_features → pandas → pyfunc) on the same rows, some with a null country."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from fraudlake.conf.settings import SimulatorSettings
+    from fraudlake.ml.features import add_features
+    from fraudlake.ml.serving import load_scorer, score_transactions
+    from fraudlake.simulator import generate_batch
+
+    ctx, _, second = registry
+    rows = generate_batch(spark, SimulatorSettings(seed=7), 400, partitions=1).withColumn(
+        "country", F.when(F.col("transaction_id").endswith("3"), None).otherwise(F.col("country"))
+    )
+    source = str(tmp_path / "bronze")
+    rows.write.format("delta").save(source)
+    scorer = load_scorer(spark, ctx, "models:/fraud_detector/2")
+    assert (scorer.model_version, scorer.flag_threshold) == ("2", pytest.approx(second["flag_threshold"]))
+
+    def run_stream(transform, name: str):
+        stream = spark.readStream.format("delta").load(source)
+        query = (
+            transform(stream)
+            .writeStream.format("delta")
+            .option("checkpointLocation", str(tmp_path / f"{name}-cp"))
+            .trigger(availableNow=True)
+            .start(str(tmp_path / name))
+        )
+        query.awaitTermination(180)
+        return spark.read.format("delta").load(str(tmp_path / name)).toPandas().sort_values("transaction_id")
+
+    served_features = run_stream(lambda s: add_features(s).select("transaction_id", *MODEL_INPUT_COLUMNS), "features")
+    silver = run_stream(lambda s: score_transactions(s, scorer), "silver")
+    trained = data.to_pandas(data.labelled_features(spark.read.format("delta").load(source)))
+    trained = trained.sort_values("transaction_id").reset_index(drop=True)
+
+    assert len(trained) == len(served_features) == len(silver) == 400
+    assert trained["country"].isna().sum() == 40
+    for column in MODEL_INPUT_COLUMNS:
+        assert served_features[column].tolist() == trained[column].tolist(), column
+    for column in TIME_FEATURES:  # silver's own columns, computed in the scoring stream
+        assert silver[column].tolist() == trained[column].tolist(), column
+
+    offline = mlflow.pyfunc.load_model("models:/fraud_detector/2").predict(trained[list(MODEL_INPUT_COLUMNS)])
+    np.testing.assert_allclose(silver["fraud_score"], offline, rtol=0, atol=1e-12)
+    assert (silver["is_flagged"].to_numpy() == (offline >= scorer.flag_threshold)).all()
+    assert set(silver["model_version"]) == {"2"} and set(silver["model_name"]) == {"fraud_detector"}
+
+
+def test_train_evaluate_models_on_a_clean_home_at_the_prototype_fraud_share(spark, tmp_path, capsys):
+    """``train`` then ``evaluate --format json`` then ``models``, with the simulator at the prototype's
+    ~11% fraud and contamination 0.15: the IsolationForest's holdout F1 is reported."""
+    import mlflow
+
+    home = tmp_path / "home"
+    args = "train --fraud-rate 0.11 --samples 8000 --contamination 0.15 --format json".split()
+    code, out, err = fraudlake(capsys, home, *args)
+    assert code == 0, err
+    trained = json.loads(out)
+    assert (trained["version"], trained["alias"], trained["model"]) == ("1", "champion", "isolation_forest")
+    assert 0.09 < trained["fraud_rows"] / trained["rows"] < 0.13
+    assert 0.0 < trained["f1"] <= 1.0 and trained["precision"] > 0 and trained["recall"] > 0
+    assert trained["flagged_rows"] == pytest.approx(0.15 * trained["holdout_rows"], rel=0.15)  # contamination
+    assert "fitting isolation_forest on 4,800 rows" in err and "registered models:/fraud_detector/1" in err
+    assert "WARNING" not in err and "Warning" not in err  # MLflow's noise stays out
+
+    code, out, err = fraudlake(capsys, home, "evaluate", "--format", "json")
+    assert code == 0, err
+    result = json.loads(out)
+    for metric in ALL_METRICS:
+        assert result[metric] is not None, metric
+    assert set(result["confusion_matrix"]) == {"tn", "fp", "fn", "tp"}
+    assert sum(result["confusion_matrix"].values()) == result["rows"] == 1600
+    assert set(result["recall_by_scenario"]) <= {"amount_anomaly", "compromised_merchant", "compromised_card"}
+    assert result["f1"] == pytest.approx(trained["f1"])  # the holdout, scored again through the pyfunc
+    report = Path(result["report"])
+    assert report.parent == home / "reports" and report.suffix == ".html"
+    page = report.read_text()
+    assert "plotly.js v" in page and "<script src=" not in page  # plotly.js inline: opens offline
+    for title in ("Confusion matrix", "Score distribution by class", "Precision-recall curve"):
+        assert title in page
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result["run_id"], "evaluation")}
+    assert artifacts == {f"evaluation/{report.name}", "evaluation/metrics.json"}
+
+    code, out, _ = fraudlake(capsys, home, "evaluate", "--k", "5,10")
+    assert code == 0 and "precision_at_5 " in out and "precision_at_10 " in out and "confusion_matrix" in out
+
+    code, out, _ = fraudlake(capsys, home, "models")
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:3] == ["version", "aliases", "model"]
+    assert lines[1].split()[:3] == ["1", "champion", "isolation_forest"]
+
+
+def test_train_on_generated_parquet_and_without_optional_columns(spark, tmp_path, capsys):
+    home = tmp_path / "home"
+    generated = tmp_path / "generated"
+    code, _, err = fraudlake(capsys, home, "generate", "--samples", "5000", "--output", str(generated))
+    assert code == 0, err
+    code, out, err = fraudlake(
+        capsys, home, "train", "--input", str(generated), "--model", "gradient_boosting", "--format", "json"
+    )
+    assert code == 0, err
+    full = json.loads(out)
+    assert (full["version"], full["split"], full["rows"]) == ("1", "time", 5000)
+
+    reduced = tmp_path / "reduced.parquet"
+    spark.read.parquet(str(generated)).drop("merchant_category", "country", "channel").write.parquet(str(reduced))
+    code, out, err = fraudlake(capsys, home, "train", "--input", str(reduced), "--format", "json")
+    assert code == 0, err
+    without = json.loads(out)
+    assert (without["version"], without["alias"], without["rows"]) == ("2", "challenger", 5000)
+    assert without["average_precision"] is not None
+
+    code, out, err = fraudlake(
+        capsys, home, "evaluate", "--model-uri", "models:/fraud_detector/1", "--input", str(reduced), "--format", "json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["dataset"] == str(reduced) and json.loads(out)["rows"] == 5000
+
+
+def test_bad_input_is_one_error_line(spark, tmp_path, capsys):
+    path = tmp_path / "nolabel.csv"
+    path.write_text("transaction_id,event_time,amount\nt1,2026-01-01T00:00:00Z,5\n")
+    code, out, err = fraudlake(capsys, tmp_path / "home", "train", "--input", str(path))
+    assert code == 1 and out == ""
+    assert err.strip().splitlines()[-1] == (
+        f"fraudlake: error: {path} has no label_is_fraud column (found: transaction_id, event_time, amount)"
+    )
+    code, _, err = fraudlake(capsys, tmp_path / "home", "evaluate")
+    assert code == 1 and "no model models:/fraud_detector@champion" in err
+    only_genuine = tmp_path / "genuine.csv"
+    only_genuine.write_text(
+        "event_time,amount,label_is_fraud\n" + "".join(f"2026-01-01T{h:02d}:00:00Z,{h + 1},0\n" for h in range(20))
+    )
+    from fraudlake.ml.train import train_model
+
+    with pytest.raises(FraudlakeError, match="needs both fraud and genuine rows"):
+        train_model(spark, make_context(tmp_path / "home"), input_path=str(only_genuine))
+
+
+@pytest.mark.slow
+def test_console_train_evaluate_models(tmp_path):
+    """The installed command, in its own process and JVM, as a user runs it."""
+    home = tmp_path / "home"
+    trained = run_cli("train", "--samples", "3000", "--master", "local[1]", home=home)
+    assert "registered models:/fraud_detector/1 as champion" in trained.stderr
+    assert "Traceback" not in trained.stderr and "INFO" not in trained.stderr
+    evaluated = json.loads(run_cli("evaluate", "--format", "json", home=home).stdout)
+    assert {m: evaluated[m] is not None for m in ALL_METRICS} == {m: True for m in ALL_METRICS}
+    listed = run_cli("models", "--format", "json", home=home)
+    assert [(v["version"], v["aliases"]) for v in json.loads(listed.stdout)] == [(1, "champion")]
+    assert listed.stderr == ""
