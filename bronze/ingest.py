@@ -56,16 +56,20 @@ def files_stream(spark, ctx: Context, landing: str):
     lines = (
         spark.readStream.format("text")
         .option("maxFilesPerTrigger", ctx.settings.ingest.max_files_per_trigger)
+        .option("recursiveFileLookup", True)  # files dropped in sub-folders count too
         .load(landing)
         .select("value", "_metadata.file_path")
     )
     return parse_records(lines, source="files")
 
 
-def _check_rate_unchanged(ctx: Context, rate: int, partitions: int) -> None:
-    """The rate source numbers rows as seconds × rate, so a checkpoint only resumes at the rate it began with."""
+def claim_rate_checkpoint(ctx: Context, rate: int) -> None:
+    """The rate source numbers rows as seconds × rate, so a checkpoint only resumes at the rate it began with.
+
+    Cheap (no Spark): the CLI calls it before starting a session, to fail fast.
+    """
     marker = Path(ctx.paths.checkpoint(checkpoint_name("rate")) + ".source.json")
-    wanted = {"rate": rate, "partitions": partitions, "seed": ctx.settings.simulator.seed}
+    wanted = {"rate": rate, "partitions": ctx.settings.ingest.rate_partitions, "seed": ctx.settings.simulator.seed}
     if marker.exists():
         recorded = json.loads(marker.read_text())
         if recorded != wanted:
@@ -90,7 +94,7 @@ def start_bronze_ingest(
         if available_now:
             raise FraudlakeError("--available-now needs a source that ends (files); the rate source never does")
         rate = rate or ingest.rate
-        _check_rate_unchanged(ctx, rate, ingest.rate_partitions)
+        claim_rate_checkpoint(ctx, rate)
         frame = rate_stream(spark, ctx.settings.simulator, rate, ingest.rate_partitions)
     elif source == "files":
         frame = files_stream(spark, ctx, landing or ctx.paths.landing)

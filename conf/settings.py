@@ -68,8 +68,8 @@ class SimulatorSettings(_Strict):
     """The synthetic card population and its fraud scenarios."""
 
     seed: int = 42
-    n_users: PositiveInt = 10_000
-    n_merchants: Annotated[int, Field(ge=20)] = 2_000  # at least one per simulated country
+    n_users: PositiveInt = 1_000_000  # hashed, so size is free; realistic per-user rates at high volume
+    n_merchants: Annotated[int, Field(ge=20)] = 20_000  # at least one per simulated country
     # Share of all transactions that are fraudulent. Real card fraud is ~0.1-2%.
     fraud_rate: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.015
     scenario_mix: ScenarioMix = ScenarioMix()
@@ -104,6 +104,52 @@ class IngestSettings(_Strict):
     progress_seconds: Annotated[float, Field(gt=0.0)] = 5.0
 
 
+class MlSettings(_Strict):
+    """Training, evaluation and the model registry (``fraudlake train|evaluate|promote|models``)."""
+
+    model_name: str = "fraud_detector"
+    experiment_name: str = "fraudlake"
+    # None: SQLite under home (sqlite:///<home>/mlflow.db); on Databricks e.g. databricks / databricks-uc.
+    tracking_uri: str | None = None
+    registry_uri: str | None = None  # None: the tracking URI
+    # Run and model artifacts; a relative path resolves under home.
+    artifact_location: str = "mlruns"
+    reports: str = "reports"  # evaluation reports (HTML); relative to home
+    model: Literal["isolation_forest", "gradient_boosting"] = "isolation_forest"
+    samples: PositiveInt = 30_000  # simulated training rows when no --input is given
+    # IsolationForest: the expected share of anomalies; the flag threshold flags this share of validation rows.
+    contamination: Annotated[float, Field(gt=0.0, le=0.5)] = 0.15
+    isolation_forest_trees: PositiveInt = 200
+    gradient_boosting_iterations: PositiveInt = 200
+    gradient_boosting_learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    # Holdout shares; the rest trains. Validation picks the flag threshold, test reports metrics.
+    validation_share: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2
+    test_share: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2
+    seed: int = 42  # model and random-split seed
+    # Precision of the k highest scores: the alerts an analyst can review.
+    precision_at_k: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (50, 100, 200)
+
+
+class StreamSettings(_Strict):
+    """The silver and gold streams (``fraudlake run``, ``fraudlake demo``)."""
+
+    silver_trigger_seconds: Annotated[float, Field(ge=0.0)] = 2.0
+    gold_trigger_seconds: Annotated[float, Field(ge=0.0)] = 5.0
+    # Bronze files per silver micro-batch (Delta source); bounds a catch-up batch after downtime.
+    silver_max_files_per_trigger: PositiveInt = 200
+    # How late an event may arrive and still count in gold windows; also how long a
+    # window waits before it is final and written (append mode).
+    watermark_seconds: PositiveInt = 120
+    # Validation: an event time further ahead of the clock than this is quarantined.
+    max_future_seconds: PositiveInt = 86_400
+    # A user-activity alert fires for a 5-minute window with at least this many transactions.
+    activity_alert_threshold: Annotated[int, Field(ge=2)] = 6
+    # Alerts printed per micro-batch; the rest are counted.
+    console_alerts_per_batch: Annotated[int, Field(ge=0)] = 5
+    # The model silver scores with; None: models:/<ml.model_name>@champion.
+    model_uri: str | None = None
+
+
 class Settings(_Strict):
     """All of fraudlake's settings for one environment."""
 
@@ -113,3 +159,5 @@ class Settings(_Strict):
     storage: StorageSettings = StorageSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     ingest: IngestSettings = IngestSettings()
+    ml: MlSettings = MlSettings()
+    streams: StreamSettings = StreamSettings()

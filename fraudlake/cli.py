@@ -97,6 +97,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _format_option(tables)
     tables.set_defaults(handler=cmd_tables)
+    run = commands.add_parser(
+        "run", parents=[common], help="run the medallion streams: bronze, silver, gold",
+        description="Start the chosen layers' streaming queries (each with its own checkpoint), show progress, "
+        "stop cleanly; a restart resumes from the checkpoints.",
+    )
+    run.add_argument("--layers", default="bronze,silver,gold", help="comma-separated layers (default: all)")
+    run.add_argument("--source", choices=["rate", "files"], help="bronze source (default from conf: rate)")
+    run.add_argument("--rate", type=_positive_int, help="rows per second for --source rate")
+    run.add_argument("--landing", help="landing folder for --source files")
+    run.add_argument("--duration", type=_positive_float, help="stop after this many seconds (default: until Ctrl-C)")
+    _format_option(run)
+    run.set_defaults(handler=cmd_run)
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="the whole story: train if needed, stream all layers, report",
+        description="On a fresh home: train the default model if none is registered, run bronze, silver and gold "
+        "on the simulator, print alerts as they come, then write reports and a summary.",
+    )
+    demo.add_argument("--duration", type=_positive_float, default=180.0, help="seconds of streaming (default 180)")
+    demo.add_argument("--rate", type=_positive_int, default=200,
+                      help="simulated transactions per second (default 200: about one model alert a second, "
+                      "and each stolen-card burst fills a 5-minute window)")
+    demo.add_argument("--model", choices=["isolation_forest", "gradient_boosting"], default="gradient_boosting",
+                      help="model to train when none is registered (default gradient_boosting: at a realistic "
+                      "fraud share the IsolationForest flags ~15%% of traffic)")
+    _format_option(demo)
+    demo.set_defaults(handler=cmd_demo)
+
+    from fraudlake.ml.cli import add_ml_commands  # train, evaluate, promote, models
+
+    add_ml_commands(commands, common)
     return parser
 
 
@@ -134,12 +165,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from fraudlake.bronze.ingest import checkpoint_name, start_bronze_ingest
+    from fraudlake.bronze.ingest import checkpoint_name, claim_rate_checkpoint, start_bronze_ingest
     from fraudlake.streaming import run_queries
     from fraudlake.tables import BRONZE_TRANSACTIONS, table_name
 
     ctx = context_from(args)
     source = args.source or ctx.settings.ingest.source
+    if source == "rate":
+        claim_rate_checkpoint(ctx, args.rate or ctx.settings.ingest.rate)  # fail fast, before the JVM
     spark = session_for(ctx, args)
     query = start_bronze_ingest(
         spark, ctx, source, rate=args.rate, landing=args.landing, available_now=args.available_now
@@ -179,6 +212,74 @@ def cmd_tables(args: argparse.Namespace) -> int:
     ctx = context_from(args)
     spark = session_for(ctx, args)
     emit(render_records([describe_table(spark, ctx, spec) for spec in ALL_TABLES], args.format))
+    return 0
+
+
+def _stream_layers(spark, ctx: Context, args: argparse.Namespace, layers, source: str, rate, landing) -> dict:
+    from fraudlake.pipeline import start_pipeline
+    from fraudlake.streaming import run_queries
+
+    # Alerts are for people: on stdout beside a table, on stderr when stdout is JSON or CSV.
+    alerts_out = sys.stdout if args.format == "table" else sys.stderr
+    pipeline = start_pipeline(spark, ctx, layers, source, rate=rate, landing=landing, out=alerts_out)
+    until = f"for {args.duration:g}s" if args.duration else "until Ctrl-C"
+    model = f", scoring with {pipeline.model}" if pipeline.model else ""
+    note(f"running {', '.join(pipeline.queries)} {until}{model} (checkpoints under {ctx.paths.checkpoints})")
+    return run_queries(
+        pipeline.queries, args.duration, ctx.settings.ingest.progress_seconds, details=pipeline.details,
+        stages=pipeline.stages, intervals=pipeline.intervals,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fraudlake.pipeline import lakehouse_summary, parse_layers, preflight
+
+    layers = parse_layers(args.layers)
+    ctx = context_from(args)
+    source = args.source or ctx.settings.ingest.source
+    preflight(ctx, layers, source, args.rate)
+    spark = session_for(ctx, args)
+    queries = _stream_layers(spark, ctx, args, layers, source, args.rate, args.landing)
+    emit(render_mapping({"queries": {name: t["rows"] for name, t in queries.items()}, **lakehouse_summary(spark, ctx)},
+                        args.format))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import json
+    from datetime import datetime, timezone
+
+    from fraudlake.ml.evaluate import evaluate_model
+    from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
+    from fraudlake.ml.train import train_model
+    from fraudlake.pipeline import LAYERS, lakehouse_summary
+
+    ctx = context_from(args)
+    spark = session_for(ctx, args)
+    try:
+        resolve_model(mlflow_client(ctx), default_model_uri(ctx))
+    except FraudlakeError:
+        note(f"no champion model yet: training {args.model} on {ctx.settings.ml.samples:,} simulated rows...")
+        train_model(spark, ctx, model=args.model)
+    queries = _stream_layers(spark, ctx, args, LAYERS, "rate", args.rate, None)
+    evaluation = evaluate_model(ctx)
+    summary = lakehouse_summary(spark, ctx)
+    reports = ctx.paths.home / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    run_report = reports / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    run_report.write_text(json.dumps({"queries": queries, **summary}, indent=2, default=str) + "\n")
+    result = {
+        **summary,
+        "evaluation_report": evaluation["report"],
+        "run_report": str(run_report),
+        "next": [
+            "fraudlake tables",
+            "fraudlake sql \"SELECT * FROM spark_catalog.gold.fraud_alerts ORDER BY alert_time DESC LIMIT 20\"",
+            "fraudlake models",
+            "fraudlake sql \"DESCRIBE HISTORY spark_catalog.silver.scored_transactions\"",
+        ],
+    }
+    emit(render_mapping(result, args.format))
     return 0
 
 

@@ -20,6 +20,7 @@ class QueryTally:
     last_batch_seconds: float = 0.0
     input_rate: float = 0.0
     processed_rate: float = 0.0
+    backlog_files: int | None = None  # Delta source: files committed upstream, not yet read
 
     def absorb(self, progress: dict) -> bool:
         """Count a progress report once; returns True if it was new."""
@@ -34,6 +35,12 @@ class QueryTally:
         self.input_rate = float(progress.get("inputRowsPerSecond") or 0.0)
         self.processed_rate = float(progress.get("processedRowsPerSecond") or 0.0)
         self.last_batch_seconds = (progress.get("durationMs") or {}).get("triggerExecution", 0) / 1000.0
+        outstanding = [
+            int(source["metrics"]["numFilesOutstanding"])
+            for source in progress.get("sources") or []
+            if "numFilesOutstanding" in (source.get("metrics") or {})
+        ]
+        self.backlog_files = sum(outstanding) if outstanding else None
         return True
 
 
@@ -42,37 +49,79 @@ def _drain(query, tally: QueryTally) -> None:
         tally.absorb(progress)
 
 
-def _format_progress(elapsed: float, tally: QueryTally) -> str:
+def _format_progress(elapsed: float, tally: QueryTally, detail: str = "") -> str:
+    backlog = f"  backlog {tally.backlog_files:,} files" if tally.backlog_files is not None else ""
     return (
         f"[{tally.name}] {elapsed:6.0f}s  batches {tally.batches:,}  rows {tally.rows:,}  "
         f"in {tally.input_rate:,.0f}/s  done {tally.processed_rate:,.0f}/s  last batch {tally.last_batch_seconds:.2f}s"
+        f"{backlog}{'  ' + detail if detail else ''}"
     )
 
 
-def _stop_gracefully(query, timeout: float = 60.0) -> None:
-    """Stop after the next micro-batch commits, so what arrived until now is written.
+def stop_between_batches(queries, timeout: float = 30.0) -> None:
+    """Stop each query as soon as it is between micro-batches (all at once, upstream first).
 
-    Stopping mid-batch would be safe too (the checkpoint replays it), but a clean stop
-    leaves the table current and the next start quick.
+    Stopping mid-batch is safe too (the checkpoint replays the batch and the idempotent
+    writes skip what had landed), but a clean stop leaves nothing to replay; after
+    ``timeout`` seconds the remaining queries are stopped anyway.
     """
+    pending = [q for q in queries if q.isActive]
     deadline = time.monotonic() + timeout
-    last = query.lastProgress
-    seen = last["batchId"] if last else -1
-    while query.isActive and time.monotonic() < deadline:
-        progress, status = query.lastProgress, query.status
-        if status.get("isTriggerActive"):
-            pass
-        elif not status.get("isDataAvailable") or (progress and progress["batchId"] > seen):
-            break
-        time.sleep(0.1)
-    query.stop()
+    while pending and time.monotonic() < deadline:
+        for query in list(pending):
+            if not query.isActive or not query.status.get("isTriggerActive"):
+                query.stop()
+                pending.remove(query)
+        time.sleep(0.05)
+    for query in pending:
+        query.stop()
 
 
-def run_queries(queries: dict, duration: float | None, progress_seconds: float, quiet: bool = False) -> dict:
+def _caught_up(query, since: float, interval: float) -> bool:
+    """True once a trigger that began after ``since`` (a full interval later) found no new data."""
+    if not query.isActive:
+        return True
+    status = query.status
+    return time.monotonic() >= since + interval + 0.5 and not status.get("isTriggerActive") and not status.get(
+        "isDataAvailable"
+    )
+
+
+def drain_in_stages(queries: dict, stages: list[list[str]], intervals: dict[str, float], timeout: float = 90.0) -> None:
+    """Stop a pipeline so every layer ends level with the one before it.
+
+    The first stage (the sources) stops between batches; each later stage keeps running
+    until it has read everything the stages before it committed, then stops. Without
+    this, a timed run would end with bronze ahead of silver, and silver ahead of gold.
+    """
+    stop_between_batches([queries[name] for name in stages[0]])
+    for stage in stages[1:]:
+        since, deadline = time.monotonic(), time.monotonic() + timeout
+        waiting = [name for name in stage if name in queries]
+        while waiting and time.monotonic() < deadline:
+            waiting = [name for name in waiting if not _caught_up(queries[name], since, intervals.get(name, 0.0))]
+            time.sleep(0.1)
+        stop_between_batches([queries[name] for name in stage if name in queries])
+
+
+def run_queries(
+    queries: dict,
+    duration: float | None,
+    progress_seconds: float,
+    quiet: bool = False,
+    details: dict | None = None,
+    stages: list[list[str]] | None = None,
+    intervals: dict[str, float] | None = None,
+) -> dict:
     """Watch queries until ``duration`` seconds pass (``None``: until Ctrl-C), then stop them cleanly.
 
+    ``details`` maps a query name to a function returning extra text for its progress line.
+    ``stages`` (upstream first) and their trigger ``intervals`` make the stop drain
+    each stage into the next (:func:`drain_in_stages`); without them every query stops
+    between batches.
     Raises a :class:`FraudlakeError` naming the query if one fails. Returns the per-query tallies.
     """
+    details = details or {}
     tallies = {name: QueryTally(name) for name in queries}
     started = time.monotonic()
     next_report = started + progress_seconds
@@ -93,16 +142,19 @@ def run_queries(queries: dict, duration: float | None, progress_seconds: float, 
                 for name, query in queries.items():
                     _drain(query, tallies[name])
                     if not quiet:
-                        note(_format_progress(now - started, tallies[name]))
+                        detail = details[name]() if name in details else ""
+                        note(_format_progress(now - started, tallies[name], detail))
                 next_report = now + progress_seconds
             time.sleep(0.2)
     except KeyboardInterrupt:
         interrupted = True
         note("stopping (Ctrl-C): letting the current batches commit...")
     finally:
-        for query in queries.values():
-            if query.isActive:
-                _stop_gracefully(query)
+        if stages and not interrupted:
+            note("stopping: the sources first, then each layer once it has caught up...")
+            drain_in_stages(queries, stages, intervals or {})
+        else:
+            stop_between_batches(list(queries.values()))
     for name, query in queries.items():
         _drain(query, tallies[name])
     elapsed = time.monotonic() - started

@@ -53,6 +53,8 @@ class TableSpec:
     columns: str  # DDL column list
     properties: dict[str, str] = field(default_factory=dict)
     comment: str = ""
+    # Delta CHECK constraints, name -> SQL condition: a last defence behind validation.
+    constraints: dict[str, str] = field(default_factory=dict)
 
 
 BRONZE_TRANSACTIONS = TableSpec(
@@ -68,6 +70,12 @@ SILVER_SCORED = TableSpec(
     ",".join([BRONZE_COLUMNS, TIME_FEATURE_COLUMNS, SCORE_COLUMNS]),
     {"delta.enableChangeDataFeed": "true"},
     "Valid transactions with time features, fraud score and model lineage",
+    {
+        "transaction_id_present": "transaction_id IS NOT NULL",
+        "event_time_present": "event_time IS NOT NULL",
+        "amount_positive": "amount > 0",
+        "scored_by_a_model_version": "model_version IS NOT NULL",
+    },
 )
 SILVER_QUARANTINE = TableSpec(
     "silver",
@@ -174,8 +182,18 @@ def register_tables(spark, ctx: Context) -> list[str]:
                     spark.sql(f"DROP TABLE {name}")
             exists = _is_delta_table(spark, location)
             spark.sql(create_table_sql(ctx, spec, with_columns=not exists))
+        _add_missing_constraints(spark, name, spec)
         names.append(name)
     return names
+
+
+def _add_missing_constraints(spark, name: str, spec: TableSpec) -> None:
+    if not spec.constraints:
+        return
+    present = {r["key"] for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
+    for constraint, condition in spec.constraints.items():
+        if f"delta.constraints.{constraint.lower()}" not in present:
+            spark.sql(f"ALTER TABLE {name} ADD CONSTRAINT {constraint} CHECK ({condition})")
 
 
 def describe_table(spark, ctx: Context, spec: TableSpec) -> dict:

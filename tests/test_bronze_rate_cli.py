@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from tests.conftest import run_cli
+from fraudlake.bronze.ingest import claim_rate_checkpoint
+from tests.conftest import make_context, run_cli
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -76,10 +77,13 @@ def test_stop_kill_and_restart_lose_nothing_and_duplicate_nothing(spark, tmp_pat
     assert row == {"n": after_restart, "d": after_restart}
 
 
-def test_a_different_rate_on_the_same_checkpoint_is_refused(tmp_path):
+def test_a_different_rate_on_the_same_checkpoint_is_refused_before_spark_starts(tmp_path):
     home = tmp_path / "home"
-    run_cli("ingest", "--source", "rate", "--rate", "50", "--duration", "3", "--master", "local[1]", home=home)
-    result = run_cli("ingest", "--source", "rate", "--rate", "60", "--duration", "3", home=home, check=False)
-    assert result.returncode == 1
-    assert "resume it with the same values" in result.stderr
-    assert "Traceback" not in result.stderr
+    claim_rate_checkpoint(make_context(home), 50)  # what a first `ingest --rate 50` records
+    for command in (["ingest"], ["run", "--layers", "bronze"]):
+        started = time.monotonic()
+        result = run_cli(*command, "--source", "rate", "--rate", "60", "--duration", "3", home=home, check=False)
+        assert result.returncode == 1
+        assert "'rate': 50" in result.stderr and "resume it with the same values" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert time.monotonic() - started < 20  # refused up front, not after a JVM start

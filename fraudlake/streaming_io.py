@@ -1,0 +1,31 @@
+"""Exactly-once writes from ``foreachBatch``: Delta's idempotent (txnAppId, txnVersion) appends."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+
+def writer_app_id(checkpoint: str, query: str) -> str:
+    """A stable id for one checkpoint's writes, kept beside it.
+
+    Delta skips an append whose (app id, batch id) it has committed, which makes a
+    replayed micro-batch harmless. A new checkpoint starts batch ids at 0 again, so
+    it must get a new app id: the id lives in a file that goes with the checkpoint.
+    """
+    marker = Path(checkpoint) / "fraudlake_writer_id"
+    if not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"fraudlake-{query}-{uuid.uuid4()}")
+    return marker.read_text().strip()
+
+
+def append_once(frame, table: str, app_id: str, batch_id: int) -> None:
+    """Append ``frame`` to a Delta table unless this (app id, batch id) already committed there."""
+    (
+        frame.write.format("delta")
+        .mode("append")
+        .option("txnAppId", app_id)
+        .option("txnVersion", batch_id)
+        .saveAsTable(table)
+    )

@@ -1,0 +1,97 @@
+"""``bronze.transactions`` → ``silver.scored_transactions`` + ``silver.quarantine``.
+
+One streaming query reads bronze (a Delta source) and, per micro-batch, validates
+every row, scores the valid ones with the registered model, and appends each row to
+exactly one of the two silver tables. Both appends are idempotent (Delta's
+``txnAppId``/``txnVersion``), so a micro-batch replayed after a crash is skipped
+where it had already landed: bronze = silver + quarantine, always.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from fraudlake.ml.serving import ModelScorer, score_transactions
+from fraudlake.settings import Context
+from fraudlake.silver.validation import validate
+from fraudlake.streaming_io import append_once, writer_app_id
+from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, table_name
+
+QUERY_NAME = "silver"
+
+
+@dataclass
+class SilverStats:
+    """What the silver micro-batches did, for progress lines (the driver runs foreachBatch)."""
+
+    batches: int = 0
+    scored: int = 0
+    quarantined: int = 0
+    flagged: int = 0
+    last_lag_seconds: float | None = None  # commit time minus the newest event time in the batch
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+class SilverBatchWriter:
+    """The ``foreachBatch`` function of the silver query."""
+
+    def __init__(self, ctx: Context, scorer: ModelScorer, app_id: str):
+        self.ctx = ctx
+        self.scorer = scorer
+        self.app_id = app_id
+        self.scored_table = table_name(ctx, SILVER_SCORED)
+        self.quarantine_table = table_name(ctx, SILVER_QUARANTINE)
+        self.stats = SilverStats()
+
+    def __call__(self, batch, batch_id: int) -> None:
+        from pyspark.sql import functions as F
+
+        checked = validate(batch, self.ctx.settings.streams.max_future_seconds).persist()
+        try:
+            valid = checked.where(F.col("quarantine_reason").isNull()).drop("quarantine_reason")
+            scored = score_transactions(valid, self.scorer).persist()
+            append_once(scored, self.scored_table, self.app_id, batch_id)
+            quarantined = checked.where(F.col("quarantine_reason").isNotNull())
+            append_once(quarantined, self.quarantine_table, self.app_id, batch_id)
+            self._count(scored, quarantined)
+            scored.unpersist()
+        finally:
+            checked.unpersist()
+
+    def _count(self, scored, quarantined) -> None:
+        from pyspark.sql import functions as F
+
+        totals = scored.agg(
+            F.count("*").alias("n"), F.sum(F.col("is_flagged").cast("int")).alias("flagged"),
+            F.max("event_time").alias("newest"),
+        ).first()
+        stats = self.stats
+        stats.batches += 1
+        stats.scored += totals["n"]
+        stats.flagged += totals["flagged"] or 0
+        if totals["newest"] is not None:
+            stats.last_lag_seconds = time.time() - totals["newest"].timestamp()
+        for row in quarantined.groupBy("quarantine_reason").count().collect():
+            stats.quarantined += row["count"]
+            stats.reasons[row["quarantine_reason"]] = stats.reasons.get(row["quarantine_reason"], 0) + row["count"]
+
+
+def start_silver(spark, ctx: Context, scorer: ModelScorer, available_now: bool = False):
+    """Start the silver query; returns ``(query, writer)`` (the writer holds live stats).
+
+    ``available_now`` processes what bronze holds, then stops (a scheduled job's trigger).
+    """
+    checkpoint = ctx.paths.checkpoint(QUERY_NAME)
+    writer = SilverBatchWriter(ctx, scorer, writer_app_id(checkpoint, QUERY_NAME))
+    streams = ctx.settings.streams
+    source = (
+        spark.readStream.option("maxFilesPerTrigger", streams.silver_max_files_per_trigger)
+        .table(table_name(ctx, BRONZE_TRANSACTIONS))
+    )
+    stream = source.writeStream.queryName(QUERY_NAME).foreachBatch(writer).option("checkpointLocation", checkpoint)
+    if available_now:
+        stream = stream.trigger(availableNow=True)
+    elif streams.silver_trigger_seconds > 0:
+        stream = stream.trigger(processingTime=f"{streams.silver_trigger_seconds} seconds")
+    return stream.start(), writer

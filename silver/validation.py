@@ -1,0 +1,62 @@
+"""Validation rules for bronze rows: a row is valid or carries one ``quarantine_reason``.
+
+Pure ``DataFrame -> DataFrame`` functions; the silver stream routes on the result.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+# Must be present (and of the right type: a value that did not parse is null in bronze).
+REQUIRED_COLUMNS = ("transaction_id", "event_time", "user_id", "card_id", "merchant_id", "amount", "currency", "country")
+CHANNELS = ("pos", "online", "atm")
+UNPARSEABLE = "unparseable record"
+DUPLICATE = "duplicate transaction_id in batch"
+
+
+@lru_cache(maxsize=1)
+def iso_codes() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """ISO 3166 alpha-2 country codes and ISO 4217 currency codes (pycountry's tables)."""
+    import pycountry
+
+    countries = tuple(sorted(c.alpha_2 for c in pycountry.countries))
+    currencies = tuple(sorted(c.alpha_3 for c in pycountry.currencies))
+    return countries, currencies
+
+
+def quarantine_reason(max_future_seconds: int):
+    """A column: the first rule a row breaks, or null for a valid row."""
+    from pyspark.sql import functions as F
+
+    countries, currencies = iso_codes()
+    col = F.col
+    parsed_nothing = col("_raw").isNotNull() & F.coalesce(*[col(c).cast("string") for c in REQUIRED_COLUMNS]).isNull()
+    reason = F.when(parsed_nothing, F.lit(UNPARSEABLE))
+    for name in REQUIRED_COLUMNS:
+        reason = reason.when(col(name).isNull() | (col(name).cast("string") == ""), F.lit(f"missing or invalid {name}"))
+    amount = col("amount")
+    return (
+        reason.when(F.isnan(amount) | (amount <= 0) | (amount == float("inf")), F.lit("amount not positive and finite"))
+        .when(~col("currency").isin(*currencies), F.lit("unknown currency"))
+        .when(~col("country").isin(*countries), F.lit("unknown country"))
+        .when(col("channel").isNotNull() & ~col("channel").isin(*CHANNELS), F.lit("unknown channel"))
+        .when(
+            col("event_time") > F.current_timestamp() + F.make_dt_interval(secs=F.lit(max_future_seconds)),
+            F.lit("event_time in the future"),
+        )
+    )
+
+
+def validate(bronze, max_future_seconds: int):
+    """Bronze rows + ``quarantine_reason`` (null when valid). A second row with an id seen
+    earlier in the same frame is a duplicate: the first (by ingest time, then raw text) stays valid."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    checked = bronze.withColumn("quarantine_reason", quarantine_reason(max_future_seconds))
+    first_seen = Window.partitionBy("transaction_id").orderBy(F.col("quarantine_reason").asc_nulls_first(), "_ingest_time", "_raw")
+    rank = F.when(F.col("transaction_id").isNotNull(), F.row_number().over(first_seen))
+    return checked.withColumn(
+        "quarantine_reason",
+        F.when(F.col("quarantine_reason").isNull() & (rank > 1), F.lit(DUPLICATE)).otherwise(F.col("quarantine_reason")),
+    )

@@ -1,0 +1,156 @@
+"""Silver and gold on real Spark, Delta and MLflow: validation, exactly-one routing, windows, alerts.
+
+The layers run as available-now streams over a landing folder of simulated
+transactions with bad rows mixed in, exactly as a scheduled job would run them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from fraudlake.conf.settings import SimulatorSettings
+from fraudlake.gold.aggregates import user_activity_5m
+from fraudlake.ml.train import train_model
+from fraudlake.pipeline import LAYERS, catch_up, lakehouse_summary
+from fraudlake.simulator import generate_batch
+from fraudlake.tables import (
+    BRONZE_TRANSACTIONS,
+    GOLD_DASHBOARD_MINUTE,
+    GOLD_FRAUD_ALERTS,
+    GOLD_USER_ACTIVITY,
+    SILVER_QUARANTINE,
+    SILVER_SCORED,
+    register_tables,
+    table_name,
+)
+from tests.conftest import make_context
+
+pytestmark = pytest.mark.spark
+
+GOOD = {
+    "transaction_id": "tx-x", "event_time": "2026-01-02T10:00:00Z", "user_id": "u1", "card_id": "c1",
+    "merchant_id": "m1", "merchant_category": "grocery", "amount": 10.0, "currency": "EUR", "country": "DE",
+    "channel": "pos", "label_is_fraud": 0, "label_scenario": None,
+}
+# id -> (record or raw line, expected quarantine reason)
+BAD = {
+    "bad-amount": ({**GOOD, "transaction_id": "bad-amount", "amount": -3.0}, "amount not positive and finite"),
+    "bad-currency": ({**GOOD, "transaction_id": "bad-currency", "currency": "ZZZ"}, "unknown currency"),
+    "bad-country": ({**GOOD, "transaction_id": "bad-country", "country": "ZZ"}, "unknown country"),
+    "bad-user": ({**GOOD, "transaction_id": "bad-user", "user_id": None}, "missing or invalid user_id"),
+    "bad-type": ({**GOOD, "transaction_id": "bad-type", "amount": "ten"}, "missing or invalid amount"),
+    "bad-future": ({**GOOD, "transaction_id": "bad-future", "event_time": "2099-01-01T00:00:00Z"}, "event_time in the future"),
+    "bad-channel": ({**GOOD, "transaction_id": "bad-channel", "channel": "fax"}, "unknown channel"),
+}
+BROKEN_LINE = '{"transaction_id": "broken", "amount": '
+ROWS = 4_000
+
+
+@pytest.fixture(scope="module")
+def lakehouse(spark, tmp_path_factory):
+    """A home with a champion model, a landing folder, and every layer caught up on it."""
+    home = tmp_path_factory.mktemp("pipeline") / "home"
+    ctx = make_context(home, ml={"samples": 6_000}, streams={"watermark_seconds": 60, "console_alerts_per_batch": 2})
+    register_tables(spark, ctx)
+    train_model(spark, ctx, model="gradient_boosting")
+
+    landing = home / "landing"
+    sim = SimulatorSettings(rows_per_day=400)  # 4,000 rows over 10 days: many closed windows
+    records = generate_batch(spark, sim, ROWS).drop("_raw", "_source", "_ingest_time")
+    records.coalesce(2).write.mode("overwrite").json(str(landing / "simulated"))
+    bad_lines = [json.dumps(record) for record, _ in BAD.values()]
+    duplicate = json.dumps({**GOOD, "transaction_id": "dup-1"})
+    (landing / "bad.json").write_text("\n".join(bad_lines + [BROKEN_LINE, duplicate, duplicate, ""]) + "\n")
+    rows = catch_up(spark, ctx, LAYERS, landing=str(landing))
+    return ctx, rows
+
+
+def _table(spark, ctx, spec):
+    return spark.table(table_name(ctx, spec))
+
+
+def test_every_bronze_row_lands_in_exactly_one_silver_table(spark, lakehouse):
+    ctx, rows = lakehouse
+    bronze, scored, quarantine = (_table(spark, ctx, s) for s in (BRONZE_TRANSACTIONS, SILVER_SCORED, SILVER_QUARANTINE))
+    assert bronze.count() == ROWS + len(BAD) + 3  # the blank line is not a record
+    assert bronze.count() == scored.count() + quarantine.count()
+    # As multisets of bronze rows: silver + quarantine is bronze, nothing lost, nothing twice.
+    columns = bronze.columns
+    assertDataFrameEqual(scored.select(columns).unionAll(quarantine.select(columns)), bronze, checkRowOrder=False)
+    assert scored.groupBy("transaction_id").count().where("count > 1").count() == 0
+    assert scored.where("model_version IS NULL OR model_name IS NULL OR fraud_score IS NULL").count() == 0
+
+
+def test_bad_rows_are_quarantined_with_their_reason(spark, lakehouse):
+    ctx, _ = lakehouse
+    quarantine = _table(spark, ctx, SILVER_QUARANTINE)
+    reasons = {r["transaction_id"]: r["quarantine_reason"] for r in quarantine.where("transaction_id LIKE 'bad-%'").collect()}
+    assert reasons == {tid: reason for tid, (_, reason) in BAD.items()}
+    assert quarantine.where(F.col("_raw") == BROKEN_LINE).first()["quarantine_reason"] == "unparseable record"
+    dup = quarantine.where("transaction_id = 'dup-1'").collect()
+    assert [r["quarantine_reason"] for r in dup] == ["duplicate transaction_id in batch"]
+    assert _table(spark, ctx, SILVER_SCORED).where("transaction_id = 'dup-1'").count() == 1
+
+
+def test_silver_has_time_features_lineage_and_constraints(spark, lakehouse):
+    ctx, _ = lakehouse
+    scored = _table(spark, ctx, SILVER_SCORED)
+    row = scored.where("transaction_id = 'tx-x' OR transaction_id = 'dup-1'").first()
+    assert (row["tx_hour"], row["tx_day_of_week"], row["is_weekend"], row["is_night"]) == (10, 6, False, False)
+    assert row["model_name"] == ctx.settings.ml.model_name and row["model_version"] == "1"
+    flagged_share = scored.where("is_flagged").count() / scored.count()
+    assert 0 < flagged_share < 0.2
+    with pytest.raises(Exception, match="(?i)constraint|violat"):
+        spark.sql(f"INSERT INTO {table_name(ctx, SILVER_SCORED)} (transaction_id, amount) VALUES ('neg', -1.0)")
+
+
+def test_user_windows_equal_a_batch_recomputation_for_closed_windows(spark, lakehouse):
+    ctx, _ = lakehouse
+    silver = _table(spark, ctx, SILVER_SCORED)
+    newest = silver.agg(F.max("event_time")).first()[0]
+    closed_before = newest - timedelta(seconds=ctx.settings.streams.watermark_seconds)
+    expected = user_activity_5m(silver).where(F.col("window_end") <= F.lit(closed_before))
+    actual = _table(spark, ctx, GOLD_USER_ACTIVITY).where(F.col("window_end") <= F.lit(closed_before))
+    assert expected.count() > 1_000
+    assertDataFrameEqual(actual, expected, checkRowOrder=False)
+
+
+def test_dashboard_minutes_add_up_to_silver(spark, lakehouse):
+    ctx, _ = lakehouse
+    minutes = _table(spark, ctx, GOLD_DASHBOARD_MINUTE)
+    silver = _table(spark, ctx, SILVER_SCORED)
+    last_minute = minutes.agg(F.max("minute")).first()[0]
+    counted = silver.where(F.col("event_time") < F.lit(last_minute + timedelta(minutes=1)))
+    got = minutes.agg(F.sum("tx_count"), F.sum("flagged_count"), F.sum("true_positives"), F.sum("false_positives")).first()
+    want = counted.agg(
+        F.count("*"), F.sum(F.col("is_flagged").cast("long")),
+        F.sum((F.col("is_flagged") & (F.col("label_is_fraud") == 1)).cast("long")),
+        F.sum((F.col("is_flagged") & (F.col("label_is_fraud") == 0)).cast("long")),
+    ).first()
+    assert tuple(got) == tuple(want)
+
+
+def test_alerts_one_per_flagged_transaction_and_per_busy_window(spark, lakehouse):
+    ctx, _ = lakehouse
+    alerts = _table(spark, ctx, GOLD_FRAUD_ALERTS)
+    flagged = _table(spark, ctx, SILVER_SCORED).where("is_flagged")
+    model = alerts.where("alert_type = 'model'")
+    assert model.count() == flagged.count() > 0
+    assert model.select("transaction_id").subtract(flagged.select("transaction_id")).count() == 0
+    busy = _table(spark, ctx, GOLD_USER_ACTIVITY).where(F.col("tx_count") >= ctx.settings.streams.activity_alert_threshold)
+    activity = alerts.where("alert_type = 'user_activity'")
+    assert activity.count() == busy.count()
+    assert activity.where("user_id IS NULL OR reason IS NULL").count() == 0
+
+
+def test_catching_up_again_writes_nothing_twice(spark, lakehouse):
+    ctx, _ = lakehouse
+    before = lakehouse_summary(spark, ctx)["rows"]
+    rows = catch_up(spark, ctx, LAYERS, landing=str(ctx.paths.home / "landing"))
+    assert all(n == 0 for n in rows.values()), rows
+    assert lakehouse_summary(spark, ctx)["rows"] == before

@@ -1,0 +1,84 @@
+"""`fraudlake run` and `fraudlake demo` as users run them: separate processes, kill -9, restart, SQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+INVARIANTS_SQL = """
+SELECT
+  (SELECT count(*) FROM spark_catalog.bronze.transactions) AS bronze,
+  (SELECT count(*) FROM spark_catalog.silver.scored_transactions) AS silver,
+  (SELECT count(*) FROM spark_catalog.silver.quarantine) AS quarantine,
+  (SELECT count(DISTINCT transaction_id) FROM spark_catalog.silver.scored_transactions) AS silver_ids,
+  (SELECT count(*) FROM spark_catalog.silver.scored_transactions WHERE model_version IS NULL) AS unscored,
+  (SELECT count(*) FROM spark_catalog.gold.fraud_alerts) AS alerts,
+  (SELECT count(*) FROM (SELECT DISTINCT alert_type, transaction_id, user_id, alert_time FROM spark_catalog.gold.fraud_alerts)) AS distinct_alerts,
+  (SELECT count(*) FROM spark_catalog.silver.scored_transactions WHERE is_flagged) AS flagged
+"""
+
+
+def _commits(table: Path) -> int:
+    return len(list((table / "_delta_log").glob("*.json")))
+
+
+def test_run_survives_kill_9_and_keeps_every_invariant(tmp_path):
+    home = tmp_path / "home"
+    run_cli("train", "--samples", "5000", "--model", "gradient_boosting", home=home)
+    run = ["run", "--layers", "bronze,silver,gold", "--source", "rate", "--rate", "2000"]
+
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "fraudlake.cli", *run], env={**os.environ, "FRAUDLAKE_HOME": str(home)},
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    alerts = home / "warehouse" / "gold" / "fraud_alerts"
+    deadline = time.time() + 240
+    while _commits(alerts) < 2 and time.time() < deadline:  # table creation + one alert batch
+        time.sleep(0.5)
+    assert _commits(alerts) >= 2, "the run never wrote alerts before it was killed"
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(30)
+
+    result = run_cli(*run, "--duration", "60", "--format", "json", home=home)
+    summary = json.loads(result.stdout)
+    assert summary["model_versions"] == ["fraud_detector v1"]
+
+    [row] = json.loads(run_cli("sql", INVARIANTS_SQL, "--format", "json", home=home).stdout)
+    assert row["bronze"] > 60_000
+    assert row["bronze"] == row["silver"] + row["quarantine"], row
+    assert row["silver"] == row["silver_ids"], row
+    assert row["unscored"] == 0
+    assert row["alerts"] == row["distinct_alerts"] >= row["flagged"] > 0, row
+
+
+def test_run_without_a_model_says_how_to_train_one(tmp_path):
+    result = run_cli("run", "--duration", "5", home=tmp_path / "home", check=False)
+    assert result.returncode == 1
+    assert "silver cannot start" in result.stderr and "fraudlake train" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_demo_on_a_clean_home_ends_with_the_summary_and_reports(tmp_path):
+    home = tmp_path / "home"
+    result = run_cli("demo", "--duration", "60", "--format", "json", home=home, timeout=600)
+    summary = json.loads(result.stdout)
+    rows = summary["rows"]
+    assert rows["spark_catalog.bronze.transactions"] == (
+        rows["spark_catalog.silver.scored_transactions"] + rows["spark_catalog.silver.quarantine"]
+    ) > 0
+    assert summary["model_versions"] == ["fraud_detector v1"]
+    assert Path(summary["evaluation_report"]).is_file() and Path(summary["run_report"]).is_file()
+    assert "no champion model yet: training" in result.stderr
+    assert rows["spark_catalog.gold.fraud_alerts"] > 0
+    assert "ALERT model" in result.stderr  # alerts go to stderr when stdout is JSON
