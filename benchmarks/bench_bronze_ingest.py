@@ -4,8 +4,8 @@ For each offered rate, the rate source feeds the simulator into bronze.transacti
 (Delta sink, real checkpoint) for ``--seconds``. The first 40% of a trial is warm-up
 (JIT, the first Delta commit, the backlog that builds meanwhile). Over the rest, the
 stream keeps up when rows committed per second of wall time reach the offered rate
-(within 5%) and every batch finishes within the trigger interval, so the backlog
-does not grow.
+(within 3%) and the median batch finishes within the trigger interval, so the
+backlog does not grow.
 
     python benchmarks/bench_bronze_ingest.py [--rates 50000,100000,150000,200000] [--seconds 60]
 
@@ -58,7 +58,10 @@ def trial(spark, base: Context, rate: int, seconds: float, trigger: float) -> di
     durations = [p["durationMs"]["triggerExecution"] / 1000 for p in measured]
     span = _epoch(measured[-1]["timestamp"]) + durations[-1] - _epoch(measured[0]["timestamp"])
     committed_rate = rows / span
-    kept_up = committed_rate >= 0.95 * rate and max(durations) <= trigger * 1.05
+    median_batch = sorted(durations)[len(durations) // 2]
+    # The backlog does not grow: rows committed keep pace with rows offered, and a typical
+    # batch fits in its interval (one slow batch, a GC pause, is absorbed by the next).
+    kept_up = committed_rate >= 0.97 * rate and median_batch <= trigger
     return {
         "rate": rate,
         "kept_up": kept_up,

@@ -146,6 +146,35 @@ def _is_delta_table(spark, location: str) -> bool:
     return DeltaTable.isDeltaTable(spark, location)
 
 
+def _registered_location(spark, name: str) -> str | None:
+    """Where the catalog entry points, or None if that location is gone (its folder deleted)."""
+    try:
+        return _strip_scheme(spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]).rstrip("/")
+    except Exception:  # AnalysisException: DELTA_PATH_DOES_NOT_EXIST and kin
+        return None
+
+
+def _session_catalog_entry(spark, ctx: Context, spec: TableSpec):
+    """The session catalog and this table's identifier in it. Its methods read the entry
+    only; ``spark.catalog.tableExists`` and ``DROP TABLE`` load the Delta table, which
+    fails once the table's folder has been deleted."""
+    jvm = spark._jvm
+    schema = table_name(ctx, spec).split(".")[1]
+    identifier = jvm.org.apache.spark.sql.catalyst.TableIdentifier(spec.name, jvm.scala.Option.apply(schema))
+    return spark._jsparkSession.sessionState().catalog(), identifier
+
+
+def _in_session_catalog(spark, ctx: Context, spec: TableSpec) -> bool:
+    catalog, identifier = _session_catalog_entry(spark, ctx, spec)
+    return bool(catalog.tableExists(identifier))
+
+
+def _forget_table(spark, ctx: Context, spec: TableSpec) -> None:
+    """Remove the catalog entry of an external table; its data stays where it is."""
+    catalog, identifier = _session_catalog_entry(spark, ctx, spec)
+    catalog.dropTable(identifier, True, False)
+
+
 def create_table_sql(ctx: Context, spec: TableSpec, with_columns: bool) -> str:
     parts = [f"CREATE TABLE IF NOT EXISTS {table_name(ctx, spec)}"]
     if with_columns:
@@ -176,10 +205,8 @@ def register_tables(spark, ctx: Context) -> list[str]:
             spark.sql(create_table_sql(ctx, spec, with_columns=True))
         else:
             location = table_location(ctx, spec)
-            if spark.catalog.tableExists(name):
-                current = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]
-                if _strip_scheme(current).rstrip("/") != location.rstrip("/"):
-                    spark.sql(f"DROP TABLE {name}")
+            if _in_session_catalog(spark, ctx, spec) and _registered_location(spark, name) != location.rstrip("/"):
+                _forget_table(spark, ctx, spec)
             exists = _is_delta_table(spark, location)
             spark.sql(create_table_sql(ctx, spec, with_columns=not exists))
         _add_missing_constraints(spark, name, spec)
