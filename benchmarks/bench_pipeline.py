@@ -138,16 +138,20 @@ def run_scoring(spark, base: Context, args) -> dict:
     from fraudlake.simulator import generate_batch
 
     results = {}
-    for method in ("pandas_udf", "row_udf"):
+    for method in args.methods.split(","):
         rows = args.rows if method == "pandas_udf" else args.row_udf_rows
         ctx = fresh_context(base, streams={"silver_max_files_per_trigger": 10_000})
         with_model(spark, ctx)
-        generate_batch(spark, ctx.settings.simulator, rows).write.mode("append").saveAsTable(
+        generate_batch(spark, ctx.settings.simulator, rows).write.format("delta").mode("append").saveAsTable(
             table_name(ctx, BRONZE_TRANSACTIONS)
         )
         scorer = load_scorer(spark, ctx)
         if method == "row_udf":
-            scorer = ModelScorer(_row_udf(scorer.model_uri), scorer.model_uri, scorer.model_name,
+            import mlflow
+
+            # Workers load the model from a local copy: they have no registry connection.
+            local_model = mlflow.artifacts.download_artifacts(scorer.model_uri)
+            scorer = ModelScorer(_row_udf(local_model), scorer.model_uri, scorer.model_name,
                                  scorer.model_version, scorer.flag_threshold)
         started = time.monotonic()
         query, writer = start_silver(spark, ctx, scorer, available_now=True)
@@ -160,7 +164,7 @@ def run_scoring(spark, base: Context, args) -> dict:
     return results
 
 
-def _row_udf(model_uri: str):
+def _row_udf(model_path: str):
     """The prototype's method: a plain Python UDF that scores one row per call."""
     from pyspark.sql import functions as F
 
@@ -171,7 +175,7 @@ def _row_udf(model_uri: str):
         import pandas as pd
 
         if "model" not in state:
-            state["model"] = mlflow.pyfunc.load_model(model_uri)
+            state["model"] = mlflow.pyfunc.load_model(model_path)
         return float(state["model"].predict(pd.DataFrame([row.asDict()]))[0])
 
     return F.udf(score, "double")
@@ -185,6 +189,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--rows", type=int, default=200_000, help="bronze backlog for the vectorised scorer")
     parser.add_argument("--row-udf-rows", type=int, default=20_000, help="bronze backlog for the row-at-a-time UDF")
+    parser.add_argument("--methods", default="pandas_udf,row_udf", help="scoring methods to compare")
     parser.add_argument("--master", default="local[2]")
     args = parser.parse_args()
 

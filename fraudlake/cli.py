@@ -12,24 +12,34 @@ from fraudlake.output import FORMATS, emit, note, render_frame, render_mapping, 
 from fraudlake.settings import Context
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return value
+def bounded(kind=float, low: float = 0, high: float | None = None):
+    """An argparse type: a number of ``kind`` in ``(low, high]`` (``high`` None: no upper bound)."""
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if value <= low or (high is not None and value > high):
+            bound = f"in ({low:g}, {high:g}]" if high is not None else f"greater than {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}: {value}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return value
+_positive_int = bounded(int)
+_positive_float = bounded(float)
+
+
+def _source_options(parser: argparse.ArgumentParser) -> None:
+    """Where bronze reads from: shared by ``ingest`` and ``run``."""
+    parser.add_argument("--source", choices=["rate", "files"], help="rate: the simulator; files: the landing folder "
+                        "(default from conf: rate)")
+    parser.add_argument("--rate", type=_positive_int, help="rows per second for --source rate (default from conf: 1)")
+    parser.add_argument("--landing", help="landing folder for --source files (default HOME/landing)")
+    parser.add_argument("--duration", type=_positive_float, help="stop after this many seconds (default: until Ctrl-C)")
 
 
 def _common_options(parser: argparse.ArgumentParser, default) -> None:
@@ -70,10 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest", parents=[common], help="stream a source into bronze.transactions",
         description="Append a source to bronze.transactions, exactly once, resuming from its checkpoint.",
     )
-    ing.add_argument("--source", choices=["rate", "files"], help="rate: the simulator; files: the landing folder")
-    ing.add_argument("--rate", type=_positive_int, help="rows per second for --source rate (default from conf: 1)")
-    ing.add_argument("--landing", help="landing folder for --source files (default HOME/landing)")
-    ing.add_argument("--duration", type=_positive_float, help="stop after this many seconds (default: run until Ctrl-C)")
+    _source_options(ing)
     ing.add_argument(
         "--available-now", action="store_true",
         help="files only: ingest what the landing folder holds, then stop (for scheduled jobs)",
@@ -103,10 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stop cleanly; a restart resumes from the checkpoints.",
     )
     run.add_argument("--layers", default="bronze,silver,gold", help="comma-separated layers (default: all)")
-    run.add_argument("--source", choices=["rate", "files"], help="bronze source (default from conf: rate)")
-    run.add_argument("--rate", type=_positive_int, help="rows per second for --source rate")
-    run.add_argument("--landing", help="landing folder for --source files")
-    run.add_argument("--duration", type=_positive_float, help="stop after this many seconds (default: until Ctrl-C)")
+    _source_options(run)
     _format_option(run)
     run.set_defaults(handler=cmd_run)
 

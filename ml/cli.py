@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from fraudlake.cli import bounded
 from fraudlake.errors import FraudlakeError
 from fraudlake.output import emit, note, render_mapping, render_records
 
@@ -22,14 +23,7 @@ def _k_list(text: str) -> tuple[int, ...]:
     return ks
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 0.5:
-        raise argparse.ArgumentTypeError(f"must be in (0, 0.5]: {value}")
-    return value
+_share = bounded(float, 0, 0.5)
 
 
 def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
