@@ -184,7 +184,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     target = table_name(ctx, BRONZE_TRANSACTIONS)
     until = "until caught up" if args.available_now else f"for {args.duration:g}s" if args.duration else "until Ctrl-C"
     note(f"ingesting {source} into {target} {until} (checkpoint {ctx.paths.checkpoint(checkpoint_name(source))})")
-    tally = run_queries({"bronze": query}, args.duration, ctx.settings.ingest.progress_seconds)["bronze"]
+    tally = run_queries(
+        {"bronze": query}, args.duration, ctx.settings.ingest.progress_seconds, stages=[["bronze"]]
+    )["bronze"]
     summary = {"source": source, "table": target, **tally, "table_rows": spark.table(target).count()}
     emit(render_mapping(summary, args.format))
     return 0

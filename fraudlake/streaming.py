@@ -58,23 +58,44 @@ def _format_progress(elapsed: float, tally: QueryTally, detail: str = "") -> str
     )
 
 
-def stop_between_batches(queries, timeout: float = 30.0) -> None:
-    """Stop each query as soon as it is between micro-batches (all at once, upstream first).
-
-    Stopping mid-batch is safe too (the checkpoint replays the batch and the idempotent
-    writes skip what had landed), but a clean stop leaves nothing to replay; after
-    ``timeout`` seconds the remaining queries are stopped anyway.
-    """
+def _stop_when(queries, ready, timeout: float) -> None:
+    """Stop each query as soon as ``ready(query)`` (all watched at once); after ``timeout``, stop the rest."""
     pending = [q for q in queries if q.isActive]
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         for query in list(pending):
-            if not query.isActive or not query.status.get("isTriggerActive"):
+            if not query.isActive or ready(query):
                 query.stop()
                 pending.remove(query)
         time.sleep(0.05)
     for query in pending:
         query.stop()
+
+
+def stop_between_batches(queries, timeout: float = 30.0) -> None:
+    """Stop each query as soon as it is between micro-batches.
+
+    Stopping mid-batch is safe too (the checkpoint replays the batch and the idempotent
+    writes skip what had landed), but a clean stop leaves nothing to replay.
+    """
+    _stop_when(queries, lambda query: not query.status.get("isTriggerActive"), timeout)
+
+
+def stop_after_next_batch(queries, timeout: float = 30.0) -> None:
+    """Stop sources once they have committed what arrived until now.
+
+    Each query gets one more micro-batch (it reads up to the present), unless it reports
+    nothing to read; so a timed ``ingest --rate R --duration S`` lands about R × S rows.
+    """
+    seen = {id(q): (q.lastProgress or {}).get("batchId", -1) for q in queries}
+
+    def read_up_to_now(query) -> bool:
+        status, progress = query.status, query.lastProgress or {}
+        if status.get("isTriggerActive"):
+            return False
+        return not status.get("isDataAvailable") or progress.get("batchId", -1) > seen[id(query)]
+
+    _stop_when(queries, read_up_to_now, timeout)
 
 
 def _caught_up(query, since: float, interval: float) -> bool:
@@ -90,11 +111,12 @@ def _caught_up(query, since: float, interval: float) -> bool:
 def drain_in_stages(queries: dict, stages: list[list[str]], intervals: dict[str, float], timeout: float = 90.0) -> None:
     """Stop a pipeline so every layer ends level with the one before it.
 
-    The first stage (the sources) stops between batches; each later stage keeps running
-    until it has read everything the stages before it committed, then stops. Without
-    this, a timed run would end with bronze ahead of silver, and silver ahead of gold.
+    The first stage (the sources) stops after committing what arrived until now; each
+    later stage keeps running until it has read everything the stages before it
+    committed, then stops. Without this, a timed run would end with bronze ahead of
+    silver, and silver ahead of gold.
     """
-    stop_between_batches([queries[name] for name in stages[0]])
+    stop_after_next_batch([queries[name] for name in stages[0]])
     for stage in stages[1:]:
         since, deadline = time.monotonic(), time.monotonic() + timeout
         waiting = [name for name in stage if name in queries]

@@ -43,7 +43,9 @@ def test_stop_kill_and_restart_lose_nothing_and_duplicate_nothing(spark, tmp_pat
     # 1. A clean, timed run.
     first = run_cli(*common, "--duration", "8", "--format", "json", home=home)
     summary = json.loads(first.stdout)
-    assert summary["table_rows"] == summary["rows"] > 0
+    # A batch that started as the stop came may commit before it is interrupted: the
+    # table can hold more than the progress reports counted, never less.
+    assert summary["table_rows"] >= summary["rows"] > 0
     assert "[bronze]" in first.stderr  # progress lines
     after_first = _assert_contiguous_ids(spark, table)
 
