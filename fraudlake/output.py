@@ -32,7 +32,8 @@ def render_mapping(mapping: dict[str, Any], fmt: str) -> str:
     if fmt == "csv":
         return render_frame(pd.DataFrame([mapping]), "csv")
     width = max((len(k) for k in mapping), default=0)
-    return "\n".join(f"{k.ljust(width)}  {_human(v)}" for k, v in mapping.items())
+    indent = "\n" + " " * (width + 2)  # a multi-line value (a list of commands) stays in its column
+    return "\n".join(f"{k.ljust(width)}  {_human(v).replace(chr(10), indent)}" for k, v in mapping.items())
 
 
 def _human(value: Any) -> str:
@@ -42,6 +43,8 @@ def _human(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, dict):
         return ", ".join(f"{k}={_human(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "\n".join(_human(v) for v in value) if any(" " in str(v) for v in value) else ", ".join(map(str, value))
     return str(value)
 
 

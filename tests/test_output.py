@@ -32,3 +32,8 @@ def test_mapping_renders_aligned_for_people_and_as_an_object_for_machines():
     text = render_mapping(summary, "table").splitlines()
     assert text[0] == "rows         30,000"
     assert text[2] == "scenarios    a=1"
+
+
+def test_lists_render_inline_and_commands_one_per_line_in_their_column():
+    text = render_mapping({"versions": ["v1", "v2"], "next": ["fraudlake tables", "fraudlake models"]}, "table")
+    assert text.splitlines() == ["versions  v1, v2", "next      fraudlake tables", "          fraudlake models"]
