@@ -84,15 +84,9 @@ def capacity_trial(spark, base: Context, rate: int, seconds: float) -> dict:
 
 def _committed(queries: dict) -> dict:
     """Rows each query has processed so far (from its progress reports)."""
-    from fraudlake.streaming import QueryTally
+    from fraudlake.streaming import rows_processed
 
-    out = {}
-    for name, query in queries.items():
-        tally = QueryTally(name)
-        for progress in query.recentProgress:
-            tally.absorb(progress)
-        out[name] = tally.rows
-    return out
+    return {name: rows_processed(query) for name, query in queries.items()}
 
 
 def run_capacity(spark, base: Context, args) -> dict:

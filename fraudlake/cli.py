@@ -256,7 +256,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from fraudlake.ml.evaluate import evaluate_model
-    from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
+    from fraudlake.ml.registry import default_model_uri, mlflow_client, reports_dir, resolve_model
     from fraudlake.ml.train import train_model
     from fraudlake.pipeline import LAYERS, lakehouse_summary
 
@@ -270,7 +270,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     queries = _stream_layers(spark, ctx, args, LAYERS, "rate", args.rate, None)
     evaluation = evaluate_model(ctx)
     summary = lakehouse_summary(spark, ctx)
-    reports = ctx.paths.home / "reports"
+    reports = reports_dir(ctx)
     reports.mkdir(parents=True, exist_ok=True)
     run_report = reports / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     run_report.write_text(json.dumps({"queries": queries, **summary}, indent=2, default=str) + "\n")

@@ -126,7 +126,7 @@ def catch_up(spark, ctx: Context, layers, landing: str | None = None, out=None) 
     landing folder, each later layer reads what the one before has committed.
     Returns rows processed per query.
     """
-    from fraudlake.streaming import QueryTally
+    from fraudlake.streaming import rows_processed
 
     scorer = load_champion(spark, ctx) if "silver" in layers else None
     stages = []
@@ -149,8 +149,5 @@ def catch_up(spark, ctx: Context, layers, landing: str | None = None, out=None) 
             query.awaitTermination()
             if query.exception() is not None:
                 raise FraudlakeError(f"{name} query failed: {str(query.exception()).splitlines()[0]}")
-            tally = QueryTally(name)
-            for progress in query.recentProgress:
-                tally.absorb(progress)
-            rows[name] = tally.rows
+            rows[name] = rows_processed(query)
     return rows

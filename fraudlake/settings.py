@@ -80,7 +80,7 @@ def resolve_home(home: str | None = None) -> Path:
     return Path(home or os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser().absolute()
 
 
-def _under(home: Path, location: str) -> str:
+def under_home(home: Path, location: str) -> str:
     """Relative locations live under home; absolute paths and URIs are used as given."""
     if "://" in location or location.startswith("/"):
         return location
@@ -100,9 +100,9 @@ class Paths:
     def of(cls, settings: Settings, home: Path) -> "Paths":
         return cls(
             home=home,
-            warehouse=_under(home, settings.storage.warehouse),
-            checkpoints=_under(home, settings.storage.checkpoints),
-            landing=_under(home, settings.storage.landing),
+            warehouse=under_home(home, settings.storage.warehouse),
+            checkpoints=under_home(home, settings.storage.checkpoints),
+            landing=under_home(home, settings.storage.landing),
         )
 
     def checkpoint(self, query: str) -> str:

@@ -49,6 +49,13 @@ def _drain(query, tally: QueryTally) -> None:
         tally.absorb(progress)
 
 
+def rows_processed(query) -> int:
+    """Input rows of the query's recent micro-batches (Spark keeps the last 100 reports)."""
+    tally = QueryTally(query.name or "")
+    _drain(query, tally)
+    return tally.rows
+
+
 def _format_progress(elapsed: float, tally: QueryTally, detail: str = "") -> str:
     backlog = f"  backlog {tally.backlog_files:,} files" if tally.backlog_files is not None else ""
     return (

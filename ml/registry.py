@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fraudlake.errors import FraudlakeError
-from fraudlake.settings import Context
+from fraudlake.settings import Context, under_home
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -48,12 +48,6 @@ def quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
 
 
-def _under_home(ctx: Context, location: str) -> str:
-    if "://" in location or location.startswith("/"):
-        return location
-    return str(ctx.paths.home / location)
-
-
 def tracking_uri(ctx: Context) -> str:
     ml = ctx.settings.ml
     return ml.tracking_uri or f"sqlite:///{ctx.paths.home / 'mlflow.db'}"
@@ -64,12 +58,12 @@ def registry_uri(ctx: Context) -> str:
 
 
 def artifact_location(ctx: Context) -> str:
-    location = _under_home(ctx, ctx.settings.ml.artifact_location)
+    location = under_home(ctx.paths.home, ctx.settings.ml.artifact_location)
     return location if "://" in location else Path(location).as_uri()
 
 
 def reports_dir(ctx: Context) -> Path:
-    return Path(_under_home(ctx, ctx.settings.ml.reports))
+    return Path(under_home(ctx.paths.home, ctx.settings.ml.reports))
 
 
 def mlflow_client(ctx: Context):
