@@ -1,7 +1,8 @@
 """``silver.scored_transactions`` → the gold tables, one streaming query each.
 
-Windows are appended when final (watermark + append mode, Delta sink). Alerts are
-appended idempotently from ``foreachBatch`` and printed to the console as they happen.
+Windows are emitted when final (watermark + append mode); every query appends its
+rows idempotently from ``foreachBatch`` (Delta's ``txnAppId``/``txnVersion``), and
+alerts are also printed to the console as they happen.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import sys
 from fraudlake.gold.aggregates import (
     ACTIVITY_ALERT,
     MODEL_ALERT,
-    activity_alerts,     dashboard_minute,
+    activity_alerts,
+    dashboard_minute,
     model_alerts,
     user_activity_5m,
     with_watermark,
@@ -21,24 +23,45 @@ from fraudlake.streaming_io import append_once, writer_app_id
 from fraudlake.tables import GOLD_DASHBOARD_MINUTE, GOLD_FRAUD_ALERTS, GOLD_USER_ACTIVITY, SILVER_SCORED, table_name
 
 
-class AlertWriter:
-    """Appends alerts exactly once and prints a bounded number of them per batch."""
+class BatchAppender:
+    """The ``foreachBatch`` function of a gold query: appends each micro-batch's rows exactly once.
 
-    def __init__(self, kind: str, table: str, app_id: str, max_printed: int, out=None):
-        self.kind, self.table, self.app_id, self.max_printed = kind, table, app_id, max_printed
-        self.out = out or sys.stdout
+    An idempotent Delta append (``txnAppId``/``txnVersion``) reconstructs the table's
+    state before it commits, even for no rows, and most micro-batches of a windowed
+    query emit nothing (a window closes once a minute). So an empty batch commits
+    nothing: counting the cached batch costs a fraction of a Delta commit.
+    """
+
+    def __init__(self, table: str, app_id: str):
+        self.table, self.app_id = table, app_id
         self.count = 0
 
     def __call__(self, batch, batch_id: int) -> None:
-        batch = batch.persist()
+        batch = batch.persist()  # a stateful batch must not be computed twice
         try:
-            append_once(batch, self.table, self.app_id, batch_id)
-            shown = batch.orderBy("alert_time").limit(self.max_printed + 1).collect() if self.max_printed else []
             total = batch.count()
+            if total:
+                append_once(batch, self.table, self.app_id, batch_id)
+                self.appended(batch, total)
         finally:
             batch.unpersist()
         self.count += total
-        for alert in shown[: self.max_printed]:
+
+    def appended(self, batch, total: int) -> None:
+        """Called after a non-empty append, while the batch is still cached."""
+
+
+class AlertWriter(BatchAppender):
+    """Appends alerts exactly once and prints a bounded number of them per batch."""
+
+    def __init__(self, kind: str, table: str, app_id: str, max_printed: int, out=None):
+        super().__init__(table, app_id)
+        self.kind, self.max_printed = kind, max_printed
+        self.out = out or sys.stdout
+
+    def appended(self, batch, total: int) -> None:
+        shown = batch.orderBy("alert_time").limit(self.max_printed).collect() if self.max_printed else []
+        for alert in shown:
             who = alert["transaction_id"] or alert["user_id"]
             print(f"ALERT {alert['alert_type']:<13} {alert['alert_time']:%H:%M:%S} {who} {alert['user_id']}: {alert['reason']}",
                   file=self.out, flush=True)
@@ -54,16 +77,11 @@ def _trigger(writer, ctx: Context, available_now: bool):
     return writer.trigger(processingTime=f"{seconds} seconds") if seconds > 0 else writer
 
 
-def _delta_append(frame, ctx: Context, name: str, table: str, available_now: bool):
+def _start(frame, ctx: Context, name: str, appender: BatchAppender, available_now: bool, output_mode: str = "append"):
     writer = (
-        frame.writeStream.format("delta").queryName(name).outputMode("append")
+        frame.writeStream.queryName(name).outputMode(output_mode).foreachBatch(appender)
         .option("checkpointLocation", ctx.paths.checkpoint(name))
     )
-    return _trigger(writer, ctx, available_now).toTable(table)
-
-
-def _alert_stream(frame, ctx: Context, name: str, alerts: AlertWriter, available_now: bool):
-    writer = frame.writeStream.queryName(name).foreachBatch(alerts).option("checkpointLocation", ctx.paths.checkpoint(name))
     return _trigger(writer, ctx, available_now).start()
 
 
@@ -82,18 +100,19 @@ def start_gold(spark, ctx: Context, out=None, available_now: bool = False, names
     windowed = with_watermark(silver, streams.watermark_seconds)
     alerts_table = table_name(ctx, GOLD_FRAUD_ALERTS)
 
+    def app_id(name: str) -> str:
+        return writer_app_id(ctx.paths.checkpoint(name), name)
+
+    def windows(name: str, frame, spec):
+        return _start(frame, ctx, name, BatchAppender(table_name(ctx, spec), app_id(name)), available_now)
+
     def alerts(kind: str, name: str, frame):
-        writer = AlertWriter(kind, alerts_table, writer_app_id(ctx.paths.checkpoint(name), name),
-                             streams.console_alerts_per_batch, out)
-        return _alert_stream(frame, ctx, name, writer, available_now)
+        writer = AlertWriter(kind, alerts_table, app_id(name), streams.console_alerts_per_batch, out)
+        return _start(frame, ctx, name, writer, available_now)
 
     builders = {
-        "gold_user_activity": lambda name: _delta_append(
-            user_activity_5m(windowed), ctx, name, table_name(ctx, GOLD_USER_ACTIVITY), available_now
-        ),
-        "gold_dashboard": lambda name: _delta_append(
-            dashboard_minute(windowed), ctx, name, table_name(ctx, GOLD_DASHBOARD_MINUTE), available_now
-        ),
+        "gold_user_activity": lambda name: windows(name, user_activity_5m(windowed), GOLD_USER_ACTIVITY),
+        "gold_dashboard": lambda name: windows(name, dashboard_minute(windowed), GOLD_DASHBOARD_MINUTE),
         "gold_model_alerts": lambda name: alerts(MODEL_ALERT, name, model_alerts(silver)),
         "gold_activity_alerts": lambda name: alerts(
             ACTIVITY_ALERT, name,

@@ -47,34 +47,38 @@ class SilverBatchWriter:
     def __call__(self, batch, batch_id: int) -> None:
         from pyspark.sql import functions as F
 
+        reason = F.col("quarantine_reason")
         checked = validate(batch, self.ctx.settings.streams.max_future_seconds).persist()
+        scored = None
         try:
-            valid = checked.where(F.col("quarantine_reason").isNull()).drop("quarantine_reason")
+            valid = checked.where(reason.isNull()).drop("quarantine_reason")
             scored = score_transactions(valid, self.scorer).persist()
             append_once(scored, self.scored_table, self.app_id, batch_id)
-            quarantined = checked.where(F.col("quarantine_reason").isNotNull())
-            append_once(quarantined, self.quarantine_table, self.app_id, batch_id)
-            self._count(scored, quarantined)
-            scored.unpersist()
+            # Both counts read the cached frames. An idempotent Delta append costs a
+            # table-state reconstruction even when it writes nothing, so the quarantine
+            # append runs only for a batch that has bad rows.
+            reasons = {row[0]: row[1] for row in checked.where(reason.isNotNull()).groupBy(reason).count().collect()}
+            if reasons:
+                append_once(checked.where(reason.isNotNull()), self.quarantine_table, self.app_id, batch_id)
+            totals = scored.agg(
+                F.count("*").alias("n"), F.count_if("is_flagged").alias("flagged"), F.max("event_time").alias("newest")
+            ).first()
         finally:
+            if scored is not None:
+                scored.unpersist()
             checked.unpersist()
+        self._count(totals.asDict(), reasons)
 
-    def _count(self, scored, quarantined) -> None:
-        from pyspark.sql import functions as F
-
-        totals = scored.agg(
-            F.count("*").alias("n"), F.sum(F.col("is_flagged").cast("int")).alias("flagged"),
-            F.max("event_time").alias("newest"),
-        ).first()
+    def _count(self, totals: dict, reasons: dict[str, int]) -> None:
         stats = self.stats
         stats.batches += 1
         stats.scored += totals["n"]
         stats.flagged += totals["flagged"] or 0
         if totals["newest"] is not None:
             stats.last_lag_seconds = time.time() - totals["newest"].timestamp()
-        for row in quarantined.groupBy("quarantine_reason").count().collect():
-            stats.quarantined += row["count"]
-            stats.reasons[row["quarantine_reason"]] = stats.reasons.get(row["quarantine_reason"], 0) + row["count"]
+        for name, n in reasons.items():
+            stats.quarantined += n
+            stats.reasons[name] = stats.reasons.get(name, 0) + n
 
 
 def start_silver(spark, ctx: Context, scorer: ModelScorer, available_now: bool = False):

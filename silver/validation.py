@@ -12,6 +12,15 @@ REQUIRED_COLUMNS = ("transaction_id", "event_time", "user_id", "card_id", "merch
 CHANNELS = ("pos", "online", "atm")
 UNPARSEABLE = "unparseable record"
 DUPLICATE = "duplicate transaction_id in batch"
+BAD_AMOUNT = "amount not positive and finite"
+UNKNOWN_CURRENCY = "unknown currency"
+UNKNOWN_COUNTRY = "unknown country"
+UNKNOWN_CHANNEL = "unknown channel"
+IN_THE_FUTURE = "event_time in the future"
+
+
+def missing(column: str) -> str:
+    return f"missing or invalid {column}"
 
 
 @lru_cache(maxsize=1)
@@ -33,16 +42,19 @@ def quarantine_reason(max_future_seconds: int):
     parsed_nothing = col("_raw").isNotNull() & F.coalesce(*[col(c).cast("string") for c in REQUIRED_COLUMNS]).isNull()
     reason = F.when(parsed_nothing, F.lit(UNPARSEABLE))
     for name in REQUIRED_COLUMNS:
-        reason = reason.when(col(name).isNull() | (col(name).cast("string") == ""), F.lit(f"missing or invalid {name}"))
+        reason = reason.when(col(name).isNull() | (col(name).cast("string") == ""), F.lit(missing(name)))
     amount = col("amount")
+    # "In the future" is judged against when bronze received the row, not the clock of
+    # whoever validates it: a replayed micro-batch routes every row as it did the first time.
+    received = F.coalesce(col("_ingest_time"), F.current_timestamp())
     return (
-        reason.when(F.isnan(amount) | (amount <= 0) | (amount == float("inf")), F.lit("amount not positive and finite"))
-        .when(~col("currency").isin(*currencies), F.lit("unknown currency"))
-        .when(~col("country").isin(*countries), F.lit("unknown country"))
-        .when(col("channel").isNotNull() & ~col("channel").isin(*CHANNELS), F.lit("unknown channel"))
+        reason.when(F.isnan(amount) | (amount <= 0) | (amount == float("inf")), F.lit(BAD_AMOUNT))
+        .when(~col("currency").isin(*currencies), F.lit(UNKNOWN_CURRENCY))
+        .when(~col("country").isin(*countries), F.lit(UNKNOWN_COUNTRY))
+        .when(col("channel").isNotNull() & ~col("channel").isin(*CHANNELS), F.lit(UNKNOWN_CHANNEL))
         .when(
-            col("event_time") > F.current_timestamp() + F.make_dt_interval(secs=F.lit(max_future_seconds)),
-            F.lit("event_time in the future"),
+            col("event_time") > received + F.make_dt_interval(secs=F.lit(max_future_seconds)),
+            F.lit(IN_THE_FUTURE),
         )
     )
 
