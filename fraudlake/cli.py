@@ -48,6 +48,23 @@ def _common_options(parser: argparse.ArgumentParser, default) -> None:
     parser.add_argument("--master", default=default, help="Spark master for a local run, e.g. local[2]")
 
 
+def _assignment(text: str) -> str:
+    from fraudlake.settings import parse_assignment
+
+    try:
+        parse_assignment(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _set_option(parser: argparse.ArgumentParser, dest: str) -> None:
+    # Two destinations: a subcommand's parser would otherwise replace the top-level list, not extend it.
+    parser.add_argument("--set", dest=dest, action="append", type=_assignment, default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one conf setting, validated like the YAML (repeatable), "
+                        "e.g. --set catalog.catalog=main --set ingest.rate=50")
+
+
 def _format_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
 
@@ -59,9 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fraudlake {__version__}")
     _common_options(parser, None)
+    _set_option(parser, "settings")
     # Options also accepted after the subcommand; SUPPRESS keeps a top-level value.
     common = argparse.ArgumentParser(add_help=False)
     _common_options(common, argparse.SUPPRESS)
+    _set_option(common, "settings_after")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     gen = commands.add_parser(
@@ -136,7 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def context_from(args: argparse.Namespace) -> Context:
-    return Context.load(conf=args.conf, home=args.home)
+    from fraudlake.settings import resolve_conf_path
+    from fraudlake.spark import require_runtime
+
+    assignments = [*getattr(args, "settings", []), *getattr(args, "settings_after", [])]
+    ctx = Context.load(conf=args.conf, home=args.home, assignments=assignments)
+    require_runtime(ctx, f"conf {resolve_conf_path(args.conf).name}")
+    return ctx
 
 
 def session_for(ctx: Context, args: argparse.Namespace):
@@ -290,6 +315,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _run(argv)
+    from fraudlake.spark import on_databricks
+
+    if code and on_databricks():
+        # A Databricks wheel task calls this entry point and ignores what it returns:
+        # only an exception or an exit fails the task.
+        raise SystemExit(code)
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

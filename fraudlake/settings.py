@@ -61,6 +61,48 @@ def parse_settings(data: Any, source: str = "settings") -> Settings:
         raise ConfigError(f"{source}: {format_validation_error(error)}") from None
 
 
+def parse_assignment(text: str) -> tuple[tuple[str, ...], Any]:
+    """``section.key=value`` (a ``--set`` option) → the key path and the value.
+
+    The value is a string that pydantic converts to the key's type, as it does for YAML
+    (``ingest.rate=5``, ``spark.ui_enabled=true``); ``null`` is None and ``[...]``/``{...}``
+    are read as YAML (``ml.precision_at_k=[10,20]``). Names such as ``on`` or ``no`` stay names.
+    """
+    key, sep, value = text.partition("=")
+    path = tuple(part.strip() for part in key.split("."))
+    if not sep or not all(path):
+        raise ValueError(f"expected SECTION.KEY=VALUE, e.g. catalog.catalog=main: {text!r}")
+    value = value.strip()
+    if value in ("null", "~"):
+        return path, None
+    if value.startswith(("[", "{")):
+        try:
+            return path, yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"not a valid YAML list or mapping: {text!r}") from None
+    return path, value
+
+
+def apply_assignments(settings: Settings, assignments, source: str = "--set") -> Settings:
+    """Settings with ``section.key=value`` assignments applied, validated like the YAML (a typo names the key)."""
+    data = settings.model_dump()
+    for text in assignments:
+        try:
+            path, value = parse_assignment(text)
+        except ValueError as error:
+            raise ConfigError(f"{source}: {error}") from None
+        node = data
+        for depth, part in enumerate(path[:-1]):
+            where = ".".join(path[: depth + 1])
+            if part not in node:
+                raise ConfigError(f"{source}: {where}: unknown key")
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"{source}: {where}: a value, not a section ({text!r})")
+            node = node[part]
+        node[path[-1]] = value
+    return parse_settings(data, source)
+
+
 def load_settings(conf: str | None = None) -> Settings:
     path = resolve_conf_path(conf)
     try:
@@ -117,8 +159,11 @@ class Context:
     paths: Paths
 
     @classmethod
-    def load(cls, conf: str | None = None, home: str | None = None) -> "Context":
+    def load(cls, conf: str | None = None, home: str | None = None, assignments=()) -> "Context":
+        """Settings from the conf file, then ``section.key=value`` assignments (``--set``) on top."""
         settings = load_settings(conf)
+        if assignments:
+            settings = apply_assignments(settings, assignments)
         return cls(settings=settings, paths=Paths.of(settings, resolve_home(home)))
 
     def with_settings(self, **section_updates: dict[str, Any]) -> "Context":

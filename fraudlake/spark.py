@@ -19,6 +19,21 @@ def on_databricks() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
+def require_runtime(ctx: Context, conf: str = "this conf") -> None:
+    """A conf for Databricks (``environment: databricks``) runs only inside the Databricks runtime.
+
+    Checked before anything touches storage, the model registry or a JVM, so a local run
+    with such a conf ends with one line instead of writing to ``/Volumes`` or asking MLflow
+    for a workspace.
+    """
+    if ctx.settings.environment == "databricks" and not on_databricks():
+        raise EnvironmentProblem(
+            f"{conf} targets Databricks (environment: databricks) but no Databricks runtime was found: "
+            "deploy the bundle and run its jobs (databricks bundle deploy, databricks bundle run), "
+            "or run locally with --conf local"
+        )
+
+
 def delta_maven_coordinates() -> str:
     """The Delta jar matching the installed delta-spark and pyspark (e.g. io.delta:delta-spark_4.2_2.13:4.4.0)."""
     from importlib.metadata import version
@@ -79,6 +94,7 @@ def get_spark(ctx: Context, master: str | None = None):
     On a fresh machine the first start resolves the Delta jar from Maven Central
     (Spark's resolver also looks in ``~/.m2``), which takes a few seconds once.
     """
+    require_runtime(ctx)
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -86,13 +102,8 @@ def get_spark(ctx: Context, master: str | None = None):
             "pyspark is not installed: install fraudlake with its local extra, pip install 'fraudlake[local]'"
         ) from None
 
-    if on_databricks():
+    if on_databricks():  # the runtime owns the session, its Delta and its conf
         return SparkSession.builder.getOrCreate()
-    if ctx.settings.environment == "databricks":
-        raise EnvironmentProblem(
-            "this conf is for Databricks (environment: databricks) but no Databricks runtime was found: "
-            "deploy it as a bundle job (databricks bundle deploy) or run locally with --conf local"
-        )
     if _find_java() is None:
         raise EnvironmentProblem(
             "Java was not found: install a JDK 17 or 21 (e.g. apt-get install openjdk-17-jdk-headless) "

@@ -1,7 +1,9 @@
 """MLflow tracking and the model registry: where they live, aliases, promotion, listing.
 
 Locally both are one SQLite database under home (``sqlite:///<home>/mlflow.db``) with
-artifacts in ``<home>/mlruns``; conf can point them at a server or Databricks.
+artifacts in ``<home>/mlruns``; conf can point them at a server or Databricks (tracking
+``databricks``, registry ``databricks-uc``: the model is then ``<catalog>.<schema>.fraud_detector``,
+and the same aliases move in Unity Catalog).
 Promotion is an alias move: ``champion`` is what the stream serves
 (``models:/fraud_detector@champion``); a newly registered version is the
 ``challenger`` while a champion exists.
@@ -159,7 +161,9 @@ def list_versions(client, ctx: Context, ks=None) -> list[dict]:
         return []
     ks = tuple(ks or ctx.settings.ml.precision_at_k)
     rows = []
-    for mv in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version)):
+    for found in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version)):
+        # Unity Catalog's search returns versions without their tags: read those one by one there.
+        mv = found if found.tags else client.get_model_version(name, found.version)
         metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
         row = {
             "version": int(mv.version),
