@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
+from fraudlake.streaming import scheduler_pool
 from fraudlake.tables import ALL_TABLES, SILVER_SCORED, table_name
 
 LAYERS = ("bronze", "silver", "gold")
@@ -71,19 +72,22 @@ def start_pipeline(spark, ctx: Context, layers, source: str, rate: int | None = 
     if "bronze" in layers:
         from fraudlake.bronze.ingest import start_bronze_ingest
 
-        bronze = start_bronze_ingest(spark, ctx, source, rate=rate, landing=landing)
+        with scheduler_pool(spark, "bronze"):
+            bronze = start_bronze_ingest(spark, ctx, source, rate=rate, landing=landing)
         pipeline.add_stage({"bronze": bronze}, ctx.settings.ingest.trigger_seconds)
     if scorer is not None:
         from fraudlake.silver.stream import start_silver
 
-        query, writer = start_silver(spark, ctx, scorer)
+        with scheduler_pool(spark, "silver"):
+            query, writer = start_silver(spark, ctx, scorer)
         pipeline.add_stage({"silver": query}, streams.silver_trigger_seconds)
         pipeline.details["silver"] = lambda: _silver_detail(writer.stats)
         pipeline.model = f"{scorer.model_name} v{scorer.model_version}"
     if "gold" in layers:
         from fraudlake.gold.stream import GOLD_QUERIES, start_gold
 
-        gold = start_gold(spark, ctx, out=out)
+        with scheduler_pool(spark, "gold"):
+            gold = start_gold(spark, ctx, out=out)
         # Activity alerts read the windows table: they drain after it.
         pipeline.add_stage({name: gold[name] for name in GOLD_QUERIES[:-1]}, streams.gold_trigger_seconds)
         pipeline.add_stage({name: gold[name] for name in GOLD_QUERIES[-1:]}, streams.gold_trigger_seconds)

@@ -80,6 +80,9 @@ def local_spark_conf(ctx: Context) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.driver.extraJavaOptions": java_opts,
         "spark.driver.memory": "2g",
+        # Each layer's queries run in a pool of their own (fraudlake.streaming.scheduler_pool):
+        # a silver micro-batch does not wait behind every task of a gold one.
+        "spark.scheduler.mode": "FAIR",
         # Streaming state in RocksDB keeps the JVM heap small when windows grow.
         "spark.sql.streaming.stateStore.providerClass":
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",

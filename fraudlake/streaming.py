@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.output import note
+
+
+@contextmanager
+def scheduler_pool(spark, name: str):
+    """Queries started in this block run their jobs in the fair-scheduler pool ``name``.
+
+    With ``spark.scheduler.mode=FAIR`` (the local conf sets it; Databricks clusters use
+    it by default) pools share the cores: a silver micro-batch gets task slots while a
+    gold batch is still running, instead of queueing behind all of its tasks. A query
+    keeps the pool it was started with. Sessions without a SparkContext (Spark
+    Connect) schedule on their own, and this does nothing there.
+    """
+    try:
+        context = spark.sparkContext
+    except Exception:  # Spark Connect has no SparkContext
+        yield
+        return
+    previous = context.getLocalProperty("spark.scheduler.pool")
+    context.setLocalProperty("spark.scheduler.pool", name)
+    try:
+        yield
+    finally:
+        context.setLocalProperty("spark.scheduler.pool", previous)
 
 
 @dataclass

@@ -1,0 +1,48 @@
+"""Small pieces of the streams on the shared session: validation's reference clock, scheduler pools."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from fraudlake.silver.validation import IN_THE_FUTURE, validate
+from fraudlake.streaming import scheduler_pool
+
+pytestmark = pytest.mark.spark
+
+DAY = 86_400
+
+
+def test_the_future_is_judged_against_when_bronze_received_the_row(spark):
+    # Both rows are in the past now; what matters is how far ahead of their arrival they claimed to be.
+    received = datetime(2026, 1, 1, 12, 0)
+    rows = [
+        ("ahead-2-days", received + timedelta(days=2), received),
+        ("ahead-1-hour", received + timedelta(hours=1), received),
+    ]
+    bronze = spark.createDataFrame(rows, "transaction_id string, event_time timestamp, _ingest_time timestamp")
+    for column, value in (("user_id", "u"), ("card_id", "c"), ("merchant_id", "m"), ("currency", "EUR"),
+                          ("country", "DE"), ("channel", "pos"), ("_raw", None)):
+        bronze = bronze.selectExpr("*", f"CAST({value!r} AS STRING) AS {column}" if value else f"CAST(NULL AS STRING) AS {column}")
+    bronze = bronze.selectExpr("*", "10.0D AS amount")
+
+    reasons = {row["transaction_id"]: row["quarantine_reason"] for row in validate(bronze, DAY).collect()}
+    assert reasons == {"ahead-2-days": IN_THE_FUTURE, "ahead-1-hour": None}
+
+
+def test_a_query_started_in_a_pool_runs_there_and_the_thread_gets_its_pool_back(spark):
+    context = spark.sparkContext
+    context.setLocalProperty("spark.scheduler.pool", "outer")
+    try:
+        with scheduler_pool(spark, "silver"):
+            assert context.getLocalProperty("spark.scheduler.pool") == "silver"
+            query = spark.readStream.format("rate").load().writeStream.format("noop").queryName("pooled").start()
+        assert context.getLocalProperty("spark.scheduler.pool") == "outer"
+        query.processAllAvailable()
+        query.stop()
+        # The fair scheduler creates a pool when the first task set is submitted to it.
+        assert context._jsc.sc().getPoolForName("silver").isDefined()
+        assert spark.conf.get("spark.scheduler.mode") == "FAIR"
+    finally:
+        context.setLocalProperty("spark.scheduler.pool", None)
