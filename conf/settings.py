@@ -100,7 +100,7 @@ class IngestSettings(_Strict):
     rate_partitions: PositiveInt = 2
     files_format: Literal["json", "csv"] = "json"
     max_files_per_trigger: PositiveInt = 100
-    trigger_seconds: Annotated[float, Field(ge=0.0)] = 2.0
+    trigger_seconds: Annotated[float, Field(ge=0.0)] = 1.0
     progress_seconds: Annotated[float, Field(gt=0.0)] = 5.0
 
 
@@ -133,8 +133,8 @@ class MlSettings(_Strict):
 class StreamSettings(_Strict):
     """The silver and gold streams (``fraudlake run``, ``fraudlake demo``)."""
 
-    silver_trigger_seconds: Annotated[float, Field(ge=0.0)] = 2.0
-    gold_trigger_seconds: Annotated[float, Field(ge=0.0)] = 5.0
+    silver_trigger_seconds: Annotated[float, Field(ge=0.0)] = 0.5
+    gold_trigger_seconds: Annotated[float, Field(ge=0.0)] = 15.0
     # Bronze files per silver micro-batch (Delta source); bounds a catch-up batch after downtime.
     silver_max_files_per_trigger: PositiveInt = 200
     # How late an event may arrive and still count in gold windows; also how long a
