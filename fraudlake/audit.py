@@ -207,7 +207,7 @@ def audit_transaction(spark, ctx: Context, transaction_id: str, as_of_version: i
         "transaction_id": transaction_id,
         "silver_version": version,
         "written_in_version": wrote,
-        "written_at": committed,
+        "written_at": committed.replace(tzinfo=None) if committed else None,  # UTC, like the row's times
         "written_by": operation,
         **{k: row.get(k) for k in DECISION_COLUMNS},
         **{k: v for k, v in row.items() if k not in DECISION_COLUMNS and k != "transaction_id" and k != "_raw"},
