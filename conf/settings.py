@@ -150,6 +150,19 @@ class StreamSettings(_Strict):
     model_uri: str | None = None
 
 
+class AuditSettings(_Strict):
+    """How long silver and gold keep the past: the window for time travel and audits.
+
+    Applied to every silver and gold table as ``delta.logRetentionDuration`` (how far
+    back versions can be read) and ``delta.deletedFileRetentionDuration`` (how long a
+    file replaced by a rewrite or compaction stays for old versions); ``fraudlake
+    maintain --vacuum`` never deletes inside the file window.
+    """
+
+    log_retention_days: PositiveInt = 30
+    deleted_file_retention_days: PositiveInt = 30
+
+
 class Settings(_Strict):
     """All of fraudlake's settings for one environment."""
 
@@ -161,3 +174,4 @@ class Settings(_Strict):
     ingest: IngestSettings = IngestSettings()
     ml: MlSettings = MlSettings()
     streams: StreamSettings = StreamSettings()
+    audit: AuditSettings = AuditSettings()

@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fraudlake.ml.cli import add_ml_commands  # train, evaluate, promote, models
 
     add_ml_commands(commands, common)
+    from fraudlake.audit_cli import add_audit_commands  # audit, rescore, maintain
+
+    add_audit_commands(commands, common)
     return parser
 
 

@@ -13,6 +13,13 @@ class ConfigError(FraudlakeError):
     exit_code = 2
 
 
+class NotFoundError(FraudlakeError):
+    """What was asked for does not exist (an audited transaction id). Exit code 4, so a
+    script can tell "no such transaction" from a failure."""
+
+    exit_code = 4
+
+
 class EnvironmentProblem(FraudlakeError):
     """The machine cannot run Spark as asked (no Java, jars not resolvable, no workspace)."""
 

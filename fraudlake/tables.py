@@ -42,7 +42,8 @@ SCORE_COLUMNS = """
     is_flagged BOOLEAN,
     model_name STRING,
     model_version STRING,
-    scored_at TIMESTAMP
+    scored_at TIMESTAMP,
+    flag_threshold DOUBLE
 """
 
 
@@ -184,10 +185,25 @@ def create_table_sql(ctx: Context, spec: TableSpec, with_columns: bool) -> str:
         parts.append(f"LOCATION {sql_string(table_location(ctx, spec))}")
     if with_columns and spec.comment:
         parts.append(f"COMMENT {sql_string(spec.comment)}")
-    if with_columns and spec.properties:
-        props = ", ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in spec.properties.items())
+    properties = table_properties(ctx, spec)
+    if with_columns and properties:
+        props = ", ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in properties.items())
         parts.append(f"TBLPROPERTIES ({props})")
     return " ".join(parts)
+
+
+# Layers whose history is kept for audits (time travel, change data feed) for the conf's window.
+AUDITED_LAYERS = ("silver", "gold")
+
+
+def table_properties(ctx: Context, spec: TableSpec) -> dict[str, str]:
+    """The spec's Delta properties plus, on silver and gold, the audit retention from conf."""
+    properties = dict(spec.properties)
+    if spec.layer in AUDITED_LAYERS:
+        audit = ctx.settings.audit
+        properties["delta.logRetentionDuration"] = f"interval {audit.log_retention_days} days"
+        properties["delta.deletedFileRetentionDuration"] = f"interval {audit.deleted_file_retention_days} days"
+    return properties
 
 
 def register_tables(spark, ctx: Context) -> list[str]:
@@ -209,15 +225,26 @@ def register_tables(spark, ctx: Context) -> list[str]:
                 _forget_table(spark, ctx, spec)
             exists = _is_delta_table(spark, location)
             spark.sql(create_table_sql(ctx, spec, with_columns=not exists))
-        _add_missing_constraints(spark, name, spec)
+        _bring_up_to_date(spark, ctx, name, spec)
         names.append(name)
     return names
 
 
-def _add_missing_constraints(spark, name: str, spec: TableSpec) -> None:
-    if not spec.constraints:
-        return
-    present = {r["key"] for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
+def _bring_up_to_date(spark, ctx: Context, name: str, spec: TableSpec) -> None:
+    """An existing table gets what the spec added since it was created: columns (at the end,
+    so appends by name keep working), changed properties (e.g. the audit retention in conf)
+    and constraints. Nothing is committed when the table is already up to date."""
+    from pyspark.sql.types import DataType
+
+    have = {f.name.lower() for f in spark.table(name).schema.fields}
+    missing = [f for f in DataType.fromDDL(spec.columns).fields if f.name.lower() not in have]
+    if missing:
+        spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({', '.join(f'{f.name} {f.dataType.simpleString()}' for f in missing)})")
+    present = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
+    changed = {k: v for k, v in table_properties(ctx, spec).items() if present.get(k) != v}
+    if changed:
+        props = ", ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in changed.items())
+        spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ({props})")
     for constraint, condition in spec.constraints.items():
         if f"delta.constraints.{constraint.lower()}" not in present:
             spark.sql(f"ALTER TABLE {name} ADD CONSTRAINT {constraint} CHECK ({condition})")

@@ -44,7 +44,7 @@ def load_scorer(spark, ctx: Context, model_uri: str | None = None) -> ModelScore
 
 def score_transactions(transactions, scorer: ModelScorer):
     """Transactions (bronze schema) → + time features, ``fraud_score``, ``is_flagged``,
-    ``model_name``, ``model_version``, ``scored_at``."""
+    ``model_name``, ``model_version``, ``scored_at`` and the ``flag_threshold`` the flag used."""
     from pyspark.sql import functions as F
 
     featured = add_features(transactions)
@@ -58,4 +58,5 @@ def score_transactions(transactions, scorer: ModelScorer):
         F.lit(scorer.model_name).alias("model_name"),
         F.lit(scorer.model_version).alias("model_version"),
         F.current_timestamp().alias("scored_at"),
+        F.lit(scorer.flag_threshold).alias("flag_threshold"),
     )

@@ -1,0 +1,217 @@
+"""The audit and upkeep subcommands: ``audit transaction|history|changes|rescore``,
+``rescore`` and ``maintain``. ``fraudlake.cli`` adds them with :func:`add_audit_commands`."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+
+from fraudlake.cli import bounded
+from fraudlake.output import emit, note, render_frame, render_mapping, render_records
+
+
+def _version(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a table version: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"table versions start at 0: {value}")
+    return value
+
+
+def _timestamp(text: str) -> datetime:
+    """ISO 8601, e.g. 2026-11-28T18:00:00Z or '2026-11-28 18:00'; without an offset, UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO timestamp (e.g. 2026-11-28T18:00:00Z): {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _ids(text: str) -> list[str]:
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError("give at least one transaction id")
+    return ids
+
+
+def _as_of_options(parser: argparse.ArgumentParser) -> None:
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--as-of-version", type=_version, metavar="N",
+                      help="silver as it was at this Delta version (default: the latest)")
+    when.add_argument("--as-of-timestamp", type=_timestamp, metavar="TS",
+                      help="silver as it was at this time (ISO 8601; UTC unless an offset is given)")
+
+
+def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
+    """Add ``audit``, ``rescore`` and ``maintain`` to the ``fraudlake`` command."""
+    from fraudlake.cli import _format_option, _positive_int
+
+    audit = commands.add_parser(
+        "audit", parents=[common], help="how a transaction was scored; table history and changes",
+        description="Answer audit questions from Delta's history: a transaction's score, model and raw record "
+        "at any retained version, a table's history, and the rows changed between two versions.",
+    )
+    what = audit.add_subparsers(dest="audit_command", metavar="WHAT", required=True)
+
+    tx = what.add_parser(
+        "transaction", parents=[common], help="a transaction's score, model version, raw record and alerts",
+        description="Show the silver row of a transaction as it was at a version (score, flag, threshold, "
+        "model name and version, scored_at), the silver version that wrote it, its bronze record and the "
+        "alerts that point at it. Exit code 4 when the id is not found.",
+    )
+    tx.add_argument("transaction_id", help="the transaction id, e.g. tx-123")
+    _as_of_options(tx)
+    _format_option(tx)
+    tx.set_defaults(handler=cmd_audit_transaction)
+
+    history = what.add_parser(
+        "history", parents=[common], help="a table's Delta history, readable",
+        description="DESCRIBE HISTORY as a table: version, time, operation, rows and files written, and the "
+        "streaming query and batch (or idempotent writer and batch) that wrote each version.",
+    )
+    history.add_argument("table", help="e.g. silver.scored_transactions, gold.fraud_alerts")
+    history.add_argument("--limit", type=_positive_int, help="the newest N versions only")
+    _format_option(history)
+    history.set_defaults(handler=cmd_audit_history)
+
+    changes = what.add_parser(
+        "changes", parents=[common], help="rows inserted, updated and deleted between two versions",
+        description="The change data feed between two versions, inclusive: one row per inserted or deleted "
+        "row, and a pre- and post-image per updated row (silver tables).",
+    )
+    changes.add_argument("table", help="e.g. silver.scored_transactions")
+    changes.add_argument("--from-version", type=_version, required=True, metavar="A", help="first version")
+    changes.add_argument("--to-version", type=_version, metavar="B", help="last version (default: the latest)")
+    changes.add_argument("--columns", type=_ids, help="comma-separated columns to show (default: all)")
+    changes.add_argument("--max-rows", type=_positive_int, default=1000, help="rows to print at most (default 1000)")
+    _format_option(changes)
+    changes.set_defaults(handler=cmd_audit_changes)
+
+    rescore = what.add_parser(
+        "rescore", parents=[common], help="score a transaction again with its recorded model version",
+        description="Re-score the transaction's recorded features with the model version recorded beside them "
+        "(from the registry) and show the stored and recomputed scores side by side.",
+    )
+    rescore.add_argument("transaction_id", help="the transaction id")
+    _as_of_options(rescore)
+    _format_option(rescore)
+    rescore.set_defaults(handler=cmd_audit_rescore)
+
+    slice_ = commands.add_parser(
+        "rescore", parents=[common], help="re-score silver rows with the champion (after a promotion)",
+        description="Score silver transactions of an event-time range and/or ids with the champion (or "
+        "--model-uri) and update them in place with one MERGE; rows already scored by that version are "
+        "skipped, newly flagged ones get a model alert. Delta keeps the old scores for audits.",
+    )
+    slice_.add_argument("--since", type=_timestamp, metavar="TS", help="event time from (ISO 8601, inclusive)")
+    slice_.add_argument("--until", type=_timestamp, metavar="TS", help="event time until (exclusive)")
+    slice_.add_argument("--ids", type=_ids, help="comma-separated transaction ids")
+    slice_.add_argument("--model-uri", help="model to score with (default models:/<model_name>@champion)")
+    _format_option(slice_)
+    slice_.set_defaults(handler=cmd_rescore)
+
+    maintain = commands.add_parser(
+        "maintain", parents=[common], help="compact small files and vacuum within the audit window",
+        description="OPTIMIZE every table (compacts the small files streaming writes leave) and VACUUM files "
+        "no version inside the audit window needs. Without flags, both. --retain-hours below the window "
+        "(audit.deleted_file_retention_days) is refused.",
+    )
+    maintain.add_argument("--optimize", action="store_true", help="compact small files")
+    maintain.add_argument("--vacuum", action="store_true", help="delete files older versions no longer need")
+    maintain.add_argument("--retain-hours", type=bounded(float),
+                          help="vacuum: keep files this many hours (default and minimum: the audit window)")
+    _format_option(maintain)
+    maintain.set_defaults(handler=cmd_maintain)
+
+
+def _session(args):
+    from fraudlake.cli import context_from, session_for
+
+    ctx = context_from(args)
+    return ctx, session_for(ctx, args)
+
+
+def _readable_transaction(result: dict) -> dict:
+    """The audit as ``key value`` lines: the bronze record and alerts flattened."""
+    flat = {k: v for k, v in result.items() if k not in ("bronze", "alerts")}
+    bronze = result["bronze"] or {}
+    flat["bronze_record"] = bronze.get("record", "(not in bronze)")
+    flat["bronze_source"] = bronze.get("source")
+    flat["bronze_ingested_at"] = bronze.get("ingested_at")
+    flat["alerts"] = [
+        f"{a['alert_type']} at {a['alert_time']}: {a['reason']}" for a in result["alerts"]
+    ] or "(none)"
+    return flat
+
+
+def cmd_audit_transaction(args: argparse.Namespace) -> int:
+    from fraudlake.audit import audit_transaction
+
+    ctx, spark = _session(args)
+    result = audit_transaction(spark, ctx, args.transaction_id, args.as_of_version, args.as_of_timestamp)
+    emit(render_mapping(_readable_transaction(result) if args.format != "json" else result, args.format))
+    return 0
+
+
+def cmd_audit_history(args: argparse.Namespace) -> int:
+    from fraudlake.audit import resolve_table, table_history
+    from fraudlake.cli import context_from
+
+    spec = resolve_table(context_from(args), args.table)  # an unknown name fails before Spark starts
+    ctx, spark = _session(args)
+    emit(render_records(table_history(spark, ctx, spec, args.limit), args.format))
+    return 0
+
+
+def cmd_audit_changes(args: argparse.Namespace) -> int:
+    from fraudlake.audit import resolve_table, table_changes
+    from fraudlake.cli import context_from
+
+    spec = resolve_table(context_from(args), args.table)
+    ctx, spark = _session(args)
+    frame = table_changes(spark, ctx, spec, args.from_version, args.to_version, args.columns)
+    if len(frame) > args.max_rows:
+        note(f"(showing the first {args.max_rows:,} of {len(frame):,} changed rows; raise --max-rows for more)")
+        frame = frame.head(args.max_rows)
+    emit(render_frame(frame, args.format))
+    return 0
+
+
+def cmd_audit_rescore(args: argparse.Namespace) -> int:
+    from fraudlake.audit import rescore_transaction
+
+    ctx, spark = _session(args)
+    result = rescore_transaction(spark, ctx, args.transaction_id, args.as_of_version, args.as_of_timestamp)
+    if not result["match"]:
+        note("the recomputed score differs from the stored one: the model or the row changed since it was scored")
+    emit(render_mapping(result, args.format))
+    return 0
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from fraudlake.errors import FraudlakeError
+    from fraudlake.rescore import rescore_silver
+
+    if args.since is None and args.until is None and not args.ids:
+        raise FraudlakeError("choose the transactions to re-score: --since/--until (event time) and/or --ids")
+    ctx, spark = _session(args)
+    emit(render_mapping(rescore_silver(spark, ctx, args.since, args.until, args.ids, args.model_uri), args.format))
+    return 0
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from fraudlake.audit import check_retention, maintain
+    from fraudlake.cli import context_from
+
+    both = not args.optimize and not args.vacuum
+    optimize, vacuum = args.optimize or both, args.vacuum or both
+    if args.retain_hours is not None and not vacuum:
+        from fraudlake.errors import FraudlakeError
+
+        raise FraudlakeError("--retain-hours applies to --vacuum")
+    check_retention(context_from(args), args.retain_hours if vacuum else None)  # refuse before Spark starts
+    ctx, spark = _session(args)
+    emit(render_records(maintain(spark, ctx, optimize, vacuum, args.retain_hours), args.format))
+    return 0
