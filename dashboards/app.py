@@ -204,4 +204,8 @@ def make_server(app, host: str, port: int):
     from werkzeug.serving import make_server as werkzeug_server
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    return werkzeug_server(host, port, app.server, threaded=True)
+    server = werkzeug_server(host, port, app.server, threaded=True)
+    # Closing the server waits for requests in flight: a refresh still inside a Spark call
+    # when the interpreter shuts down would abort it.
+    server.daemon_threads = False
+    return server

@@ -114,10 +114,8 @@ def _go():
 
 
 def _layout(figure, title: str, **layout):
-    figure.update_layout(
-        title={"text": title, "x": 0.01, "xanchor": "left"}, template="plotly_white",
-        margin={"l": 60, "r": 30, "t": 60, "b": 50}, legend={"orientation": "h", "y": -0.18}, **layout,
-    )
+    layout = {"margin": {"l": 60, "r": 30, "t": 60, "b": 50}, "legend": {"orientation": "h", "y": -0.18}, **layout}
+    figure.update_layout(title={"text": title, "x": 0.01, "xanchor": "left"}, template="plotly_white", **layout)
     return figure
 
 

@@ -98,7 +98,7 @@ def _catalog_location(spark, ctx: Context, spec: TableSpec) -> str:
 
 # A window is "the last N minutes before the newest row", not before the wall clock: a
 # home replayed from history, or a pipeline that stopped an hour ago, still shows its data.
-# ``:window_minutes`` NULL means everything.
+# ``:window_minutes`` 0 means everything.
 
 MODELS_SQL = """
 SELECT model_name, model_version,
@@ -123,7 +123,7 @@ SELECT date_trunc(:unit, minute) AS minute,
        sum(total_amount) AS total_amount, sum(flagged_amount) AS flagged_amount,
        sum(true_positives) AS true_positives, sum(false_positives) AS false_positives
 FROM {minutes}
-WHERE :window_minutes IS NULL OR minute >= (SELECT max(minute) FROM {minutes}) - make_dt_interval(0, 0, :window_minutes)
+WHERE :window_minutes = 0 OR minute >= (SELECT max(minute) FROM {minutes}) - make_dt_interval(0, 0, :window_minutes)
 GROUP BY 1
 ORDER BY 1
 """
@@ -143,7 +143,7 @@ SELECT date_trunc(:unit, event_time) AS minute,
        count_if(is_flagged AND label_is_fraud = 1) AS true_positives,
        count_if(is_flagged AND label_is_fraud = 0) AS false_positives
 FROM {silver}
-WHERE :window_minutes IS NULL OR event_time >= (SELECT max(event_time) FROM {silver}) - make_dt_interval(0, 0, :window_minutes)
+WHERE :window_minutes = 0 OR event_time >= (SELECT max(event_time) FROM {silver}) - make_dt_interval(0, 0, :window_minutes)
 GROUP BY 1
 ORDER BY 1
 """
@@ -156,7 +156,7 @@ SELECT user_id,
        max_by(total_amount, tx_count) AS total_amount,
        max_by(window_start, tx_count) AS window_start
 FROM {activity}
-WHERE :window_minutes IS NULL OR window_end >= (SELECT max(window_end) FROM {activity}) - make_dt_interval(0, 0, :window_minutes)
+WHERE :window_minutes = 0 OR window_end >= (SELECT max(window_end) FROM {activity}) - make_dt_interval(0, 0, :window_minutes)
 GROUP BY user_id
 ORDER BY tx_count DESC, flagged_count DESC, user_id
 LIMIT :limit
@@ -169,7 +169,7 @@ WITH recent AS (
          CASE label_is_fraud WHEN 1 THEN 'fraud' WHEN 0 THEN 'genuine' ELSE 'unlabelled' END AS label
   FROM {silver}
   WHERE fraud_score IS NOT NULL
-    AND (:window_minutes IS NULL OR event_time >= (SELECT max(event_time) FROM {silver}) - make_dt_interval(0, 0, :window_minutes))
+    AND (:window_minutes = 0 OR event_time >= (SELECT max(event_time) FROM {silver}) - make_dt_interval(0, 0, :window_minutes))
 ), bounds AS (
   SELECT min(fraud_score) AS low, greatest(max(fraud_score) - min(fraud_score), 1e-9) AS width FROM recent
 ), bucketed AS (
@@ -201,12 +201,27 @@ def _names(ctx: Context) -> dict[str, str]:
     }
 
 
+# Since Spark 4.1 parameter markers are substituted by the SQL parser, and Delta's parser
+# extension (DeltaSqlParser, delta-spark 4.4.0) does not pass them on: every
+# ``spark.sql(text, args=...)`` fails with UNBOUND_SQL_PARAMETER (delta-io/delta#7640). The
+# legacy mode binds them in the analyzer instead, which covers literals, LIMIT, CTEs and
+# subqueries: everything these queries use.
+LEGACY_PARAMETERS = "spark.sql.legacy.parameterSubstitution.constantsOnly"
+
+
+def run_sql(spark, text: str, args: dict | None = None):
+    """``spark.sql`` with bound parameters that work on a Delta session."""
+    if args and spark.conf.get(LEGACY_PARAMETERS, "false") != "true":
+        spark.conf.set(LEGACY_PARAMETERS, "true")
+    return spark.sql(text, args=args or None)
+
+
 def _frame(spark, ctx: Context, sql: str, kind: str, missing, **args) -> pd.DataFrame:
     names = _names(ctx)
     needed = [name for key, name in names.items() if "{" + key + "}" in sql]
     if any(name in missing for name in needed):
         return empty(kind)
-    return spark.sql(sql.format(**names), args=args or None).toPandas()
+    return run_sql(spark, sql.format(**names), args).toPandas()
 
 
 TIME_UNITS = ("MINUTE", "HOUR", "DAY")
@@ -246,12 +261,12 @@ def read_snapshot(
     missing = attach_tables(spark, ctx)
     gold = {}
     if table_name(ctx, GOLD_DASHBOARD_MINUTE) not in missing:
-        row = spark.sql(GOLD_SPAN_SQL.format(**_names(ctx))).first()
+        row = run_sql(spark, GOLD_SPAN_SQL.format(**_names(ctx))).first()
         gold = row.asDict() if row is not None and row["gold_through"] is not None else {}
     unit = "MINUTE"
     if window_minutes is None and gold:
         unit = time_unit((gold["gold_through"] - gold["first_minute"]).total_seconds())
-    window = {"window_minutes": window_minutes}
+    window = {"window_minutes": window_minutes or 0}
     alerts_sql = LATEST_ALERTS_SQL if alert_order == "latest" else TOP_ALERTS_SQL
     return Snapshot(
         read_at=datetime.now(timezone.utc),
