@@ -175,10 +175,13 @@ def create_app(read: Callable[[], Snapshot], *, refresh_seconds: float, home: st
 
 
 class SnapshotReader:
-    """Reads snapshots for the app, one at a time.
+    """Reads snapshots for the app, one at a time, without making the page wait for Spark.
 
-    Several open tabs each fire the interval; a snapshot younger than ``min_age``
-    seconds is shared instead of running the same Spark queries again.
+    The page's interval fires every few seconds, in every open tab. A snapshot younger
+    than ``min_age`` seconds is shared instead of running the same queries again, and
+    while one request is reading, the others get the last snapshot at once: Dash drops
+    a response that arrives after the next interval has fired, so a page whose every
+    refresh waited for a read slower than the interval would never update.
     """
 
     def __init__(self, read: Callable[[], Snapshot], min_age: float):
@@ -188,13 +191,18 @@ class SnapshotReader:
         self._last: tuple[float, Snapshot] | None = None
 
     def __call__(self) -> Snapshot:
-        with self._lock:
-            now = time.monotonic()
-            if self._last is not None and now - self._last[0] < self._min_age:
-                return self._last[1]
+        last = self._last
+        if not self._lock.acquire(blocking=last is None):
+            return last[1]  # a read is running: show the previous snapshot now
+        try:
+            last = self._last
+            if last is not None and time.monotonic() - last[0] < self._min_age:
+                return last[1]
             snapshot = self._read()
             self._last = (time.monotonic(), snapshot)
             return snapshot
+        finally:
+            self._lock.release()
 
 
 def make_server(app, host: str, port: int):

@@ -59,7 +59,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     def read():
         return read_snapshot(state["spark"], ctx, window_minutes=args.window)
 
-    reader = SnapshotReader(read, min_age=args.refresh / 2)
+    reader = SnapshotReader(read, min_age=args.refresh * 0.8)
     app = create_app(reader, refresh_seconds=args.refresh, home=str(ctx.paths.home),
                      on_error=lambda error: note(f"dashboard: read failed: {str(error).splitlines()[0][:300]}"))
     try:

@@ -246,3 +246,30 @@ def test_snapshot_reader_shares_a_fresh_snapshot_between_tabs():
     reader = SnapshotReader(lambda: calls.append(1) or len(calls), min_age=60)
     assert (reader(), reader()) == (1, 1)
     assert SnapshotReader(lambda: calls.append(1) or len(calls), min_age=0)() == 2
+
+
+def test_snapshot_reader_answers_at_once_while_a_slow_read_runs():
+    import threading
+    import time
+
+    release = threading.Event()
+    reads = []
+
+    def read():
+        reads.append(1)
+        if len(reads) > 1:
+            release.wait(10)  # the second read is slow
+        return len(reads)
+
+    reader = SnapshotReader(read, min_age=0)
+    assert reader() == 1
+    slow = threading.Thread(target=reader)
+    slow.start()
+    while len(reads) < 2:
+        time.sleep(0.01)
+    started = time.monotonic()
+    assert reader() == 1  # the previous snapshot, without waiting for the slow read
+    assert time.monotonic() - started < 1
+    release.set()
+    slow.join(10)
+    assert reader() == 3 and len(reads) == 3  # the next call reads again
