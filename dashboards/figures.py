@@ -147,9 +147,10 @@ def volume_figure(volumes: pd.DataFrame, unit: str = "MINUTE"):
                             marker_color=COLOURS["transactions"]))
     figure.add_trace(go.Scatter(x=volumes["minute"], y=volumes["flagged_count"], name="flagged", yaxis="y2",
                                 mode="lines+markers", line={"color": COLOURS["flagged"]}))
+    most = pd.to_numeric(volumes["flagged_count"]).fillna(0).max()
     return _layout(figure, title, yaxis={"title": "transactions", "rangemode": "tozero"},
                    yaxis2={"title": "flagged", "overlaying": "y", "side": "right", "rangemode": "tozero",
-                           "showgrid": False})
+                           "showgrid": False, "tick0": 0, "dtick": max(1, math.ceil(most / 5))})  # whole counts
 
 
 def flagged_share_figure(volumes: pd.DataFrame, unit: str = "MINUTE"):
