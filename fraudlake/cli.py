@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fraudlake.audit_cli import add_audit_commands  # audit, rescore, maintain
 
     add_audit_commands(commands, common)
+    from fraudlake.dashboards.cli import add_dashboard_commands  # dashboard, report
+
+    add_dashboard_commands(commands, common)
     return parser
 
 
@@ -283,6 +286,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import json
     from datetime import datetime, timezone
 
+    from fraudlake.dashboards.report import write_lakehouse_report
     from fraudlake.ml.evaluate import evaluate_model
     from fraudlake.ml.registry import default_model_uri, mlflow_client, reports_dir, resolve_model
     from fraudlake.ml.train import train_model
@@ -302,14 +306,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     reports.mkdir(parents=True, exist_ok=True)
     run_report = reports / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     run_report.write_text(json.dumps({"queries": queries, **summary}, indent=2, default=str) + "\n")
+    lakehouse_report, _ = write_lakehouse_report(spark, ctx)
     result = {
         **summary,
         "evaluation_report": evaluation["report"],
         "run_report": str(run_report),
+        "lakehouse_report": str(lakehouse_report),
         "next": [
             "fraudlake tables",
             "fraudlake sql \"SELECT * FROM spark_catalog.gold.fraud_alerts ORDER BY alert_time DESC LIMIT 20\"",
             "fraudlake models",
+            "fraudlake dashboard",
             "fraudlake sql \"DESCRIBE HISTORY spark_catalog.silver.scored_transactions\"",
         ],
     }

@@ -1,0 +1,293 @@
+"""Spark SQL behind the dashboard and the report: small aggregates, collected as pandas frames.
+
+Table names come from conf through :func:`fraudlake.tables.table_name`; what varies per
+call (a time window, a row limit, a time unit) is a bound parameter (``:name``), never
+formatted into the SQL text. Every read is a new query, and Delta answers each one from
+the table's latest commit, a consistent snapshot: the dashboard reads while the
+pipeline appends, without locks and without ever seeing half a micro-batch.
+
+Nothing here writes to the lakehouse: tables another process has created are only
+registered in this session's catalog (:func:`attach_tables`); tables that do not exist
+yet give empty frames, which the figures show as an empty state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from fraudlake.settings import Context
+from fraudlake.tables import (
+    ALL_TABLES,
+    GOLD_DASHBOARD_MINUTE,
+    GOLD_FRAUD_ALERTS,
+    GOLD_USER_ACTIVITY,
+    SILVER_SCORED,
+    TableSpec,
+    create_table_sql,
+    schema_name,
+    table_name,
+)
+
+# Columns of each result, so a missing table gives an empty frame of the right shape.
+COLUMNS = {
+    "models": ["model_name", "model_version", "transactions", "flagged", "labelled", "true_positives",
+               "false_positives", "false_negatives", "first_scored", "last_scored", "newest_event",
+               "scored_age_seconds"],
+    "volumes": ["minute", "tx_count", "flagged_count", "total_amount", "flagged_amount", "true_positives",
+                "false_positives"],
+    "quality": ["minute", "labelled", "fraud", "true_positives", "false_positives"],
+    "top_users": ["user_id", "tx_count", "flagged_count", "total_amount", "window_start"],
+    "scores": ["score_low", "score_high", "label", "transactions"],
+    "alerts": ["alert_time", "alert_type", "transaction_id", "user_id", "fraud_score", "reason"],
+    "alert_counts": ["alert_type", "alerts"],
+}
+
+
+def empty(kind: str) -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series(dtype="object") for column in COLUMNS[kind]})
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def attach_tables(spark, ctx: Context) -> tuple[str, ...]:
+    """Register in this session the tables that exist, creating none; return the names still missing.
+
+    Called on every refresh: a table the pipeline creates after the dashboard started
+    shows up at the next one.
+    """
+    missing = []
+    for spec in ALL_TABLES:
+        if not _attach(spark, ctx, spec):
+            missing.append(table_name(ctx, spec))
+    return tuple(missing)
+
+
+def _attach(spark, ctx: Context, spec: TableSpec) -> bool:
+    from fraudlake.tables import _forget_table, _in_session_catalog, _is_delta_table, table_location
+
+    name = table_name(ctx, spec)
+    if ctx.settings.storage.managed_tables:  # Unity Catalog: the catalog is the truth
+        return bool(spark.catalog.tableExists(name))
+    location = table_location(ctx, spec)
+    if _in_session_catalog(spark, ctx, spec):
+        if _catalog_location(spark, ctx, spec) == location.rstrip("/"):
+            return True
+        _forget_table(spark, ctx, spec)  # an entry for another home (one session, several homes: tests)
+    if not _is_delta_table(spark, location):
+        return False
+    # An existing Delta folder: a catalog entry only, no commit to the table.
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema_name(ctx, spec.layer)}")
+    spark.sql(create_table_sql(ctx, spec, with_columns=False))
+    return True
+
+
+def _catalog_location(spark, ctx: Context, spec: TableSpec) -> str:
+    """Where the session catalog's entry points, read from the entry alone (no Delta log read)."""
+    from fraudlake.tables import _session_catalog_entry
+
+    catalog, identifier = _session_catalog_entry(spark, ctx, spec)
+    location = str(catalog.getTableMetadata(identifier).location().toString())
+    return location.removeprefix("file://").removeprefix("file:").rstrip("/")
+
+
+# ----------------------------------------------------------------------------- queries
+
+# A window is "the last N minutes before the newest row", not before the wall clock: a
+# home replayed from history, or a pipeline that stopped an hour ago, still shows its data.
+# ``:window_minutes`` 0 means everything.
+
+MODELS_SQL = """
+SELECT model_name, model_version,
+       count(*) AS transactions,
+       count_if(is_flagged) AS flagged,
+       count(label_is_fraud) AS labelled,
+       count_if(is_flagged AND label_is_fraud = 1) AS true_positives,
+       count_if(is_flagged AND label_is_fraud = 0) AS false_positives,
+       count_if(NOT is_flagged AND label_is_fraud = 1) AS false_negatives,
+       min(scored_at) AS first_scored,
+       max(scored_at) AS last_scored,
+       max(event_time) AS newest_event,
+       (unix_micros(current_timestamp()) - unix_micros(max(scored_at))) / 1e6 AS scored_age_seconds
+FROM {silver}
+GROUP BY model_name, model_version
+ORDER BY last_scored DESC
+"""
+
+VOLUMES_SQL = """
+SELECT date_trunc(:unit, minute) AS minute,
+       sum(tx_count) AS tx_count, sum(flagged_count) AS flagged_count,
+       sum(total_amount) AS total_amount, sum(flagged_amount) AS flagged_amount,
+       sum(true_positives) AS true_positives, sum(false_positives) AS false_positives
+FROM {minutes}
+WHERE :window_minutes = 0 OR minute >= (SELECT max(minute) FROM {minutes}) - make_dt_interval(0, 0, :window_minutes)
+GROUP BY 1
+ORDER BY 1
+"""
+
+GOLD_SPAN_SQL = """
+SELECT min(minute) AS first_minute,
+       max(minute) + INTERVAL 1 MINUTE AS gold_through,
+       (unix_micros(current_timestamp()) - unix_micros(max(minute) + INTERVAL 1 MINUTE)) / 1e6 AS gold_age_seconds
+FROM {minutes}
+"""
+
+# Live quality needs false negatives, which gold does not keep: silver, over the window only.
+QUALITY_SQL = """
+SELECT date_trunc(:unit, event_time) AS minute,
+       count(label_is_fraud) AS labelled,
+       count_if(label_is_fraud = 1) AS fraud,
+       count_if(is_flagged AND label_is_fraud = 1) AS true_positives,
+       count_if(is_flagged AND label_is_fraud = 0) AS false_positives
+FROM {silver}
+WHERE :window_minutes = 0 OR event_time >= (SELECT max(event_time) FROM {silver}) - make_dt_interval(0, 0, :window_minutes)
+GROUP BY 1
+ORDER BY 1
+"""
+
+# Each user's busiest 5-minute window in the period.
+TOP_USERS_SQL = """
+SELECT user_id,
+       max(tx_count) AS tx_count,
+       max_by(flagged_count, tx_count) AS flagged_count,
+       max_by(total_amount, tx_count) AS total_amount,
+       max_by(window_start, tx_count) AS window_start
+FROM {activity}
+WHERE :window_minutes = 0 OR window_end >= (SELECT max(window_end) FROM {activity}) - make_dt_interval(0, 0, :window_minutes)
+GROUP BY user_id
+ORDER BY tx_count DESC, flagged_count DESC, user_id
+LIMIT :limit
+"""
+
+# A histogram computed in Spark: :bins equal-width buckets between the lowest and highest score.
+SCORES_SQL = """
+WITH recent AS (
+  SELECT fraud_score,
+         CASE label_is_fraud WHEN 1 THEN 'fraud' WHEN 0 THEN 'genuine' ELSE 'unlabelled' END AS label
+  FROM {silver}
+  WHERE fraud_score IS NOT NULL
+    AND (:window_minutes = 0 OR event_time >= (SELECT max(event_time) FROM {silver}) - make_dt_interval(0, 0, :window_minutes))
+), bounds AS (
+  SELECT min(fraud_score) AS low, greatest(max(fraud_score) - min(fraud_score), 1e-9) AS width FROM recent
+), bucketed AS (
+  SELECT least(CAST(floor((fraud_score - low) / width * :bins) AS INT), :bins - 1) AS bucket, label, low, width
+  FROM recent CROSS JOIN bounds
+)
+SELECT low + bucket * width / :bins AS score_low, low + (bucket + 1) * width / :bins AS score_high,
+       label, count(*) AS transactions
+FROM bucketed
+GROUP BY bucket, label, low, width
+ORDER BY score_low, label
+"""
+
+ALERT_COLUMNS = "alert_time, alert_type, transaction_id, user_id, fraud_score, reason"
+LATEST_ALERTS_SQL = f"SELECT {ALERT_COLUMNS} FROM {{alerts}} ORDER BY alert_time DESC, fraud_score DESC LIMIT :limit"
+TOP_ALERTS_SQL = (
+    f"SELECT {ALERT_COLUMNS} FROM {{alerts}} WHERE fraud_score IS NOT NULL "
+    "ORDER BY fraud_score DESC, alert_time DESC LIMIT :limit"
+)
+ALERT_COUNTS_SQL = "SELECT alert_type, count(*) AS alerts FROM {alerts} GROUP BY alert_type ORDER BY alert_type"
+
+
+def _names(ctx: Context) -> dict[str, str]:
+    return {
+        "silver": table_name(ctx, SILVER_SCORED),
+        "minutes": table_name(ctx, GOLD_DASHBOARD_MINUTE),
+        "activity": table_name(ctx, GOLD_USER_ACTIVITY),
+        "alerts": table_name(ctx, GOLD_FRAUD_ALERTS),
+    }
+
+
+# Since Spark 4.1 parameter markers are substituted by the SQL parser, and Delta's parser
+# extension (DeltaSqlParser, delta-spark 4.4.0) does not pass them on: every
+# ``spark.sql(text, args=...)`` fails with UNBOUND_SQL_PARAMETER (delta-io/delta#7640). The
+# legacy mode binds them in the analyzer instead, which covers literals, LIMIT, CTEs and
+# subqueries: everything these queries use.
+LEGACY_PARAMETERS = "spark.sql.legacy.parameterSubstitution.constantsOnly"
+
+
+def run_sql(spark, text: str, args: dict | None = None):
+    """``spark.sql`` with bound parameters that work on a Delta session."""
+    if args and spark.conf.get(LEGACY_PARAMETERS, "false") != "true":
+        spark.conf.set(LEGACY_PARAMETERS, "true")
+    return spark.sql(text, args=args or None)
+
+
+def _frame(spark, ctx: Context, sql: str, kind: str, missing, **args) -> pd.DataFrame:
+    names = _names(ctx)
+    needed = [name for key, name in names.items() if "{" + key + "}" in sql]
+    if any(name in missing for name in needed):
+        return empty(kind)
+    return run_sql(spark, sql.format(**names), args).toPandas()
+
+
+TIME_UNITS = ("MINUTE", "HOUR", "DAY")
+
+
+def time_unit(span_seconds: float | None) -> str:
+    """A bucket for a chart over ``span_seconds``: minutes up to 6 hours, hours up to 30 days, then days."""
+    if span_seconds is None or span_seconds <= 6 * 3600:
+        return "MINUTE"
+    return "HOUR" if span_seconds <= 30 * 86400 else "DAY"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one dashboard refresh (or the report) shows, as small pandas frames."""
+
+    read_at: datetime
+    missing: tuple[str, ...]
+    models: pd.DataFrame  # one row per model version seen in silver, latest scorer first
+    volumes: pd.DataFrame  # gold.dashboard_minute, per time unit
+    quality: pd.DataFrame  # silver labels vs flags, per time unit
+    top_users: pd.DataFrame
+    scores: pd.DataFrame  # fraud-score histogram by label
+    alerts: pd.DataFrame  # latest (dashboard) or highest-scoring (report) alerts
+    alert_counts: pd.DataFrame
+    gold: dict = field(default_factory=dict)  # first_minute, gold_through, gold_age_seconds
+    unit: str = "MINUTE"
+    window_minutes: int | None = None
+    time_zone: str = "UTC"
+
+
+def read_snapshot(
+    spark, ctx: Context, *, window_minutes: int | None = 60, top_users: int = 15, alerts: int = 20,
+    bins: int = 40, alert_order: str = "latest",
+) -> Snapshot:
+    """Read every panel's data. ``window_minutes`` None: the whole history, bucketed to fit."""
+    missing = attach_tables(spark, ctx)
+    gold = {}
+    if table_name(ctx, GOLD_DASHBOARD_MINUTE) not in missing:
+        row = run_sql(spark, GOLD_SPAN_SQL.format(**_names(ctx))).first()
+        gold = row.asDict() if row is not None and row["gold_through"] is not None else {}
+    unit = "MINUTE"
+    if window_minutes is None and gold:
+        unit = time_unit((gold["gold_through"] - gold["first_minute"]).total_seconds())
+    window = {"window_minutes": window_minutes or 0}
+    alerts_sql = LATEST_ALERTS_SQL if alert_order == "latest" else TOP_ALERTS_SQL
+    return Snapshot(
+        read_at=datetime.now(timezone.utc),
+        missing=missing,
+        models=_frame(spark, ctx, MODELS_SQL, "models", missing),
+        volumes=_frame(spark, ctx, VOLUMES_SQL, "volumes", missing, unit=unit, **window),
+        quality=_frame(spark, ctx, QUALITY_SQL, "quality", missing, unit=unit, **window),
+        top_users=_frame(spark, ctx, TOP_USERS_SQL, "top_users", missing, limit=top_users, **window),
+        scores=_frame(spark, ctx, SCORES_SQL, "scores", missing, bins=bins, **window),
+        alerts=_frame(spark, ctx, alerts_sql, "alerts", missing, limit=alerts),
+        alert_counts=_frame(spark, ctx, ALERT_COUNTS_SQL, "alert_counts", missing),
+        gold=gold,
+        unit=unit,
+        window_minutes=window_minutes,
+        time_zone=spark.conf.get("spark.sql.session.timeZone"),
+    )
+
+
+def table_rows(spark, ctx: Context, missing=()) -> dict[str, int | None]:
+    """Rows per table; None for a table not created yet."""
+    return {
+        table_name(ctx, spec): None if table_name(ctx, spec) in missing else spark.table(table_name(ctx, spec)).count()
+        for spec in ALL_TABLES
+    }
