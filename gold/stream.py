@@ -34,7 +34,6 @@ class BatchAppender:
 
     def __init__(self, table: str, app_id: str):
         self.table, self.app_id = table, app_id
-        self.count = 0
 
     def __call__(self, batch, batch_id: int) -> None:
         batch = batch.persist()  # a stateful batch must not be computed twice
@@ -45,7 +44,6 @@ class BatchAppender:
                 self.appended(batch, total)
         finally:
             batch.unpersist()
-        self.count += total
 
     def appended(self, batch, total: int) -> None:
         """Called after a non-empty append, while the batch is still cached."""
