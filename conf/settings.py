@@ -80,15 +80,21 @@ class SimulatorSettings(_Strict):
     # in each period this many merchants are compromised and all their transactions are fraud.
     merchant_period_rows: PositiveInt = 50_000
     compromised_merchants_per_period: Annotated[int, Field(ge=1, le=50)] = 3
-    # Batch generation only (``generate``, training data): a synthetic clock. Genuine
-    # transactions fall in their user's active hours; stolen-card bursts favour the night.
+    # One clock for batch and stream (see fraudlake.simulator): batch data (``generate``,
+    # training) starts at ``start_time`` and runs at ``rows_per_day``, evenly over the day.
     start_time: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)
     rows_per_day: PositiveInt = 1_500
+    # The rate stream's event time: None follows the wall clock; an instant replays the
+    # stream on the simulated clock from there (row n at n / rate seconds after it).
+    stream_start_time: datetime | None = None
 
-    @field_validator("start_time")
+    @field_validator("start_time", "stream_start_time")
     @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        """A time without an offset is UTC; one with an offset is the same instant in UTC."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 class IngestSettings(_Strict):
@@ -142,8 +148,14 @@ class StreamSettings(_Strict):
     watermark_seconds: PositiveInt = 120
     # Validation: an event time further ahead of the clock than this is quarantined.
     max_future_seconds: PositiveInt = 86_400
+    # A transaction_id that silver already scored is quarantined as a repeat when the two
+    # event times are at most this far apart (how far back silver is looked up).
+    duplicate_horizon_hours: PositiveInt = 168
     # A user-activity alert fires for a 5-minute window with at least this many transactions.
     activity_alert_threshold: Annotated[int, Field(ge=2)] = 6
+    # One alert per burst: a user's next activity alert needs a window ending at least this
+    # long after their previous one (the 5-minute window's length by default).
+    activity_alert_cooldown_seconds: Annotated[int, Field(ge=0)] = 300
     # Alerts printed per micro-batch; the rest are counted.
     console_alerts_per_batch: Annotated[int, Field(ge=0)] = 5
     # The model silver scores with; None: models:/<ml.model_name>@champion.

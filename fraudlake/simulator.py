@@ -22,38 +22,48 @@ Fraud scenarios (labelled in ``label_is_fraud`` / ``label_scenario``):
 ``compromised_card``
     The stream is cut into blocks of consecutive transactions; in each block one
     stolen card makes a burst of about ``burst_size`` rapid transactions, often
-    abroad, online, or (on the batch clock) at night.
+    abroad or online.
 
-Clocks: a stream keeps the source's timestamp as ``event_time``. A batch uses a
-synthetic clock (``start_time``, ``rows_per_day``) on which genuine transactions
-fall in their user's active hours and stolen-card bursts cluster at night within
-minutes, so training data has realistic time features.
+Clock: one for batch and stream. Row ``value`` happens ``value / rows_per_second``
+seconds after the clock's start: the ``rate`` source stamps rows that way at its rate
+(``event_time`` is its timestamp, the wall clock), and a batch does the same from
+``start_time`` at ``rows_per_day / 86400`` rows per second. Genuine spending and fraud
+are spread evenly over the UTC day in both (a card base spread over many time zones),
+so no model trained on simulated history learns an hour-of-day rule that the live
+stream contradicts at another hour. ``stream_start_time`` replays the stream on the
+simulated clock from a given instant instead of the wall clock (tests, demos of a
+given hour); ``_ingest_time`` always records when bronze received the row. A batch
+keeps stolen-card bursts as rapid as a live stream has them (within 15 minutes).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 
 from fraudlake.conf.settings import SimulatorSettings
+from fraudlake.reference import UNITS_PER_USD
 
-# country, currency, units of currency per USD, share of card holders
-COUNTRIES = [
-    ("US", "USD", 1.0, 0.32),
-    ("GB", "GBP", 0.79, 0.10),
-    ("DE", "EUR", 0.92, 0.10),
-    ("FR", "EUR", 0.92, 0.08),
-    ("ES", "EUR", 0.92, 0.05),
-    ("IT", "EUR", 0.92, 0.05),
-    ("NL", "EUR", 0.92, 0.04),
-    ("CA", "CAD", 1.36, 0.06),
-    ("AU", "AUD", 1.52, 0.04),
-    ("JP", "JPY", 150.0, 0.04),
-    ("BR", "BRL", 5.0, 0.04),
-    ("MX", "MXN", 17.0, 0.03),
-    ("IN", "INR", 83.0, 0.03),
-    ("SE", "SEK", 10.5, 0.02),
+# country, currency, share of card holders
+_COUNTRY_SHARES = [
+    ("US", "USD", 0.32),
+    ("GB", "GBP", 0.10),
+    ("DE", "EUR", 0.10),
+    ("FR", "EUR", 0.08),
+    ("ES", "EUR", 0.05),
+    ("IT", "EUR", 0.05),
+    ("NL", "EUR", 0.04),
+    ("CA", "CAD", 0.06),
+    ("AU", "AUD", 0.04),
+    ("JP", "JPY", 0.04),
+    ("BR", "BRL", 0.04),
+    ("MX", "MXN", 0.03),
+    ("IN", "INR", 0.03),
+    ("SE", "SEK", 0.02),
 ]
+# country, currency, units of currency per USD (production's reference rates), share of card holders
+COUNTRIES = [(country, currency, UNITS_PER_USD[currency], share) for country, currency, share in _COUNTRY_SHARES]
 
 # category, share of merchants/transactions, median amount (USD), log-sd, channel
 CATEGORIES = [
@@ -71,12 +81,11 @@ CATEGORIES = [
 # Categories where a card-present category may also be bought online.
 ONLINE_CAPABLE = {"retail", "electronics", "travel", "entertainment"}
 
-# Active-hours profiles: (first hour, number of hours). Genuine spending stays inside them.
-ACTIVE_HOURS = [(7, 15), (9, 14), (6, 13), (11, 14)]
-NIGHT_HOURS = 6  # 00:00-05:59
-
 SCENARIOS = ("amount_anomaly", "compromised_merchant", "compromised_card")
 SOURCE_RATE = "rate"
+SECONDS_PER_DAY = 86_400
+# On the batch clock a stolen card's burst lasts at most this long (see _batch_clock).
+BURST_SECONDS = 900
 
 
 @dataclass(frozen=True)
@@ -190,14 +199,20 @@ def _index_below(u, n):
 
 
 def _padded(prefix: str, number, width: int):
+    """``prefix`` + the number, zero-padded to at least ``width`` digits and never cut:
+    ids stay distinct for any population the settings accept."""
     from pyspark.sql import functions as F
 
-    return F.concat(F.lit(prefix), F.lpad(number.cast("string"), width, "0"))
+    return F.format_string(f"{prefix}%0{width}d", number.cast("long"))
 
 
-def simulate(df, sim: SimulatorSettings, clock: str = "batch", source: str = SOURCE_RATE):
+def simulate(df, sim: SimulatorSettings, clock: str = "batch", source: str = SOURCE_RATE,
+             rows_per_second: float | None = None):
     """Turn rows with a ``value`` column (and ``timestamp``, for ``clock="source"``) into transactions.
 
+    ``clock="batch"``: row ``value`` happens ``value / (rows_per_day / 86400)`` seconds after
+    ``sim.start_time``. ``clock="source"``: the source's ``timestamp``, or, with
+    ``sim.stream_start_time`` set, ``value / rows_per_second`` seconds after it.
     Returns the bronze columns, in the bronze order. Pure: no I/O, works on batch and streaming frames.
     """
     from pyspark.sql import functions as F
@@ -206,6 +221,14 @@ def simulate(df, sim: SimulatorSettings, clock: str = "batch", source: str = SOU
         raise ValueError(f"clock must be 'batch' or 'source', not {clock!r}")
     rates = scenario_rates(sim)
     offsets, counts = merchant_blocks(sim)
+    if clock == "batch":
+        event_time = _batch_clock(sim, rates)
+    elif sim.stream_start_time is not None:
+        if not rows_per_second:
+            raise ValueError("a stream on the simulated clock (stream_start_time) needs its rows_per_second")
+        event_time = simulated_clock(sim.stream_start_time, rows_per_second)
+    else:
+        event_time = F.col("timestamp")
     seed, col = sim.seed, F.col
 
     def u(salt: str, *keys):
@@ -244,10 +267,9 @@ def simulate(df, sim: SimulatorSettings, clock: str = "batch", source: str = SOU
     steps = steps.select(
         "*",
         # The user's profile: home country, typical spend (log-normal, 3x spread between
-        # the 10th and 90th percentile), active hours, how often they buy online, cards.
+        # the 10th and 90th percentile), how often they buy online, cards.
         _weighted_index(u("home", user), [c[3] for c in COUNTRIES]).alias("_home"),
         F.exp(0.5 * _normal(u("spend1", user), u("spend2", user))).alias("_spend"),
-        _index_below(u("hours", user), len(ACTIVE_HOURS)).alias("_hours"),
         (0.05 + 0.5 * F.pow(u("online_share", user), 2)).alias("_online_share"),
         F.when(u("cards", user) < 0.3, 2).otherwise(1).alias("_n_cards"),
         F.array(*[_index_below(_uniform(seed, "merchant_breach", col("_period"), F.lit(j)), sim.n_merchants) for j in range(k)]).alias("_breached"),
@@ -301,8 +323,6 @@ def simulate(df, sim: SimulatorSettings, clock: str = "batch", source: str = SOU
     card_idx = F.when(is_card, F.lit(0)).otherwise(_index_below(u("card"), col("_n_cards")))
     card_id = F.concat(F.lit("card_"), F.lower(F.hex(F.xxhash64(F.lit(seed), F.lit("card"), col("user_idx"), card_idx))))
 
-    event_time = col("timestamp") if clock == "source" else _batch_clock(sim, rates, is_card, u)
-
     return steps.select(
         _padded("tx-", col("value"), 12).alias("transaction_id"),
         event_time.cast("timestamp").alias("event_time"),
@@ -322,26 +342,30 @@ def simulate(df, sim: SimulatorSettings, clock: str = "batch", source: str = SOU
     )
 
 
-def _batch_clock(sim: SimulatorSettings, rates: ScenarioRates, is_card, u):
-    """Synthetic event time for batch data: day from the row number, hour from behaviour."""
+def _batch_clock(sim: SimulatorSettings, rates: ScenarioRates):
+    """The simulated clock at the batch's slow rate, with one exception: a stolen card's
+    burst keeps the pace it has in a live stream. Its rows happen within
+    ``BURST_SECONDS`` of the block's first row (at a live rate of a few hundred rows a
+    second a block passes in seconds; at ``rows_per_day`` it would take a day), so
+    training data has rapid bursts too, at any hour of the day."""
     from pyspark.sql import functions as F
 
-    v, block, profile = F.col("value"), F.col("_block"), F.col("_hours")
-    start = int(sim.start_time.timestamp())
-    day_start = F.lit(start) + F.floor(v / sim.rows_per_day) * 86400
-    first_hour = _pick([p[0] for p in ACTIVE_HOURS], profile)
-    span = _pick([p[1] for p in ACTIVE_HOURS], profile)
-    genuine_seconds = (first_hour * 3600 + F.floor(u("time") * span * 3600)) % 86400
+    rows_per_second = sim.rows_per_day / SECONDS_PER_DAY
+    block_start = F.col("_block") * rates.block_rows
+    within_block = (F.col("value") - block_start) * (BURST_SECONDS / rates.block_rows)
+    is_card = F.col("_scenario") == "compromised_card"
+    value = F.when(is_card, block_start + within_block * rows_per_second).otherwise(F.col("value"))
+    return simulated_clock(sim.start_time, rows_per_second, value)
 
-    # A burst happens within ~15 minutes, at night more often than not.
-    block_day_start = F.lit(start) + F.floor(block * rates.block_rows / sim.rows_per_day) * 86400
-    burst_hour = F.when(u("burst_night", block) < 0.6, F.floor(u("burst_hour", block) * NIGHT_HOURS)).otherwise(
-        F.floor(u("burst_hour", block) * 24)
-    )
-    burst_seconds = burst_hour * 3600 + F.floor(u("burst_offset") * 900)
 
-    epoch = F.when(is_card, block_day_start + burst_seconds).otherwise(day_start + genuine_seconds)
-    return F.timestamp_seconds(epoch)
+def simulated_clock(start: datetime, rows_per_second: float, value=None):
+    """Event time of row ``value`` on a clock that starts at ``start`` and ticks ``rows_per_second``
+    rows a second, to the microsecond: the rate source's own numbering, so batch and stream agree."""
+    from pyspark.sql import functions as F
+
+    value = F.col("value") if value is None else value
+    start_micros = int(start.timestamp()) * 1_000_000 + start.microsecond
+    return F.timestamp_micros(F.lit(start_micros) + F.floor(value * (1_000_000 / rows_per_second)).cast("long"))
 
 
 def generate_batch(spark, sim: SimulatorSettings, n: int, partitions: int | None = None):
@@ -351,14 +375,15 @@ def generate_batch(spark, sim: SimulatorSettings, n: int, partitions: int | None
 
 
 def rate_stream(spark, sim: SimulatorSettings, rows_per_second: int, partitions: int):
-    """An endless stream of transactions at ``rows_per_second`` from Spark's ``rate`` source."""
+    """An endless stream of transactions at ``rows_per_second`` from Spark's ``rate`` source,
+    on the wall clock or, with ``sim.stream_start_time``, on the simulated clock."""
     rows = (
         spark.readStream.format("rate")
         .option("rowsPerSecond", rows_per_second)
         .option("numPartitions", partitions)
         .load()
     )
-    return simulate(rows, sim, clock="source", source=SOURCE_RATE)
+    return simulate(rows, sim, clock="source", source=SOURCE_RATE, rows_per_second=rows_per_second)
 
 
 def summarize(transactions) -> dict:

@@ -12,10 +12,12 @@ on batch and streaming frames alike.
 
 from __future__ import annotations
 
-from fraudlake.simulator import COUNTRIES
+from fraudlake.reference import UNITS_PER_USD
 
-# Time features of silver.scored_transactions (see fraudlake.tables.TIME_FEATURE_COLUMNS).
+# Time features of silver.scored_transactions (see fraudlake.tables.FEATURE_COLUMNS).
 TIME_FEATURES = ("tx_hour", "tx_day_of_week", "is_weekend", "is_night")
+# Features silver keeps beside the transaction (time features and the amount in USD).
+SILVER_FEATURES = TIME_FEATURES + ("amount_usd",)
 NIGHT_END_HOUR = 6  # night is 00:00-05:59 UTC
 
 # Model input: numbers (scaled) and categories (one-hot encoded), by name.
@@ -24,10 +26,6 @@ CATEGORICAL_FEATURES = ("merchant_category", "country", "currency", "channel")
 MODEL_INPUT_COLUMNS = NUMERIC_FEATURES + CATEGORICAL_FEATURES
 # Inputs that may be null (an optional bronze column, or an amount in an unknown currency).
 NULLABLE_FEATURES = ("log_amount_usd",) + CATEGORICAL_FEATURES
-
-# Reference rates, units of currency per USD. The simulator's table is the only FX
-# source this project has; a production deployment would join a daily FX table here.
-UNITS_PER_USD = {currency: rate for _, currency, rate, _ in COUNTRIES}
 
 SECONDS_PER_DAY = 86_400
 # 1970-01-01 was a Thursday, day 5 in Spark's dayofweek numbering (1 = Sunday).
@@ -56,7 +54,8 @@ def add_time_features(df, time_column: str = "event_time"):
 
 
 def add_amount_features(df):
-    """Add ``log_amount`` (local currency) and ``log_amount_usd`` (null for an unknown currency).
+    """Add ``amount_usd`` and ``log_amount_usd`` (null for a currency without a reference
+    rate, see :mod:`fraudlake.reference`) and ``log_amount`` (local currency).
 
     Amounts are heavy-tailed and in local currency (a JPY or INR amount is ~100x the
     same purchase in USD): the log makes them comparable in scale, the USD
@@ -67,8 +66,11 @@ def add_amount_features(df):
     rates = F.create_map(*[F.lit(x) for pair in sorted(UNITS_PER_USD.items()) for x in pair])
     # Negative amounts (refunds) have no log; they count as zero spend.
     amount = F.greatest(F.col("amount").cast("double"), F.lit(0.0))
-    return df.withColumn("log_amount", F.log1p(amount)).withColumn(
-        "log_amount_usd", F.log1p(amount / F.element_at(rates, F.upper(F.col("currency"))))
+    rate = F.try_element_at(rates, F.upper(F.col("currency")))
+    return (
+        df.withColumn("amount_usd", F.round(F.col("amount").cast("double") / rate, 2))
+        .withColumn("log_amount", F.log1p(amount))
+        .withColumn("log_amount_usd", F.log1p(amount / rate))
     )
 
 

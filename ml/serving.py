@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fraudlake.ml.features import MODEL_INPUT_COLUMNS, TIME_FEATURES, add_features
+from fraudlake.ml.features import MODEL_INPUT_COLUMNS, SILVER_FEATURES, add_features
 from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
 from fraudlake.settings import Context
 
@@ -43,7 +43,7 @@ def load_scorer(spark, ctx: Context, model_uri: str | None = None) -> ModelScore
 
 
 def score_transactions(transactions, scorer: ModelScorer):
-    """Transactions (bronze schema) → + time features, ``fraud_score``, ``is_flagged``,
+    """Transactions (bronze schema) → + time features, ``amount_usd``, ``fraud_score``, ``is_flagged``,
     ``model_name``, ``model_version``, ``scored_at`` and the ``flag_threshold`` the flag used."""
     from pyspark.sql import functions as F
 
@@ -52,7 +52,7 @@ def score_transactions(transactions, scorer: ModelScorer):
     score = scorer.udf(F.struct(*[F.col(c) for c in MODEL_INPUT_COLUMNS]))
     return featured.withColumn("fraud_score", score).select(
         *transactions.columns,
-        *TIME_FEATURES,
+        *SILVER_FEATURES,
         F.col("fraud_score"),
         (F.col("fraud_score") >= F.lit(scorer.flag_threshold)).alias("is_flagged"),
         F.lit(scorer.model_name).alias("model_name"),

@@ -36,7 +36,7 @@ def test_time_features_in_utc(spark):
     )
     actual = add_time_features(frame).select("tx_hour", "tx_day_of_week", "is_weekend", "is_night")
     assertDataFrameEqual(actual, expected, checkRowOrder=False)
-    # The contract's types (fraudlake.tables.TIME_FEATURE_COLUMNS).
+    # The contract's types (fraudlake.tables.FEATURE_COLUMNS).
     assert [(f.name, f.dataType.simpleString()) for f in actual.schema.fields] == [
         ("tx_hour", "int"),
         ("tx_day_of_week", "int"),
