@@ -1,7 +1,9 @@
 """``bronze.transactions`` → ``silver.scored_transactions`` + ``silver.quarantine``.
 
 One streaming query reads bronze (a Delta source) and, per micro-batch, validates
-every row, scores the valid ones with the registered model, and appends each row to
+every row, sends a ``transaction_id`` that silver has already scored to quarantine
+(``duplicate_transaction_id``: a file dropped twice, a producer's retry, a re-created
+checkpoint), scores the rest with the registered model, and appends each row to
 exactly one of the two silver tables. Both appends are idempotent (Delta's
 ``txnAppId``/``txnVersion``), so a micro-batch replayed after a crash is skipped
 where it had already landed: bronze = silver + quarantine, always.
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 from fraudlake.ml.serving import ModelScorer, score_transactions
 from fraudlake.settings import Context
-from fraudlake.silver.validation import validate
+from fraudlake.silver.validation import mark_repeats, validate
 from fraudlake.streaming_io import append_once, writer_app_id
 from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, table_name
 
@@ -48,26 +50,53 @@ class SilverBatchWriter:
         from pyspark.sql import functions as F
 
         reason = F.col("quarantine_reason")
-        checked = validate(batch, self.ctx.settings.streams.max_future_seconds).persist()
-        scored = None
+        validated = validate(batch, self.ctx.settings.streams.max_future_seconds).persist()
+        checked = scored = None
         try:
+            checked = mark_repeats(validated, self._scored_ids_near(validated)).persist()
             valid = checked.where(reason.isNull()).drop("quarantine_reason")
             scored = score_transactions(valid, self.scorer).persist()
-            append_once(scored, self.scored_table, self.app_id, batch_id)
-            # Both counts read the cached frames. An idempotent Delta append costs a
-            # table-state reconstruction even when it writes nothing, so the quarantine
-            # append runs only for a batch that has bad rows.
+            # Quarantine first, then silver: repeats are found by looking silver up, so a
+            # batch replayed after a crash between the two appends must see silver as the
+            # first attempt did, without this batch's rows. Each append is idempotent
+            # (skipped on replay), and costs a table-state reconstruction even when it
+            # writes nothing, so the quarantine append runs only for a batch with bad rows.
             reasons = {row[0]: row[1] for row in checked.where(reason.isNotNull()).groupBy(reason).count().collect()}
             if reasons:
                 append_once(checked.where(reason.isNotNull()), self.quarantine_table, self.app_id, batch_id)
+            append_once(scored, self.scored_table, self.app_id, batch_id)
             totals = scored.agg(
                 F.count("*").alias("n"), F.count_if("is_flagged").alias("flagged"), F.max("event_time").alias("newest")
             ).first()
         finally:
-            if scored is not None:
-                scored.unpersist()
-            checked.unpersist()
+            for frame in (scored, checked, validated):
+                if frame is not None:
+                    frame.unpersist()
         self._count(totals.asDict(), reasons)
+
+    def _scored_ids_near(self, validated):
+        """Ids silver already holds that this batch's valid rows could repeat.
+
+        Bounded so that a lookup reads few files: the batch's id range (sequential ids
+        such as the simulator's skip every other file by its statistics) and event times
+        within ``streams.duplicate_horizon_hours`` of the batch's.
+        """
+        from pyspark.sql import functions as F
+
+        bounds = validated.where(F.col("quarantine_reason").isNull()).agg(
+            F.min("transaction_id").alias("lo"), F.max("transaction_id").alias("hi"),
+            # As epoch microseconds: no Python datetime, so no host time zone, on the way back.
+            F.unix_micros(F.min("event_time")).alias("first"), F.unix_micros(F.max("event_time")).alias("last"),
+        ).first()
+        silver = validated.sparkSession.table(self.scored_table).select("transaction_id", "event_time")
+        if bounds["lo"] is None:
+            return silver.limit(0)
+        horizon = F.make_dt_interval(hours=F.lit(self.ctx.settings.streams.duplicate_horizon_hours))
+        return silver.where(
+            F.col("transaction_id").between(F.lit(bounds["lo"]), F.lit(bounds["hi"]))
+            & (F.col("event_time") >= F.timestamp_micros(F.lit(bounds["first"])) - horizon)
+            & (F.col("event_time") <= F.timestamp_micros(F.lit(bounds["last"])) + horizon)
+        )
 
     def _count(self, totals: dict, reasons: dict[str, int]) -> None:
         stats = self.stats

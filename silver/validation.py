@@ -11,7 +11,8 @@ from functools import lru_cache
 REQUIRED_COLUMNS = ("transaction_id", "event_time", "user_id", "card_id", "merchant_id", "amount", "currency", "country")
 CHANNELS = ("pos", "online", "atm")
 UNPARSEABLE = "unparseable record"
-DUPLICATE = "duplicate transaction_id in batch"
+# A transaction_id that silver has scored already, or that came twice in one micro-batch.
+DUPLICATE = "duplicate_transaction_id"
 BAD_AMOUNT = "amount not positive and finite"
 UNKNOWN_CURRENCY = "unknown currency"
 UNKNOWN_COUNTRY = "unknown country"
@@ -61,7 +62,8 @@ def quarantine_reason(max_future_seconds: int):
 
 def validate(bronze, max_future_seconds: int):
     """Bronze rows + ``quarantine_reason`` (null when valid). A second row with an id seen
-    earlier in the same frame is a duplicate: the first (by ingest time, then raw text) stays valid."""
+    earlier in the same frame is a duplicate: the first (by ingest time, then raw text) stays valid.
+    Ids scored in earlier micro-batches are checked by the silver stream (:func:`mark_repeats`)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -72,3 +74,16 @@ def validate(bronze, max_future_seconds: int):
         "quarantine_reason",
         F.when(F.col("quarantine_reason").isNull() & (rank > 1), F.lit(DUPLICATE)).otherwise(F.col("quarantine_reason")),
     )
+
+
+def mark_repeats(checked, already_scored):
+    """Valid rows whose ``transaction_id`` is in ``already_scored`` (one ``transaction_id``
+    column, e.g. ids silver holds) get the reason :data:`DUPLICATE`: an id is scored once."""
+    from pyspark.sql import functions as F
+
+    seen = already_scored.select(F.col("transaction_id").alias("_seen_id")).distinct()
+    joined = checked.join(seen, F.col("transaction_id") == F.col("_seen_id"), "left")
+    repeat = F.col("quarantine_reason").isNull() & F.col("_seen_id").isNotNull()
+    return joined.withColumn(
+        "quarantine_reason", F.when(repeat, F.lit(DUPLICATE)).otherwise(F.col("quarantine_reason"))
+    ).drop("_seen_id")
