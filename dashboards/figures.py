@@ -195,7 +195,7 @@ def flagged_amount_figure(volumes: pd.DataFrame, unit: str = "MINUTE"):
     go = _go()
     figure = go.Figure(go.Bar(x=volumes["minute"], y=pd.to_numeric(volumes["flagged_amount"]).fillna(0),
                               name="flagged amount", marker_color=COLOURS["flagged"]))
-    return _layout(figure, title, yaxis={"title": "amount (local currencies, summed)", "rangemode": "tozero"})
+    return _layout(figure, title, yaxis={"title": "amount flagged (USD)", "rangemode": "tozero"})
 
 
 def top_users_figure(top_users: pd.DataFrame):

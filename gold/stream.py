@@ -2,7 +2,8 @@
 
 Windows are emitted when final (watermark + append mode); every query appends its
 rows idempotently from ``foreachBatch`` (Delta's ``txnAppId``/``txnVersion``), and
-alerts are also printed to the console as they happen.
+alerts are also printed to the console as they happen. A burst raises one
+user-activity alert, however many sliding windows hold it (``ActivityAlertWriter``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fraudlake.gold.aggregates import (
     MODEL_ALERT,
     activity_alerts,
     dashboard_minute,
+    first_alert_per_burst,
     model_alerts,
     user_activity_5m,
     with_watermark,
@@ -58,14 +60,72 @@ class AlertWriter(BatchAppender):
         self.out = out or sys.stdout
 
     def appended(self, batch, total: int) -> None:
-        shown = batch.orderBy("alert_time").limit(self.max_printed).collect() if self.max_printed else []
+        from pyspark.sql import functions as F
+
+        # The time is formatted by Spark in the session's time zone (UTC), not by Python in the host's.
+        shown = (
+            batch.orderBy("alert_time").limit(self.max_printed)
+            .select("alert_type", F.date_format("alert_time", "HH:mm:ss").alias("at"), "transaction_id", "user_id", "reason")
+            .collect()
+        ) if self.max_printed else []
         for alert in shown:
             who = alert["transaction_id"] or alert["user_id"]
-            print(f"ALERT {alert['alert_type']:<13} {alert['alert_time']:%H:%M:%S} {who} {alert['user_id']}: {alert['reason']}",
+            print(f"ALERT {alert['alert_type']:<13} {alert['at']} {who} {alert['user_id']}: {alert['reason']}",
                   file=self.out, flush=True)
         if total > self.max_printed:
             print(f"ALERT ... and {total - self.max_printed:,} more {self.kind} alerts in this batch",
                   file=self.out, flush=True)
+
+
+class ActivityAlertWriter(AlertWriter):
+    """User-activity alerts: one per burst, not one per sliding window that holds it.
+
+    A candidate (a final window at or over the threshold) raises an alert only if the
+    user's previous activity alert is at least ``cooldown`` older. The previous alerts
+    are read from ``gold.fraud_alerts`` itself, which only this query writes activity
+    alerts to, so a replayed micro-batch sees what the first attempt saw and makes the
+    same choice (and its append is idempotent): still exactly once.
+    """
+
+    def __init__(self, table: str, app_id: str, max_printed: int, cooldown_seconds: int, out=None):
+        super().__init__(ACTIVITY_ALERT, table, app_id, max_printed, out)
+        self.cooldown_micros = int(cooldown_seconds * 1_000_000)
+
+    def __call__(self, batch, batch_id: int) -> None:
+        from pyspark.sql import functions as F
+
+        batch = batch.persist()  # a stateful batch must not be computed twice
+        try:
+            candidates = [
+                (r["user_id"], r["end"])
+                for r in batch.select("user_id", F.unix_micros("alert_time").alias("end")).collect()
+            ]
+            if not candidates:
+                return
+            kept = first_alert_per_burst(candidates, self._last_alerted(batch, candidates), self.cooldown_micros)
+            if not kept:
+                return
+            keys = batch.sparkSession.createDataFrame(kept, "_user STRING, _end BIGINT")
+            alerts = batch.join(
+                keys, (F.col("user_id") == F.col("_user")) & (F.unix_micros("alert_time") == F.col("_end")), "left_semi"
+            )
+            append_once(alerts, self.table, self.app_id, batch_id)
+            self.appended(alerts, len(kept))
+        finally:
+            batch.unpersist()
+
+    def _last_alerted(self, batch, candidates) -> dict:
+        """User -> time (epoch µs) of their latest activity alert that can still silence a candidate."""
+        from pyspark.sql import functions as F
+
+        since = min(end for _, end in candidates) - self.cooldown_micros
+        previous = (
+            batch.sparkSession.table(self.table)
+            .where((F.col("alert_type") == F.lit(ACTIVITY_ALERT)) & (F.unix_micros("alert_time") > F.lit(since)))
+            .join(batch.select("user_id").distinct(), "user_id", "left_semi")
+            .groupBy("user_id").agg(F.max(F.unix_micros("alert_time")).alias("last"))
+        )
+        return {r["user_id"]: r["last"] for r in previous.collect()}
 
 
 def _trigger(writer, ctx: Context, available_now: bool):
@@ -107,7 +167,11 @@ def start_gold(spark, ctx: Context, out=None, available_now: bool = False, names
         return _start(frame, ctx, name, BatchAppender(table_name(ctx, spec), app_id(name)), available_now)
 
     def alerts(kind: str, name: str, frame):
-        writer = AlertWriter(kind, alerts_table, app_id(name), streams.console_alerts_per_batch, out)
+        if kind == ACTIVITY_ALERT:
+            writer = ActivityAlertWriter(alerts_table, app_id(name), streams.console_alerts_per_batch,
+                                         streams.activity_alert_cooldown_seconds, out)
+        else:
+            writer = AlertWriter(kind, alerts_table, app_id(name), streams.console_alerts_per_batch, out)
         return _start(frame, ctx, name, writer, available_now)
 
     builders = {

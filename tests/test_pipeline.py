@@ -25,7 +25,7 @@ from fraudlake.tables import (
     GOLD_USER_ACTIVITY,
     SILVER_QUARANTINE,
     SILVER_SCORED,
-    register_tables,
+    ensure_tables,
     table_name,
 )
 from tests.conftest import make_context
@@ -49,6 +49,13 @@ BAD = {
 }
 BROKEN_LINE = '{"transaction_id": "broken", "amount": '
 ROWS = 4_000
+# One user's burst: 8 transactions in 105 s, inside the simulated days (several sliding windows hold it).
+BURST_USER = "u-burst"
+BURST = [
+    {**GOOD, "transaction_id": f"burst-{i}", "user_id": BURST_USER,
+     "event_time": (datetime(2026, 1, 3, 12, 0, tzinfo=timezone.utc) + timedelta(seconds=15 * i)).isoformat()}
+    for i in range(8)
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +63,7 @@ def lakehouse(spark, tmp_path_factory):
     """A home with a champion model, a landing folder, and every layer caught up on it."""
     home = tmp_path_factory.mktemp("pipeline") / "home"
     ctx = make_context(home, ml={"samples": 6_000}, streams={"watermark_seconds": 60, "console_alerts_per_batch": 2})
-    register_tables(spark, ctx)
+    ensure_tables(spark, ctx)
     train_model(spark, ctx, model="gradient_boosting")
 
     landing = home / "landing"
@@ -66,8 +73,17 @@ def lakehouse(spark, tmp_path_factory):
     bad_lines = [json.dumps(record) for record, _ in BAD.values()]
     duplicate = json.dumps({**GOOD, "transaction_id": "dup-1"})
     (landing / "bad.json").write_text("\n".join(bad_lines + [BROKEN_LINE, duplicate, duplicate, ""]) + "\n")
+    (landing / "burst.json").write_text("".join(json.dumps(record) + "\n" for record in BURST))
     rows = catch_up(spark, ctx, LAYERS, landing=str(landing))
-    return ctx, rows
+    # The same files dropped again under other names: a later micro-batch repeats ids silver has scored.
+    again = landing / "dropped-again"
+    again.mkdir()
+    first_part = sorted((landing / "simulated").glob("part-*.json"))[0]
+    (again / "copy-of-simulated.json").write_text(first_part.read_text())
+    (again / "copy-of-burst.json").write_text((landing / "burst.json").read_text())
+    repeated = sum(1 for line in first_part.read_text().splitlines() if line.strip()) + len(BURST)
+    catch_up(spark, ctx, LAYERS, landing=str(landing))
+    return ctx, repeated
 
 
 def _table(spark, ctx, spec):
@@ -75,9 +91,9 @@ def _table(spark, ctx, spec):
 
 
 def test_every_bronze_row_lands_in_exactly_one_silver_table(spark, lakehouse):
-    ctx, rows = lakehouse
+    ctx, repeated = lakehouse
     bronze, scored, quarantine = (_table(spark, ctx, s) for s in (BRONZE_TRANSACTIONS, SILVER_SCORED, SILVER_QUARANTINE))
-    assert bronze.count() == ROWS + len(BAD) + 3  # the blank line is not a record
+    assert bronze.count() == ROWS + len(BAD) + 3 + len(BURST) + repeated  # the blank line is not a record
     assert bronze.count() == scored.count() + quarantine.count()
     # As multisets of bronze rows: silver + quarantine is bronze, nothing lost, nothing twice.
     columns = bronze.columns
@@ -93,8 +109,23 @@ def test_bad_rows_are_quarantined_with_their_reason(spark, lakehouse):
     assert reasons == {tid: reason for tid, (_, reason) in BAD.items()}
     assert quarantine.where(F.col("_raw") == BROKEN_LINE).first()["quarantine_reason"] == "unparseable record"
     dup = quarantine.where("transaction_id = 'dup-1'").collect()
-    assert [r["quarantine_reason"] for r in dup] == ["duplicate transaction_id in batch"]
+    assert [r["quarantine_reason"] for r in dup] == ["duplicate_transaction_id"]
     assert _table(spark, ctx, SILVER_SCORED).where("transaction_id = 'dup-1'").count() == 1
+
+
+def test_files_dropped_again_are_quarantined_as_repeats_not_scored_twice(spark, lakehouse):
+    ctx, repeated = lakehouse
+    scored, quarantine = _table(spark, ctx, SILVER_SCORED), _table(spark, ctx, SILVER_QUARANTINE)
+    assert scored.groupBy("transaction_id").count().where("count > 1").count() == 0
+    repeats = quarantine.where(F.col("_source") == "files").where(
+        F.col("transaction_id").startswith("tx-") | F.col("transaction_id").startswith("burst-")
+    )
+    assert repeats.count() == repeated
+    assert {r[0] for r in repeats.select("quarantine_reason").distinct().collect()} == {"duplicate_transaction_id"}
+    # Every repeat is a copy of a scored row: same id, same event.
+    assert repeats.join(scored, ["transaction_id", "event_time", "amount"], "left_anti").count() == 0
+    alerts = _table(spark, ctx, GOLD_FRAUD_ALERTS)
+    assert alerts.where("alert_type = 'model'").groupBy("transaction_id").count().where("count > 1").count() == 0
 
 
 def test_silver_has_time_features_lineage_and_constraints(spark, lakehouse):
@@ -135,7 +166,7 @@ def test_dashboard_minutes_add_up_to_silver(spark, lakehouse):
     assert tuple(got) == tuple(want)
 
 
-def test_alerts_one_per_flagged_transaction_and_per_busy_window(spark, lakehouse):
+def test_alerts_one_per_flagged_transaction_and_one_per_burst(spark, lakehouse):
     ctx, _ = lakehouse
     alerts = _table(spark, ctx, GOLD_FRAUD_ALERTS)
     flagged = _table(spark, ctx, SILVER_SCORED).where("is_flagged")
@@ -144,7 +175,11 @@ def test_alerts_one_per_flagged_transaction_and_per_busy_window(spark, lakehouse
     assert model.select("transaction_id").subtract(flagged.select("transaction_id")).count() == 0
     busy = _table(spark, ctx, GOLD_USER_ACTIVITY).where(F.col("tx_count") >= ctx.settings.streams.activity_alert_threshold)
     activity = alerts.where("alert_type = 'user_activity'")
-    assert activity.count() == busy.count()
+    # The burst fills several sliding windows over the threshold, and raises one alert.
+    assert busy.where(F.col("user_id") == BURST_USER).count() >= 3
+    burst_alerts = activity.where(F.col("user_id") == BURST_USER).collect()
+    assert len(burst_alerts) == 1
+    assert burst_alerts[0]["reason"].startswith("8 transactions")
     assert activity.where("user_id IS NULL OR reason IS NULL").count() == 0
 
 
