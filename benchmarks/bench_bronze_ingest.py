@@ -28,7 +28,7 @@ from benchmarks.common import write_results  # noqa: E402
 from fraudlake.bronze.ingest import start_bronze_ingest  # noqa: E402
 from fraudlake.settings import Context  # noqa: E402
 from fraudlake.spark import get_spark  # noqa: E402
-from fraudlake.tables import register_tables  # noqa: E402
+from fraudlake.tables import ensure_tables  # noqa: E402
 
 WARMUP_SHARE = 0.4
 
@@ -43,7 +43,7 @@ def trial(spark, base: Context, rate: int, seconds: float, trigger: float) -> di
         ctx = Context(base.settings, type(base.paths).of(base.settings, home)).with_settings(
             ingest={"trigger_seconds": trigger}
         )
-        register_tables(spark, ctx)
+        ensure_tables(spark, ctx)
         query = start_bronze_ingest(spark, ctx, "rate", rate=rate)
         time.sleep(seconds)
         progress = [p for p in query.recentProgress if p["numInputRows"]]  # the last 100 batches

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_results  # noqa: E402
 from fraudlake.settings import Context, Paths  # noqa: E402
 from fraudlake.spark import get_spark  # noqa: E402
-from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_SCORED, register_tables, table_name  # noqa: E402
+from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_SCORED, ensure_tables, table_name  # noqa: E402
 
 MEASURED_SHARE = 0.6
 
@@ -45,7 +45,7 @@ def fresh_context(base: Context, **sections) -> Context:
 def with_model(spark, ctx: Context) -> None:
     from fraudlake.ml.train import train_model
 
-    register_tables(spark, ctx)
+    ensure_tables(spark, ctx)
     train_model(spark, ctx, model="gradient_boosting", samples=20_000)
 
 

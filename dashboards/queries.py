@@ -7,8 +7,9 @@ the table's latest commit, a consistent snapshot: the dashboard reads while the
 pipeline appends, without locks and without ever seeing half a micro-batch.
 
 Nothing here writes to the lakehouse: tables another process has created are only
-registered in this session's catalog (:func:`attach_tables`); tables that do not exist
-yet give empty frames, which the figures show as an empty state.
+registered in this session's catalog (:func:`fraudlake.tables.attach_tables`, on every
+read, so tables created later show up); tables that do not exist yet give empty frames,
+which the figures show as an empty state.
 """
 
 from __future__ import annotations
@@ -25,9 +26,7 @@ from fraudlake.tables import (
     GOLD_FRAUD_ALERTS,
     GOLD_USER_ACTIVITY,
     SILVER_SCORED,
-    TableSpec,
-    create_table_sql,
-    schema_name,
+    attach_tables,
     table_name,
 )
 
@@ -48,50 +47,6 @@ COLUMNS = {
 
 def empty(kind: str) -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype="object") for column in COLUMNS[kind]})
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def attach_tables(spark, ctx: Context) -> tuple[str, ...]:
-    """Register in this session the tables that exist, creating none; return the names still missing.
-
-    Called on every refresh: a table the pipeline creates after the dashboard started
-    shows up at the next one.
-    """
-    missing = []
-    for spec in ALL_TABLES:
-        if not _attach(spark, ctx, spec):
-            missing.append(table_name(ctx, spec))
-    return tuple(missing)
-
-
-def _attach(spark, ctx: Context, spec: TableSpec) -> bool:
-    from fraudlake.tables import _forget_table, _in_session_catalog, _is_delta_table, table_location
-
-    name = table_name(ctx, spec)
-    if ctx.settings.storage.managed_tables:  # Unity Catalog: the catalog is the truth
-        return bool(spark.catalog.tableExists(name))
-    location = table_location(ctx, spec)
-    if _in_session_catalog(spark, ctx, spec):
-        if _catalog_location(spark, ctx, spec) == location.rstrip("/"):
-            return True
-        _forget_table(spark, ctx, spec)  # an entry for another home (one session, several homes: tests)
-    if not _is_delta_table(spark, location):
-        return False
-    # An existing Delta folder: a catalog entry only, no commit to the table.
-    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema_name(ctx, spec.layer)}")
-    spark.sql(create_table_sql(ctx, spec, with_columns=False))
-    return True
-
-
-def _catalog_location(spark, ctx: Context, spec: TableSpec) -> str:
-    """Where the session catalog's entry points, read from the entry alone (no Delta log read)."""
-    from fraudlake.tables import _session_catalog_entry
-
-    catalog, identifier = _session_catalog_entry(spark, ctx, spec)
-    location = str(catalog.getTableMetadata(identifier).location().toString())
-    return location.removeprefix("file://").removeprefix("file:").rstrip("/")
 
 
 # ----------------------------------------------------------------------------- queries

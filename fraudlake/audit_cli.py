@@ -126,11 +126,34 @@ def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
     maintain.set_defaults(handler=cmd_maintain)
 
 
-def _session(args):
-    from fraudlake.cli import context_from, session_for
+def _writer(args):
+    """Context and session for ``rescore`` and ``maintain``, which write (and so may upgrade) tables."""
+    from fraudlake.cli import context_from, writer_session
 
     ctx = context_from(args)
-    return ctx, session_for(ctx, args)
+    return ctx, writer_session(ctx, args)
+
+
+def _reader(args, specs):
+    """Context and session for an audit, which reads ``specs`` and changes no table: a table the
+    home does not have yet is a not-found error (exit 4) naming it, not a Spark trace."""
+    from fraudlake.cli import context_from, not_created_yet, reader_session
+    from fraudlake.errors import NotFoundError
+    from fraudlake.tables import table_name
+
+    ctx = context_from(args)
+    spark, missing = reader_session(ctx, args)
+    absent = [name for name in (table_name(ctx, spec) for spec in specs) if name in missing]
+    if absent:
+        raise NotFoundError(not_created_yet(ctx, absent))
+    return ctx, spark
+
+
+def _transaction_tables():
+    """What a transaction audit reads: its silver row or quarantine entry, bronze record and alerts."""
+    from fraudlake.tables import BRONZE_TRANSACTIONS, GOLD_FRAUD_ALERTS, SILVER_QUARANTINE, SILVER_SCORED
+
+    return (SILVER_SCORED, SILVER_QUARANTINE, BRONZE_TRANSACTIONS, GOLD_FRAUD_ALERTS)
 
 
 def _readable_transaction(result: dict) -> dict:
@@ -149,7 +172,7 @@ def _readable_transaction(result: dict) -> dict:
 def cmd_audit_transaction(args: argparse.Namespace) -> int:
     from fraudlake.audit import audit_transaction
 
-    ctx, spark = _session(args)
+    ctx, spark = _reader(args, _transaction_tables())
     result = audit_transaction(spark, ctx, args.transaction_id, args.as_of_version, args.as_of_timestamp)
     emit(render_mapping(_readable_transaction(result) if args.format != "json" else result, args.format))
     return 0
@@ -160,7 +183,7 @@ def cmd_audit_history(args: argparse.Namespace) -> int:
     from fraudlake.cli import context_from
 
     spec = resolve_table(context_from(args), args.table)  # an unknown name fails before Spark starts
-    ctx, spark = _session(args)
+    ctx, spark = _reader(args, [spec])
     emit(render_records(table_history(spark, ctx, spec, args.limit), args.format))
     return 0
 
@@ -170,7 +193,7 @@ def cmd_audit_changes(args: argparse.Namespace) -> int:
     from fraudlake.cli import context_from
 
     spec = resolve_table(context_from(args), args.table)
-    ctx, spark = _session(args)
+    ctx, spark = _reader(args, [spec])
     frame = table_changes(spark, ctx, spec, args.from_version, args.to_version, args.columns)
     if len(frame) > args.max_rows:
         note(f"(showing the first {args.max_rows:,} of {len(frame):,} changed rows; raise --max-rows for more)")
@@ -182,7 +205,7 @@ def cmd_audit_changes(args: argparse.Namespace) -> int:
 def cmd_audit_rescore(args: argparse.Namespace) -> int:
     from fraudlake.audit import rescore_transaction
 
-    ctx, spark = _session(args)
+    ctx, spark = _reader(args, _transaction_tables())
     result = rescore_transaction(spark, ctx, args.transaction_id, args.as_of_version, args.as_of_timestamp)
     if not result["match"]:
         note("the recomputed score differs from the stored one: the model or the row changed since it was scored")
@@ -196,7 +219,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
     if args.since is None and args.until is None and not args.ids:
         raise FraudlakeError("choose the transactions to re-score: --since/--until (event time) and/or --ids")
-    ctx, spark = _session(args)
+    ctx, spark = _writer(args)
     emit(render_mapping(rescore_silver(spark, ctx, args.since, args.until, args.ids, args.model_uri), args.format))
     return 0
 
@@ -212,6 +235,6 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 
         raise FraudlakeError("--retain-hours applies to --vacuum")
     check_retention(context_from(args), args.retain_hours if vacuum else None)  # refuse before Spark starts
-    ctx, spark = _session(args)
+    ctx, spark = _writer(args)
     emit(render_records(maintain(spark, ctx, optimize, vacuum, args.retain_hours), args.format))
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fraudlake import __version__
 from fraudlake.errors import FraudlakeError
-from fraudlake.output import FORMATS, emit, note, render_frame, render_mapping, render_records
+from fraudlake.output import FORMATS, emit, note, render_frame, render_mapping
 from fraudlake.settings import Context
 
 
@@ -170,13 +170,32 @@ def context_from(args: argparse.Namespace) -> Context:
     return ctx
 
 
-def session_for(ctx: Context, args: argparse.Namespace):
+def writer_session(ctx: Context, args: argparse.Namespace):
+    """The Spark session of a command that writes tables (streams, ``rescore``, ``maintain``):
+    every table created if missing and brought up to its spec (:func:`fraudlake.tables.ensure_tables`)."""
     from fraudlake.spark import get_spark
-    from fraudlake.tables import register_tables
+    from fraudlake.tables import ensure_tables
 
     spark = get_spark(ctx, master=args.master)
-    register_tables(spark, ctx)
+    ensure_tables(spark, ctx)
     return spark
+
+
+def reader_session(ctx: Context, args: argparse.Namespace):
+    """The Spark session of a read-only command and the names of the tables that do not exist
+    yet: existing tables are only made visible (:func:`fraudlake.tables.attach_tables`), none
+    is created or altered, so reading never commits to a table that streams are writing."""
+    from fraudlake.spark import get_spark
+    from fraudlake.tables import attach_tables
+
+    spark = get_spark(ctx, master=args.master)
+    return spark, attach_tables(spark, ctx)
+
+
+def not_created_yet(ctx: Context, missing) -> str:
+    """A hint naming the tables a home does not have yet and what creates them."""
+    return (f"not created yet under {ctx.paths.home}: {', '.join(missing)} "
+            "(fraudlake run, ingest or demo creates the tables)")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -208,7 +227,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     source = args.source or ctx.settings.ingest.source
     if source == "rate":
         claim_rate_checkpoint(ctx, args.rate or ctx.settings.ingest.rate)  # fail fast, before the JVM
-    spark = session_for(ctx, args)
+    spark = writer_session(ctx, args)
     query = start_bronze_ingest(
         spark, ctx, source, rate=args.rate, landing=args.landing, available_now=args.available_now
     )
@@ -224,11 +243,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    from fraudlake.errors import NotFoundError
+
     ctx = context_from(args)
-    spark = session_for(ctx, args)
+    spark, missing = reader_session(ctx, args)
     try:
         result = spark.sql(args.query)
     except Exception as error:  # AnalysisException, ParseException: the user's SQL
+        if _error_condition(error) == "TABLE_OR_VIEW_NOT_FOUND":
+            hint = f" ({not_created_yet(ctx, missing)})" if missing else ""
+            raise NotFoundError(f"SQL failed: {_sql_error(error)}{hint}") from None
         raise FraudlakeError(f"SQL failed: {_sql_error(error)}") from None
     frame = result.limit(args.max_rows + 1).toPandas()
     if len(frame) > args.max_rows:
@@ -238,17 +262,33 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error_condition(error: Exception) -> str | None:
+    """Spark's error class of a failed statement, e.g. ``TABLE_OR_VIEW_NOT_FOUND``."""
+    condition = getattr(error, "getCondition", None)
+    return condition() if callable(condition) else None
+
+
 def _sql_error(error: Exception) -> str:
     text = getattr(error, "getMessage", lambda: str(error))() if hasattr(error, "getMessage") else str(error)
     return " ".join(line.strip() for line in str(text).splitlines()[:2] if line.strip())
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from fraudlake.tables import ALL_TABLES, describe_table
+    import pandas as pd
+
+    from fraudlake.tables import ALL_TABLES, describe_table, table_name
 
     ctx = context_from(args)
-    spark = session_for(ctx, args)
-    emit(render_records([describe_table(spark, ctx, spec) for spec in ALL_TABLES], args.format))
+    spark, missing = reader_session(ctx, args)
+    records = [
+        {"table": table_name(ctx, spec), "rows": None, "version": None, "files": None, "location": None}
+        if table_name(ctx, spec) in missing else describe_table(spark, ctx, spec)
+        for spec in ALL_TABLES
+    ]
+    if missing:
+        note(not_created_yet(ctx, missing))
+    # Object columns: an absent table's None stays None (null in JSON), not NaN beside integers.
+    emit(render_frame(pd.DataFrame(records, dtype=object), args.format))
     return 0
 
 
@@ -275,7 +315,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctx = context_from(args)
     source = args.source or ctx.settings.ingest.source
     preflight(ctx, layers, source, args.rate)
-    spark = session_for(ctx, args)
+    spark = writer_session(ctx, args)
     queries = _stream_layers(spark, ctx, args, layers, source, args.rate, args.landing)
     emit(render_mapping({"queries": {name: t["rows"] for name, t in queries.items()}, **lakehouse_summary(spark, ctx)},
                         args.format))
@@ -293,7 +333,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fraudlake.pipeline import LAYERS, lakehouse_summary
 
     ctx = context_from(args)
-    spark = session_for(ctx, args)
+    spark = writer_session(ctx, args)
     try:
         resolve_model(mlflow_client(ctx), default_model_uri(ctx))
     except FraudlakeError:

@@ -1,14 +1,26 @@
-"""Table contracts: names, schemas and idempotent registration of every Delta table.
+"""Table contracts: names, schemas, and how a session gets the Delta tables.
 
-All tables are addressed as ``<catalog>.<schema>.<table>`` through :func:`table_name`.
+All tables are addressed as ``<catalog>.<schema>.<table>`` through :func:`table_name`,
+each part quoted where Spark SQL needs it, so a name from conf is safe in SQL text.
 Locally the session catalog is in memory, so every new process registers the
 tables again at start (``CREATE TABLE IF NOT EXISTS … LOCATION``): a second
 process (``fraudlake sql``, the dashboard) sees what the pipeline wrote.
+
+Two entry points, by what a command does with the tables:
+
+- :func:`ensure_tables` for writers (the streams, ``rescore``, ``maintain``): creates
+  what is missing and brings existing tables up to their spec (columns, properties,
+  constraints), which commits to a table that is out of date;
+- :func:`attach_tables` for readers (``sql``, ``tables``, ``audit``, the dashboard):
+  registers the tables that exist and changes nothing, so a read never commits to a
+  table that streams are writing.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from fraudlake.settings import Context
 
@@ -117,15 +129,48 @@ ALL_TABLES = (
 )
 
 
-def schema_name(ctx: Context, layer: str) -> str:
+LAYERS = ("bronze", "silver", "gold")
+
+# A name part Spark SQL reads without backticks (Spark's own ``quoteIfNeeded`` rule).
+_PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def quote_identifier(part: str) -> str:
+    """One name part as Spark SQL reads it: as is when it is a plain identifier, else in
+    backticks with any backtick inside doubled.
+
+    >>> quote_identifier("silver"), quote_identifier("dev-fraud"), quote_identifier("a`b")
+    ('silver', '`dev-fraud`', '`a``b`')
+    """
+    return part if _PLAIN_IDENTIFIER.fullmatch(part) else "`" + part.replace("`", "``") + "`"
+
+
+def qualified_name(*parts: str) -> str:
+    """A multi-part name (``catalog.schema.table``) with each part quoted as needed: valid in SQL
+    text and in ``spark.table``, ``readStream.table``, ``toTable``, ``saveAsTable`` and
+    ``DeltaTable.forName``, which all parse it the same way.
+
+    >>> qualified_name("dev-catalog", "fraud", "transactions")
+    '`dev-catalog`.fraud.transactions'
+    """
+    return ".".join(quote_identifier(part) for part in parts)
+
+
+def _schema_parts(ctx: Context, layer: str) -> tuple[str, str]:
     c = ctx.settings.catalog
     schema = {"bronze": c.bronze_schema, "silver": c.silver_schema, "gold": c.gold_schema}[layer]
-    return f"{c.catalog}.{schema}"
+    return c.catalog, schema
+
+
+def schema_name(ctx: Context, layer: str) -> str:
+    """The layer's schema, qualified and quoted, e.g. ``spark_catalog.silver``."""
+    return qualified_name(*_schema_parts(ctx, layer))
 
 
 def table_name(ctx: Context, spec: TableSpec) -> str:
-    """Fully qualified name, e.g. ``spark_catalog.bronze.transactions``."""
-    return f"{schema_name(ctx, spec.layer)}.{spec.name}"
+    """Fully qualified name, quoted where needed (:func:`qualified_name`), e.g.
+    ``spark_catalog.bronze.transactions``; a catalog ``dev-fraud`` in conf gets backticks."""
+    return qualified_name(*_schema_parts(ctx, spec.layer), spec.name)
 
 
 def table_location(ctx: Context, spec: TableSpec) -> str:
@@ -141,39 +186,35 @@ def _strip_scheme(location: str) -> str:
     return location.removeprefix("file://").removeprefix("file:")
 
 
+def _same_folder(location: str) -> str:
+    """A local location in one spelling: no ``file:`` scheme, no URI escapes, no trailing slash."""
+    return unquote(_strip_scheme(location)).rstrip("/")
+
+
 def _is_delta_table(spark, location: str) -> bool:
     from delta.tables import DeltaTable
 
     return DeltaTable.isDeltaTable(spark, location)
 
 
-def _registered_location(spark, name: str) -> str | None:
-    """Where the catalog entry points, or None if that location is gone (its folder deleted)."""
-    try:
-        return _strip_scheme(spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]).rstrip("/")
-    except Exception:  # AnalysisException: DELTA_PATH_DOES_NOT_EXIST and kin
+def _catalog_entry_location(spark, ctx: Context, spec: TableSpec) -> str | None:
+    """Where this session's catalog entry for the table points, or None without an entry.
+
+    Read from the entry alone (``SHOW TABLE EXTENDED`` is a catalog command): unlike
+    ``DESCRIBE``, ``spark.catalog.tableExists`` or a query, it does not load the Delta
+    table, so it also answers for an entry whose folder has been deleted.
+    """
+    schema = schema_name(ctx, spec.layer)
+    if not spark.catalog.databaseExists(schema):
         return None
-
-
-def _session_catalog_entry(spark, ctx: Context, spec: TableSpec):
-    """The session catalog and this table's identifier in it. Its methods read the entry
-    only; ``spark.catalog.tableExists`` and ``DROP TABLE`` load the Delta table, which
-    fails once the table's folder has been deleted."""
-    jvm = spark._jvm
-    schema = table_name(ctx, spec).split(".")[1]
-    identifier = jvm.org.apache.spark.sql.catalyst.TableIdentifier(spec.name, jvm.scala.Option.apply(schema))
-    return spark._jsparkSession.sessionState().catalog(), identifier
-
-
-def _in_session_catalog(spark, ctx: Context, spec: TableSpec) -> bool:
-    catalog, identifier = _session_catalog_entry(spark, ctx, spec)
-    return bool(catalog.tableExists(identifier))
-
-
-def _forget_table(spark, ctx: Context, spec: TableSpec) -> None:
-    """Remove the catalog entry of an external table; its data stays where it is."""
-    catalog, identifier = _session_catalog_entry(spark, ctx, spec)
-    catalog.dropTable(identifier, True, False)
+    rows = spark.sql(f"SHOW TABLE EXTENDED IN {schema} LIKE {sql_string(spec.name)}").collect()
+    for row in rows:
+        if not row["isTemporary"] and row["tableName"].lower() == spec.name.lower():
+            for line in row["information"].splitlines():
+                if line.startswith("Location:"):
+                    return _same_folder(line.removeprefix("Location:").strip())
+            return ""  # an entry without a location (not one of ours): never this table's folder
+    return None
 
 
 def create_table_sql(ctx: Context, spec: TableSpec, with_columns: bool) -> str:
@@ -206,13 +247,19 @@ def table_properties(ctx: Context, spec: TableSpec) -> dict[str, str]:
     return properties
 
 
-def register_tables(spark, ctx: Context) -> list[str]:
-    """Create the schemas and every table if missing, and register them in this session's catalog.
+def ensure_tables(spark, ctx: Context) -> list[str]:
+    """For writers: create the schemas and every table if missing, bring existing tables up to
+    their spec, and register them in this session's catalog; return their names.
 
-    Idempotent. A table already registered at another location (another home in the
-    same session) is re-pointed: dropping an external table's entry leaves its data.
+    Idempotent, but not read-only: a table created by an older version gets the columns,
+    properties and constraints added since, each one an ``ALTER TABLE`` commit. Call it
+    where tables are written (the streams, ``rescore``, ``maintain``); readers call
+    :func:`attach_tables`.
+
+    >>> ensure_tables(spark, ctx)[0]
+    'spark_catalog.bronze.transactions'
     """
-    for layer in ("bronze", "silver", "gold"):
+    for layer in LAYERS:
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema_name(ctx, layer)}")
     names = []
     for spec in ALL_TABLES:
@@ -220,14 +267,58 @@ def register_tables(spark, ctx: Context) -> list[str]:
         if ctx.settings.storage.managed_tables:
             spark.sql(create_table_sql(ctx, spec, with_columns=True))
         else:
-            location = table_location(ctx, spec)
-            if _in_session_catalog(spark, ctx, spec) and _registered_location(spark, name) != location.rstrip("/"):
-                _forget_table(spark, ctx, spec)
-            exists = _is_delta_table(spark, location)
-            spark.sql(create_table_sql(ctx, spec, with_columns=not exists))
+            _register_location(spark, ctx, spec, create=True)
         _bring_up_to_date(spark, ctx, name, spec)
         names.append(name)
     return names
+
+
+def attach_tables(spark, ctx: Context) -> tuple[str, ...]:
+    """For readers: make the tables that exist visible in this session, creating and changing
+    none; return the names of those that do not exist (yet).
+
+    Locally each existing table's folder is registered in the in-memory session catalog
+    (``CREATE TABLE IF NOT EXISTS … USING DELTA LOCATION …`` over a Delta folder commits
+    nothing to the table); a missing folder stays missing, so a query on it fails with
+    Spark's own "table not found". With Unity Catalog (``storage.managed_tables``) the
+    catalog already knows every table: nothing is registered. Cheap enough to call on
+    every dashboard refresh, so tables created after a reader started appear.
+
+    >>> attach_tables(spark, ctx)  # a fresh home
+    ('spark_catalog.bronze.transactions', ..., 'spark_catalog.gold.fraud_alerts')
+    """
+    missing = []
+    for spec in ALL_TABLES:
+        name = table_name(ctx, spec)
+        if ctx.settings.storage.managed_tables:
+            present = bool(spark.catalog.tableExists(name))
+        else:
+            present = _register_location(spark, ctx, spec, create=False)
+        if not present:
+            missing.append(name)
+    return tuple(missing)
+
+
+def _register_location(spark, ctx: Context, spec: TableSpec, create: bool) -> bool:
+    """Point this session's catalog entry at the table's folder under this home; return whether
+    the table is registered there. Without a Delta table in the folder, ``create`` creates
+    the table from its spec; otherwise the table stays absent.
+
+    An entry pointing elsewhere (another home in the same session: tests, notebooks) or at a
+    deleted folder is dropped first: for an external table that forgets the name, never data.
+    """
+    location = table_location(ctx, spec)
+    exists = _is_delta_table(spark, location)
+    entry = _catalog_entry_location(spark, ctx, spec)
+    if entry is not None and (entry != _same_folder(location) or not exists):
+        spark.sql(f"DROP TABLE IF EXISTS {table_name(ctx, spec)}")
+        entry = None
+    if not exists and not create:
+        return False
+    if entry is None:
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema_name(ctx, spec.layer)}")
+        spark.sql(create_table_sql(ctx, spec, with_columns=not exists))
+    return True
 
 
 def _bring_up_to_date(spark, ctx: Context, name: str, spec: TableSpec) -> None:
@@ -239,7 +330,8 @@ def _bring_up_to_date(spark, ctx: Context, name: str, spec: TableSpec) -> None:
     have = {f.name.lower() for f in spark.table(name).schema.fields}
     missing = [f for f in DataType.fromDDL(spec.columns).fields if f.name.lower() not in have]
     if missing:
-        spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({', '.join(f'{f.name} {f.dataType.simpleString()}' for f in missing)})")
+        columns = ", ".join(f"{quote_identifier(f.name)} {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({columns})")
     present = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
     changed = {k: v for k, v in table_properties(ctx, spec).items() if present.get(k) != v}
     if changed:
@@ -247,7 +339,7 @@ def _bring_up_to_date(spark, ctx: Context, name: str, spec: TableSpec) -> None:
         spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ({props})")
     for constraint, condition in spec.constraints.items():
         if f"delta.constraints.{constraint.lower()}" not in present:
-            spark.sql(f"ALTER TABLE {name} ADD CONSTRAINT {constraint} CHECK ({condition})")
+            spark.sql(f"ALTER TABLE {name} ADD CONSTRAINT {quote_identifier(constraint)} CHECK ({condition})")
 
 
 def describe_table(spark, ctx: Context, spec: TableSpec) -> dict:

@@ -23,7 +23,7 @@ from fraudlake.tables import (
     GOLD_FRAUD_ALERTS,
     SILVER_QUARANTINE,
     SILVER_SCORED,
-    register_tables,
+    ensure_tables,
     table_location,
     table_name,
 )
@@ -53,7 +53,7 @@ def test_retention_is_set_on_create_and_follows_the_conf(spark, tmp_path):
     old_columns = ", ".join(f.simpleString().replace(":", " ") for f in
                             spark.createDataFrame([], SILVER_SCORED.columns).drop("flag_threshold").schema.fields)
     spark.sql(f"CREATE TABLE delta.`{table_location(ctx, SILVER_SCORED)}` ({old_columns}) USING DELTA")
-    register_tables(spark, ctx)
+    ensure_tables(spark, ctx)
     assert "flag_threshold" in spark.table(silver).columns
 
     def props(name):
@@ -64,7 +64,7 @@ def test_retention_is_set_on_create_and_follows_the_conf(spark, tmp_path):
         assert props(name)["delta.deletedFileRetentionDuration"] == "interval 30 days"
     assert props(silver)["delta.enableChangeDataFeed"] == "true"
     longer = make_context(tmp_path / "home", audit={"log_retention_days": 90, "deleted_file_retention_days": 60})
-    register_tables(spark, longer)
+    ensure_tables(spark, longer)
     assert props(gold)["delta.logRetentionDuration"] == "interval 90 days"
     assert props(silver)["delta.deletedFileRetentionDuration"] == "interval 60 days"
 
@@ -75,7 +75,7 @@ def scored(spark, tmp_path_factory):
     home = tmp_path_factory.mktemp("audit") / "home"
     ctx = make_context(home, ml={"samples": 3_000, "isolation_forest_trees": 40, "gradient_boosting_iterations": 40},
                        streams={"console_alerts_per_batch": 0})
-    register_tables(spark, ctx)
+    ensure_tables(spark, ctx)
     train_model(spark, ctx, model="isolation_forest")  # version 1, champion
     landing = home / "landing"
     records = generate_batch(spark, SimulatorSettings(rows_per_day=400), ROWS).drop("_raw", "_source", "_ingest_time")

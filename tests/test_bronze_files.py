@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from fraudlake.bronze.ingest import RECORD_NAMES, start_bronze_ingest
-from fraudlake.tables import BRONZE_TRANSACTIONS, register_tables, table_name
+from fraudlake.tables import BRONZE_TRANSACTIONS, ensure_tables, table_name
 
 pytestmark = pytest.mark.spark
 
@@ -48,7 +48,7 @@ def _landing(tmp_path):
 
 def test_every_non_empty_line_is_one_bronze_row(spark, ctx, tmp_path):
     landing, records = _landing(tmp_path)
-    register_tables(spark, ctx)
+    ensure_tables(spark, ctx)
     query = start_bronze_ingest(spark, ctx, "files", landing=str(landing), available_now=True)
     query.awaitTermination(120)
     assert query.exception() is None
@@ -76,7 +76,7 @@ def test_every_non_empty_line_is_one_bronze_row(spark, ctx, tmp_path):
 
 def test_a_restart_ingests_only_new_files(spark, ctx, tmp_path):
     landing, records = _landing(tmp_path)
-    register_tables(spark, ctx)
+    ensure_tables(spark, ctx)
     for _ in range(2):  # the second run finds nothing new
         start_bronze_ingest(spark, ctx, "files", landing=str(landing), available_now=True).awaitTermination(120)
     (landing / "batch-3.json").write_text(json.dumps({**GOOD, "transaction_id": "tx-late"}) + "\n")

@@ -36,7 +36,7 @@ from fraudlake.tables import (
     GOLD_FRAUD_ALERTS,
     GOLD_USER_ACTIVITY,
     SILVER_SCORED,
-    register_tables,
+    ensure_tables,
     table_name,
 )
 from tests.conftest import make_context
@@ -126,7 +126,7 @@ def champion(spark, home):
 def lakehouse(spark, champion):
     """The last 40 minutes of simulated transactions through bronze, silver and gold, as a scheduled job would."""
     ctx = champion
-    register_tables(spark, ctx)
+    ensure_tables(spark, ctx)
     start = int(time.time()) - HISTORY_SECONDS
     history = (
         generate_batch(spark, ctx.settings.simulator, HISTORY_ROWS)

@@ -1,11 +1,11 @@
-"""Table contracts: qualified names, idempotent registration, a second home in one session."""
+"""Table contracts: qualified names, idempotent creation and upgrade by writers, a second home in one session."""
 
 from __future__ import annotations
 
 import pytest
 from delta.tables import DeltaTable
 
-from fraudlake.tables import ALL_TABLES, BRONZE_TRANSACTIONS, SILVER_SCORED, describe_table, register_tables, table_name
+from fraudlake.tables import ALL_TABLES, BRONZE_TRANSACTIONS, SILVER_SCORED, describe_table, ensure_tables, table_name
 from tests.conftest import make_context
 
 
@@ -17,11 +17,11 @@ def test_names_are_three_level_and_follow_the_conf(tmp_path):
 
 @pytest.mark.spark
 def test_registration_is_idempotent_and_keeps_data(spark, ctx):
-    names = register_tables(spark, ctx)
+    names = ensure_tables(spark, ctx)
     assert names == [table_name(ctx, spec) for spec in ALL_TABLES]
     bronze = table_name(ctx, BRONZE_TRANSACTIONS)
     spark.sql(f"INSERT INTO {bronze} (transaction_id, amount) VALUES ('t1', 1.5)")
-    register_tables(spark, ctx)
+    ensure_tables(spark, ctx)
     assert spark.table(bronze).count() == 1
     for spec in ALL_TABLES:
         assert DeltaTable.isDeltaTable(spark, f"{ctx.paths.warehouse}/{spec.layer}/{spec.name}")
@@ -31,7 +31,7 @@ def test_registration_is_idempotent_and_keeps_data(spark, ctx):
 
 @pytest.mark.spark
 def test_bronze_is_append_only_and_silver_has_change_data_feed(spark, ctx):
-    register_tables(spark, ctx)
+    ensure_tables(spark, ctx)
     bronze = table_name(ctx, BRONZE_TRANSACTIONS)
     props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {bronze}").collect()}
     assert props.get("delta.appendOnly") == "true"
@@ -45,9 +45,9 @@ def test_bronze_is_append_only_and_silver_has_change_data_feed(spark, ctx):
 @pytest.mark.spark
 def test_another_home_repoints_the_names(spark, tmp_path):
     first, second = make_context(tmp_path / "a"), make_context(tmp_path / "b")
-    register_tables(spark, first)
+    ensure_tables(spark, first)
     spark.sql(f"INSERT INTO {table_name(first, BRONZE_TRANSACTIONS)} (transaction_id) VALUES ('a')")
-    register_tables(spark, second)
+    ensure_tables(spark, second)
     assert spark.table(table_name(second, BRONZE_TRANSACTIONS)).count() == 0
-    register_tables(spark, first)
+    ensure_tables(spark, first)
     assert spark.table(table_name(first, BRONZE_TRANSACTIONS)).count() == 1
