@@ -42,11 +42,14 @@ BRONZE_COLUMNS = """
     _ingest_time TIMESTAMP
 """
 
-TIME_FEATURE_COLUMNS = """
+# Features silver keeps (fraudlake.ml.features.SILVER_FEATURES): time features in UTC and
+# the amount in USD (null for a currency without a reference rate).
+FEATURE_COLUMNS = """
     tx_hour INT,
     tx_day_of_week INT,
     is_weekend BOOLEAN,
-    is_night BOOLEAN
+    is_night BOOLEAN,
+    amount_usd DOUBLE
 """
 
 SCORE_COLUMNS = """
@@ -80,9 +83,9 @@ BRONZE_TRANSACTIONS = TableSpec(
 SILVER_SCORED = TableSpec(
     "silver",
     "scored_transactions",
-    ",".join([BRONZE_COLUMNS, TIME_FEATURE_COLUMNS, SCORE_COLUMNS]),
+    ",".join([BRONZE_COLUMNS, FEATURE_COLUMNS, SCORE_COLUMNS]),
     {"delta.enableChangeDataFeed": "true"},
-    "Valid transactions with time features, fraud score and model lineage",
+    "Valid transactions with features (time in UTC, amount in USD), fraud score and model lineage",
     {
         "transaction_id_present": "transaction_id IS NOT NULL",
         "event_time_present": "event_time IS NOT NULL",
@@ -102,14 +105,14 @@ GOLD_USER_ACTIVITY = TableSpec(
     "user_activity_5m",
     """user_id STRING, window_start TIMESTAMP, window_end TIMESTAMP,
        tx_count BIGINT, total_amount DOUBLE, flagged_count BIGINT""",
-    comment="Per-user activity in 5-minute windows sliding every minute",
+    comment="Per-user activity in 5-minute windows sliding every minute; amounts in USD",
 )
 GOLD_DASHBOARD_MINUTE = TableSpec(
     "gold",
     "dashboard_minute",
     """minute TIMESTAMP, tx_count BIGINT, flagged_count BIGINT, total_amount DOUBLE,
-       flagged_amount DOUBLE, true_positives BIGINT, false_positives BIGINT""",
-    comment="Per-minute volumes for dashboards",
+       flagged_amount DOUBLE, true_positives BIGINT, false_positives BIGINT, unknown_currency_count BIGINT""",
+    comment="Per-minute volumes for dashboards; amounts in USD, transactions without a USD rate counted apart",
 )
 GOLD_FRAUD_ALERTS = TableSpec(
     "gold",
