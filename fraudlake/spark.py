@@ -92,8 +92,23 @@ def local_spark_conf(ctx: Context) -> dict[str, str]:
         # a window query's state commit went from ~800 ms to ~250 ms per batch.
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
     }
+    worker_python = _worker_python()
+    if worker_python:
+        conf["spark.pyspark.python"] = worker_python
     conf.update(s.extra)
     return conf
+
+
+def _worker_python() -> str | None:
+    """The interpreter for Spark's Python workers: the one fraudlake runs in, unless the user chose one.
+
+    Spark's default is the first ``python3`` on PATH. Started by its absolute path, as pipx,
+    cron or a service manager do, the console script's environment is not on PATH, and the
+    workers would lack pandas, MLflow and the model's libraries.
+    """
+    if os.environ.get("PYSPARK_PYTHON") or os.environ.get("PYSPARK_DRIVER_PYTHON"):
+        return None
+    return sys.executable or None
 
 
 def get_spark(ctx: Context, master: str | None = None):
@@ -125,8 +140,13 @@ def get_spark(ctx: Context, master: str | None = None):
     active = SparkSession.getActiveSession()
     if active is not None:  # e.g. tests or a notebook: one JVM per process
         return active
+    conf = local_spark_conf(ctx)
+    if "spark.pyspark.python" in conf:
+        # A session started from Python takes its workers' interpreter from this variable
+        # (the conf alone counts only for spark-submit); child processes inherit it.
+        os.environ["PYSPARK_PYTHON"] = conf["spark.pyspark.python"]
     builder = SparkSession.builder.master(master or ctx.settings.spark.master).appName(ctx.settings.spark.app_name)
-    for key, value in local_spark_conf(ctx).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
 
     # The JVM's own output (Ivy's resolution report, log4j) goes to a log file under
