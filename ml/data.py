@@ -1,12 +1,14 @@
 """Training and evaluation data: labelled transactions → features → pandas, and the split.
 
 Input files are read with Spark and conformed to the bronze schema, so a file made
-by ``fraudlake generate``, an export of ``bronze.transactions`` and a hand-made CSV
-all go through :func:`fraudlake.ml.features.add_features` like the stream does.
+by ``fraudlake generate``, an export of ``bronze.transactions``, a pandas ``to_parquet``
+and a hand-made CSV all go through :func:`fraudlake.ml.features.add_features` like the
+stream does.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,16 @@ KEY_COLUMNS = ("transaction_id", "event_time", LABEL, SCENARIO)
 INPUT_FORMATS = ("delta", "parquet", "csv", "json")
 SPLITS = ("random", "time")
 
+# What each bronze type can be read from, said in an error when a column is something else.
+EXPECTED_INPUT = {
+    "TIMESTAMP": "a timestamp, a date or ISO-8601 text such as 2026-01-02T10:00:00Z",
+    "DOUBLE": "a number or numeric text",
+    "INT": "0/1, a boolean or a number",
+    "STRING": "text or a single value",
+}
+NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
+COERCE_HINT = "write microseconds instead, e.g. pandas to_parquet(..., coerce_timestamps='us')"
+
 
 def input_format(path: str) -> str:
     """Delta for a folder with ``_delta_log``; else by suffix, of the path or of the files in the folder."""
@@ -52,19 +64,96 @@ def read_transactions(spark, path: str):
     """Read a Delta, Parquet, CSV or JSON-lines file (or folder) of transactions, as stored.
 
     CSV columns are read as text and typed by :func:`conform_to_bronze`, like every other format.
+    Parquet timestamps in nanoseconds (pandas' and pyarrow's default), which Spark refuses,
+    become Spark timestamps (microseconds); a tz-aware one is its UTC instant, a naive one
+    is read as UTC. For those, the session's ``spark.sql.legacy.parquet.nanosAsLong`` is
+    switched on and left on: Spark reads the files again each time the frame is computed,
+    and the setting changes nothing for files it could read without it.
+
+    >>> transactions = read_transactions(spark, "history.parquet")  # e.g. pandas' df.to_parquet
     """
     from pyspark.errors import PySparkException
 
     if "://" not in path and not Path(path).exists():
         raise FraudlakeError(f"input {path} does not exist")
     fmt = input_format(path)
+    nanos, nested_nanos = _nanosecond_timestamps(path) if fmt == "parquet" else (set(), False)
+    if nanos or nested_nanos:
+        try:
+            spark.conf.set(NANOS_AS_LONG, "true")
+        except PySparkException as error:  # e.g. a runtime that does not let a job change it
+            column = min(nanos) if nanos else "a nested column"
+            raise FraudlakeError(
+                f"{path}: column {column} holds nanosecond timestamps, which this Spark cannot read "
+                f"({_first_line(error)}); {COERCE_HINT}"
+            ) from None
     reader = spark.read.format(fmt)
     if fmt == "csv":
         reader = reader.option("header", "true").option("inferSchema", "false")
     try:
-        return reader.load(path)
+        stored = reader.load(path)
     except PySparkException as error:
-        raise FraudlakeError(f"cannot read {path} as {fmt}: {_first_line(error)}") from None
+        hint = f"; {COERCE_HINT}" if "TIMESTAMP(NANOS" in str(error) else ""
+        raise FraudlakeError(f"cannot read {path} as {fmt}: {_first_line(error)}{hint}") from None
+    return _nanos_to_timestamps(stored, nanos)
+
+
+def _nanosecond_timestamps(path: str) -> tuple[set[str], bool]:
+    """The Parquet files' top-level columns stored as nanosecond timestamps, and whether a nested one is.
+
+    Read from the footers with pyarrow (the Parquet types, not the Arrow schema pandas
+    stores beside them); a location pyarrow cannot open counts as having none.
+    """
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    top_level, nested = set(), False
+    try:
+        if "://" in path:
+            filesystem, root = pafs.FileSystem.from_uri(path)
+        else:
+            filesystem, root = pafs.LocalFileSystem(), str(Path(path).resolve())
+        files = [root]
+        if filesystem.get_file_info(root).type == pafs.FileType.Directory:
+            found = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+            files = [
+                f.path for f in found
+                if f.type == pafs.FileType.File and not _hidden(f.path[len(root):])
+            ]
+        for file in files:
+            with filesystem.open_input_file(file) as handle:
+                schema = pq.ParquetFile(handle).schema
+            for column in (schema.column(i) for i in range(len(schema))):
+                logical = column.logical_type
+                if logical.type != "TIMESTAMP" or json.loads(logical.to_json()).get("timeUnit") != "nanoseconds":
+                    continue
+                if column.path == column.name:  # a leaf at the top: not inside a struct, list or map
+                    top_level.add(column.name)
+                else:
+                    nested = True
+    except (OSError, pa.ArrowException):
+        return set(), False
+    return top_level, nested
+
+
+def _hidden(relative: str) -> bool:
+    """Spark skips files and folders whose name starts with ``_`` or ``.`` (``_SUCCESS``, ``.crc``)."""
+    return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
+
+
+def _nanos_to_timestamps(df, names: set[str]):
+    """Nanosecond columns, read by Spark as longs (nanoseconds since the epoch, UTC), as timestamps."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType
+
+    converted = {}
+    for field in df.schema.fields:
+        if field.name in names and isinstance(field.dataType, LongType):
+            quoted = "`" + field.name.replace("`", "``") + "`"
+            # Floored to Spark's microseconds in integer arithmetic: a double loses nanoseconds.
+            converted[field.name] = F.expr(f"timestamp_micros(({quoted} - pmod({quoted}, 1000)) div 1000)")
+    return df.withColumns(converted) if converted else df
 
 
 def _first_line(error: Exception) -> str:
@@ -90,6 +179,12 @@ def conform_to_bronze(df, source: str, required=REQUIRED_COLUMNS):
             f"{source} has no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}"
             f" (found: {', '.join(df.columns)})"
         )
+    for name, spark_type in BRONZE_TYPES.items():
+        if name in present and not _convertible(df.schema[present[name]].dataType, spark_type):
+            found = df.schema[present[name]].dataType.simpleString()
+            raise FraudlakeError(
+                f"{source}: column {present[name]} has the wrong type ({found}); expected {EXPECTED_INPUT[spark_type]}"
+            )
     columns = []
     for name, spark_type in BRONZE_TYPES.items():
         if name in present:
@@ -102,6 +197,22 @@ def conform_to_bronze(df, source: str, required=REQUIRED_COLUMNS):
         raise FraudlakeError(f"{source}: a column has the wrong type: {_first_line(error)}") from None
     _check_values(typed, source, [c for c in BRONZE_TYPES if c in present])
     return typed.select(*BRONZE_TYPES)
+
+
+def _convertible(data_type, bronze_type: str) -> bool:
+    """Whether a column of ``data_type`` can hold values of the bronze type (a timestamp, not an
+    epoch number whose unit is a guess; an amount, not a boolean); text is parsed value by value."""
+    from pyspark.sql import types as T
+
+    if isinstance(data_type, (T.StringType, T.CharType, T.VarcharType, T.NullType)):
+        return True
+    if bronze_type == "TIMESTAMP":
+        return isinstance(data_type, (T.TimestampType, T.TimestampNTZType, T.DateType))
+    if bronze_type == "DOUBLE":
+        return isinstance(data_type, T.NumericType)
+    if bronze_type == "INT":
+        return isinstance(data_type, (T.NumericType, T.BooleanType))
+    return isinstance(data_type, T.AtomicType)  # STRING: any single value, not a struct, list or map
 
 
 def _check_values(typed, source: str, present: list[str]) -> None:
