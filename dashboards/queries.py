@@ -216,8 +216,9 @@ def read_snapshot(
     missing = attach_tables(spark, ctx)
     gold = {}
     if table_name(ctx, GOLD_DASHBOARD_MINUTE) not in missing:
-        row = run_sql(spark, GOLD_SPAN_SQL.format(**_names(ctx))).first()
-        gold = row.asDict() if row is not None and row["gold_through"] is not None else {}
+        # Through pandas like every panel: a collected Row would hold the host's local time.
+        span = run_sql(spark, GOLD_SPAN_SQL.format(**_names(ctx))).toPandas()
+        gold = _gold_span(span)
     unit = "MINUTE"
     if window_minutes is None and gold:
         unit = time_unit((gold["gold_through"] - gold["first_minute"]).total_seconds())
@@ -238,6 +239,14 @@ def read_snapshot(
         window_minutes=window_minutes,
         time_zone=spark.conf.get("spark.sql.session.timeZone"),
     )
+
+
+def _gold_span(span: pd.DataFrame) -> dict:
+    """The span's one row as a dict, its times naive in the session time zone like every frame's;
+    empty while gold has no closed minute."""
+    if span.empty or pd.isna(span["gold_through"].iloc[0]):
+        return {}
+    return {key: None if pd.isna(value) else value for key, value in span.iloc[0].items()}
 
 
 def table_rows(spark, ctx: Context, missing=()) -> dict[str, int | None]:

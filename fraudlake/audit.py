@@ -4,7 +4,9 @@ Every function takes the Spark session and the context and reads the registered
 tables: a row as it was at a table version (time travel), the commit that wrote
 it (the change data feed), the bronze record it came from, the alerts that point
 at it, and a table's history and changes. Identifiers from users are compared
-as literal values (``F.lit``), never formatted into SQL.
+as literal values (``F.lit``), never formatted into SQL. Times in results are UTC
+without an offset (as Spark SQL shows them in the UTC session), whatever the host's
+time zone: collected times go through :mod:`fraudlake.timeutil`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fraudlake.tables import (
     table_name,
     table_properties,
 )
+from fraudlake.timeutil import from_row, given_utc, row_in_utc, shown_utc
 
 # Silver columns an audit shows first, in this order (then the rest of the row).
 DECISION_COLUMNS = ("fraud_score", "is_flagged", "flag_threshold", "model_name", "model_version", "scored_at")
@@ -62,7 +65,8 @@ def _history(spark, name: str, limit: int | None = None):
 def commits(spark, name: str) -> dict[int, tuple[datetime, str]]:
     """Version -> (commit time in UTC, operation) for every version the table's log still holds."""
     rows = spark.sql(f"DESCRIBE HISTORY {name}").select("version", "timestamp", "operation").collect()
-    return {int(r["version"]): (r["timestamp"].replace(tzinfo=timezone.utc), r["operation"]) for r in rows}
+    # A collected timestamp is the host's local time, not UTC: convert, never relabel.
+    return {int(r["version"]): (from_row(r["timestamp"]), r["operation"]) for r in rows}
 
 
 def version_range(spark, name: str, known: dict | None = None) -> tuple[int, int]:
@@ -93,7 +97,7 @@ def resolve_version(spark, ctx: Context, spec: TableSpec, as_of_version: int | N
             )
         return as_of_version
     if as_of_timestamp is not None:
-        when = as_of_timestamp if as_of_timestamp.tzinfo else as_of_timestamp.replace(tzinfo=timezone.utc)
+        when = given_utc(as_of_timestamp)  # naive: UTC, as --as-of-timestamp documents
         if when > datetime.now(timezone.utc):
             raise FraudlakeError(f"{when.isoformat()} is in the future")
         before = [version for version, (committed, _) in known.items() if committed <= when]
@@ -173,11 +177,12 @@ def _bronze_record(spark, ctx: Context, transaction_id: str) -> dict | None:
     if row is None:
         return None
     return {"record": row["record"], "as_received": row["_raw"] is not None, "source": row["_source"],
-            "ingested_at": row["_ingest_time"]}
+            "ingested_at": shown_utc(from_row(row["_ingest_time"]))}
 
 
-def _alerts(spark, ctx: Context, transaction_id: str, user_id: str | None, event_time) -> list[dict]:
-    """Model alerts on this transaction, and user-activity alerts whose window held it."""
+def _alerts(spark, ctx: Context, transaction_id: str, user_id: str | None, event_time: datetime | None) -> list[dict]:
+    """Model alerts on this transaction, and user-activity alerts whose window held it.
+    ``event_time`` is aware (UTC): ``F.lit`` would read a naive one as the host's local time."""
     from pyspark.sql import functions as F
 
     alerts = spark.table(table_name(ctx, GOLD_FRAUD_ALERTS))
@@ -189,7 +194,7 @@ def _alerts(spark, ctx: Context, transaction_id: str, user_id: str | None, event
         )
         this = this | window
     rows = alerts.where(this).orderBy("alert_time").collect()
-    return [{k: row[k] for k in ("alert_type", "alert_time", "fraud_score", "reason")} for row in rows]
+    return [row_in_utc({k: row[k] for k in ("alert_type", "alert_time", "fraud_score", "reason")}) for row in rows]
 
 
 def audit_transaction(spark, ctx: Context, transaction_id: str, as_of_version: int | None = None,
@@ -200,14 +205,15 @@ def audit_transaction(spark, ctx: Context, transaction_id: str, as_of_version: i
     rows = _silver_rows(spark, ctx, transaction_id, version)
     if not rows:
         raise NotFoundError(_not_found(spark, ctx, transaction_id, version, as_of_version is not None or as_of_timestamp is not None, known))
-    row = rows[0].asDict()
+    collected = rows[0].asDict()
+    row = row_in_utc(collected)  # times shown as naive UTC, like Spark SQL in the UTC session
     wrote = written_in_version(spark, ctx, transaction_id, version, known)
     committed, operation = known.get(wrote, (None, None))
     result = {
         "transaction_id": transaction_id,
         "silver_version": version,
         "written_in_version": wrote,
-        "written_at": committed.replace(tzinfo=None) if committed else None,  # UTC, like the row's times
+        "written_at": shown_utc(committed),  # UTC, like the row's times
         "written_by": operation,
         **{k: row.get(k) for k in DECISION_COLUMNS},
         **{k: v for k, v in row.items() if k not in DECISION_COLUMNS and k != "transaction_id" and k != "_raw"},
@@ -215,7 +221,7 @@ def audit_transaction(spark, ctx: Context, transaction_id: str, as_of_version: i
     if len(rows) > 1:
         result["silver_rows_with_this_id"] = len(rows)
     result["bronze"] = _bronze_record(spark, ctx, transaction_id)
-    result["alerts"] = _alerts(spark, ctx, transaction_id, row.get("user_id"), row.get("event_time"))
+    result["alerts"] = _alerts(spark, ctx, transaction_id, row.get("user_id"), from_row(collected.get("event_time")))
     return result
 
 
@@ -339,7 +345,7 @@ def table_history(spark, ctx: Context, spec: TableSpec, limit: int | None = None
         inserted = _metric(metrics, "numTargetRowsInserted") if operation == "MERGE" else _metric(metrics, "numOutputRows")
         records.append({
             "version": int(r["version"]),
-            "timestamp": r["timestamp"],
+            "timestamp": shown_utc(from_row(r["timestamp"])),  # commit time in UTC
             "operation": operation,
             "rows_inserted": inserted,
             "rows_updated": _metric(metrics, "numTargetRowsUpdated", "numUpdatedRows"),

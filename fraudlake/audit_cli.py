@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import datetime
 
 from fraudlake.cli import bounded
 from fraudlake.output import emit, note, render_frame, render_mapping, render_records
+from fraudlake.timeutil import parse_utc
 
 
 def _version(text: str) -> int:
@@ -21,12 +22,12 @@ def _version(text: str) -> int:
 
 
 def _timestamp(text: str) -> datetime:
-    """ISO 8601, e.g. 2026-11-28T18:00:00Z or '2026-11-28 18:00'; without an offset, UTC."""
+    """ISO 8601, e.g. 2026-11-28T18:00:00Z or '2026-11-28 18:00'; without an offset, UTC (never the
+    host's zone). Aware UTC, so Spark and the commit times compare it exactly."""
     try:
-        value = datetime.fromisoformat(text.strip())
+        return parse_utc(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO timestamp (e.g. 2026-11-28T18:00:00Z): {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _ids(text: str) -> list[str]:

@@ -19,6 +19,7 @@ from datetime import datetime
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 from fraudlake.tables import BRONZE_COLUMNS, GOLD_FRAUD_ALERTS, SILVER_SCORED, table_name
+from fraudlake.timeutil import given_utc
 
 # What a re-score replaces; everything else in the row is the transaction as validated.
 SCORE_FIELDS = ("fraud_score", "is_flagged", "flag_threshold", "model_name", "model_version", "scored_at")
@@ -45,9 +46,9 @@ def rescore_silver(spark, ctx: Context, since: datetime | None = None, until: da
     name = table_name(ctx, SILVER_SCORED)
     chosen = F.lit(True)
     if since is not None:
-        chosen &= F.col("event_time") >= F.lit(since)
+        chosen &= F.col("event_time") >= F.lit(given_utc(since))  # aware: F.lit reads naive as local time
     if until is not None:
-        chosen &= F.col("event_time") < F.lit(until)
+        chosen &= F.col("event_time") < F.lit(given_utc(until))
     if ids:
         chosen &= F.col("transaction_id").isin(*[F.lit(i) for i in ids])
     rows = spark.table(name).where(chosen)

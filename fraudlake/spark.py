@@ -66,7 +66,9 @@ def local_spark_conf(ctx: Context) -> dict[str, str]:
     pools = resources.files("fraudlake").joinpath("fairscheduler.xml")
     # Whole-stage codegen fuses the simulator's and scorer's projections into methods
     # larger than HotSpot's 8 KB JIT limit; without this flag they run interpreted (~5x slower).
-    java_opts = f"-XX:-DontCompileHugeMethods -Dlog4j2.configurationFile=file:{log4j} -Dderby.system.home={ctx.paths.home}"
+    # user.timezone=UTC: JVM-side defaults (TimeZone.getDefault, log times) follow the session's UTC, not the host's zone.
+    java_opts = (f"-XX:-DontCompileHugeMethods -Dlog4j2.configurationFile=file:{log4j} -Dderby.system.home={ctx.paths.home} "
+                 "-Duser.timezone=UTC")
     conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",

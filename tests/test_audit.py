@@ -27,6 +27,7 @@ from fraudlake.tables import (
     table_location,
     table_name,
 )
+from fraudlake.timeutil import from_row
 from tests.conftest import make_context, run_cli
 
 pytestmark = pytest.mark.spark
@@ -111,7 +112,7 @@ def test_an_old_version_shows_model_1_and_the_latest_model_2(spark, scored):
     assert new["written_by"] == "MERGE" and new["silver_version"] == scored.result["silver_version"]
     # TIMESTAMP AS OF the commit before the re-score is the same row as VERSION AS OF.
     commit_time = spark.sql(f"DESCRIBE HISTORY {scored.silver}").where(f"version = {scored.before}").first()["timestamp"]
-    at_time = audit_transaction(spark, ctx, tid, as_of_timestamp=commit_time)
+    at_time = audit_transaction(spark, ctx, tid, as_of_timestamp=from_row(commit_time))  # collected: local time
     assert (at_time["silver_version"], at_time["fraud_score"]) == (scored.before, old["fraud_score"])
     # Outside the slice nothing changed.
     outside = spark.table(scored.silver).where(~F.col("transaction_id").isin(scored.ids)).first()["transaction_id"]
@@ -244,3 +245,41 @@ def test_the_command_answers_not_found_for_an_injection_shaped_id(scored):
     assert "Traceback" not in result.stderr and result.stdout == ""
     refused = run_cli("maintain", "--vacuum", "--retain-hours", "1", home=home, check=False)
     assert refused.returncode == 1 and "below the audit window" in refused.stderr
+
+
+def test_times_are_utc_whatever_the_host_zone(spark, scored, capsys):
+    """Commit, row, bronze and alert times in UTC, and ``--as-of-timestamp`` the exact commit time of a
+    version is that version. Off UTC (e.g. TZ=America/New_York) times collected from Spark were the
+    host's local ones labelled UTC. Expected times are formatted by Spark in the UTC session."""
+    from datetime import datetime, timedelta
+
+    from fraudlake.audit import resolve_version
+
+    ctx, tid, home = scored.ctx, scored.ids[0], str(scored.ctx.paths.home)
+    iso = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
+    utc = datetime.fromisoformat  # every text compared here is a naive UTC time
+
+    history = spark.sql(f"DESCRIBE HISTORY {scored.silver}").select("version", F.date_format("timestamp", iso))
+    committed = {int(version): at for version, at in history.collect()}
+    args = ["audit", "transaction", tid, "--as-of-timestamp", committed[scored.before] + "Z", "--home", home]
+    assert main([*args, "--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["silver_version"] == scored.before
+    assert utc(shown["written_at"]) == utc(committed[shown["written_in_version"]])
+    earlier = utc(committed[scored.before]) - timedelta(milliseconds=1)  # naive: UTC
+    assert resolve_version(spark, ctx, SILVER_SCORED, as_of_timestamp=earlier) < scored.before
+
+    row = (spark.read.option("versionAsOf", scored.before).table(scored.silver).where(F.col("transaction_id") == tid)
+           .select(*[F.date_format(c, iso).alias(c) for c in ("event_time", "scored_at", "_ingest_time")]).first())
+    for column in ("event_time", "scored_at", "_ingest_time"):
+        assert utc(shown[column]) == utc(row[column]), column
+    assert utc(shown["bronze"]["ingested_at"]) == utc(row["_ingest_time"])
+
+    alert = (spark.table(table_name(ctx, GOLD_FRAUD_ALERTS)).where("alert_type = 'model'")
+             .select("transaction_id", F.date_format("alert_time", iso).alias("at")).first())
+    times = [a["alert_time"] for a in audit_transaction(spark, ctx, alert["transaction_id"])["alerts"]]
+    assert utc(alert["at"]) in times
+
+    assert main(["audit", "history", "silver.scored_transactions", "--limit", "1", "--home", home, "--format", "json"]) == 0
+    newest = json.loads(capsys.readouterr().out)[0]
+    assert utc(newest["timestamp"]) == utc(committed[newest["version"]])

@@ -1,0 +1,143 @@
+"""Times do not depend on the host's time zone.
+
+The unit tests check :mod:`fraudlake.timeutil` against PySpark's own conversions (pure
+Python, no JVM) with the process switched to other zones by ``time.tzset()``. The slow
+ones run the audit and report tests in a subprocess per zone (``TZ=...``): CI runs in
+UTC, where a local time mislabelled as UTC is still right.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from fraudlake.timeutil import from_row, given_utc, parse_utc, row_in_utc, shown_utc
+from tests.conftest import REPO
+
+# A zone behind UTC with DST, and one ahead of it at a half-hour offset without DST.
+ZONES = ("America/New_York", "Asia/Kolkata")
+
+
+@pytest.fixture(params=("UTC", *ZONES))
+def host_zone(request):
+    """This process in another time zone for one test (``TZ`` + ``time.tzset``), restored after."""
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = request.param
+    time.tzset()
+    try:
+        yield request.param
+    finally:
+        if saved is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = saved
+        time.tzset()
+
+
+def _collected(instant: datetime) -> datetime:
+    """What ``collect()`` gives for a timestamp column holding ``instant``."""
+    from pyspark.sql.types import TimestampType
+
+    micros = (instant - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    return TimestampType().fromInternal(micros)
+
+
+def _as_spark_reads(value: datetime) -> datetime:
+    """The instant Spark stores for ``value`` passed in from Python (``F.lit``, ``createDataFrame``)."""
+    from pyspark.sql.types import TimestampType
+
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=TimestampType().toInternal(value))
+
+
+INSTANTS = (
+    datetime(2026, 11, 28, 18, 0, 0, 123456, tzinfo=timezone.utc),
+    datetime(2026, 7, 1, 3, 30, tzinfo=timezone.utc),  # summer time in New York
+    # New York's clocks go back at 06:00 UTC on 2026-11-01: 01:30 local happens twice.
+    datetime(2026, 11, 1, 5, 30, tzinfo=timezone.utc),
+    datetime(2026, 11, 1, 6, 30, tzinfo=timezone.utc),
+)
+
+
+@pytest.mark.parametrize("instant", INSTANTS, ids=lambda t: t.isoformat())
+def test_a_collected_time_is_the_instant_spark_holds(host_zone, instant):
+    collected = _collected(instant)
+    assert collected.tzinfo is None  # PySpark's naive local time
+    assert from_row(collected) == instant and from_row(collected).utcoffset() == timedelta(0)
+    assert shown_utc(from_row(collected)) == instant.replace(tzinfo=None)
+    # Labelling the collected value UTC (what the audit did) is right only in UTC.
+    assert (collected.replace(tzinfo=timezone.utc) == instant) == (host_zone == "UTC")
+
+
+@pytest.mark.parametrize("instant", INSTANTS, ids=lambda t: t.isoformat())
+def test_a_given_time_reaches_spark_as_that_instant(host_zone, instant):
+    naive_utc = instant.replace(tzinfo=None)
+    assert _as_spark_reads(given_utc(naive_utc)) == instant
+    assert _as_spark_reads(given_utc(instant.astimezone(timezone(timedelta(hours=-3))))) == instant
+    if host_zone != "UTC":  # a naive time passed straight in is read as the host's local time
+        assert _as_spark_reads(naive_utc) != instant
+
+
+def test_parse_utc_reads_iso_8601_and_a_missing_offset_as_utc(host_zone):
+    expected = datetime(2026, 11, 28, 18, 0, tzinfo=timezone.utc)
+    for text in ("2026-11-28T18:00:00Z", "2026-11-28 18:00", " 2026-11-28T18:00:00+00:00 ", "2026-11-28T23:30+05:30",
+                 "2026-11-28T13:00:00-05:00"):
+        parsed = parse_utc(text)
+        assert parsed == expected and parsed.tzinfo == timezone.utc, text
+    with pytest.raises(ValueError):
+        parse_utc("yesterday")
+
+
+def test_shown_times_are_naive_utc():
+    aware = datetime(2026, 11, 28, 23, 30, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    assert shown_utc(aware) == datetime(2026, 11, 28, 18, 0)
+    assert shown_utc(datetime(2026, 11, 28, 18, 0)) == datetime(2026, 11, 28, 18, 0)  # naive: UTC already
+    assert shown_utc(None) is None and from_row(None) is None and given_utc(None) is None
+
+
+def test_a_collected_row_is_shown_in_utc(host_zone):
+    instant = INSTANTS[0]
+    row = row_in_utc({"event_time": _collected(instant), "amount": 3.5, "user_id": "u1", "scored_at": None})
+    assert row == {"event_time": instant.replace(tzinfo=None), "amount": 3.5, "user_id": "u1", "scored_at": None}
+
+
+def test_the_cli_reads_as_of_timestamp_as_utc(host_zone):
+    import argparse
+
+    from fraudlake.audit_cli import _timestamp
+
+    assert _timestamp("2026-11-28 18:00") == datetime(2026, 11, 28, 18, 0, tzinfo=timezone.utc)
+    with pytest.raises(argparse.ArgumentTypeError, match="not an ISO timestamp"):
+        _timestamp("28/11/2026")
+
+
+# ----------------------------------------------------------------------------- the suites off UTC
+
+# The audit module in full (as-of-timestamp, transaction audits, history, changes, re-score),
+# the dashboard's queries and the lakehouse report (not the browser tests: they need chromium
+# and a dashboard process), the dashboard figures, and the evaluation report.
+SELECTED = (
+    "tests/test_audit.py",
+    "tests/test_dashboard_figures.py",
+    "tests/test_dashboard_live.py::test_snapshot_queries_agree_with_the_tables",
+    "tests/test_dashboard_live.py::test_report_writes_one_offline_html_file",
+    "tests/test_dashboard_live.py::test_report_on_an_empty_home_says_what_is_missing",
+    "tests/test_ml_lifecycle.py::test_train_evaluate_models_on_a_clean_home_at_the_prototype_fraud_share",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zone", ZONES)
+def test_audit_and_report_tests_pass_off_utc(zone):
+    env = {**os.environ, "TZ": zone}
+    env.pop("FRAUDLAKE_CONF", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *SELECTED, "-q", "-p", "no:cacheprovider"],
+        cwd=str(REPO), env=env, capture_output=True, text=True, timeout=3600,
+    )
+    assert result.returncode == 0, f"TZ={zone}:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+    assert " passed" in result.stdout.splitlines()[-1] and "skipped" not in result.stdout.splitlines()[-1]
