@@ -9,7 +9,9 @@ that version are left alone, so running it twice changes nothing.
 
 Gold's streams skip these update commits (they read silver's appends): a newly
 flagged transaction gets its model alert here, and the per-minute dashboard
-counts keep what was streamed.
+counts keep what was streamed. Alerts are written before the MERGE and only where a
+transaction has none, so a crash between the two is repaired by running the same
+``fraudlake rescore`` again: every alert exactly once, silver updated.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ def rescore_silver(spark, ctx: Context, since: datetime | None = None, until: da
     ``model_uri`` (default the champion) and update them in place; alert newly flagged ones."""
     from pyspark.sql import functions as F
 
-    from fraudlake.gold.aggregates import model_alerts
     from fraudlake.ml.serving import load_scorer, score_transactions
 
     if since is None and until is None and not ids:
@@ -75,15 +76,40 @@ def rescore_silver(spark, ctx: Context, since: datetime | None = None, until: da
             "alerts_written": 0,
         }
         if counts["n"]:
+            # Alerts first, then the MERGE: the two are one replayable step. Alerts are
+            # inserted only for transactions that have no model alert yet, and silver's rows
+            # stay stale until the MERGE, so a rerun after a crash anywhere in between finds
+            # the same rows to re-score, writes only the alerts still missing, then merges.
+            result["alerts_written"] = _append_missing_alerts(
+                spark, ctx, rescored.where(F.col("is_flagged") & ~F.col("was_flagged"))
+            )
             _merge(spark, name, rescored, f"fraudlake rescore with {result['model']}")
-            alerts = model_alerts(rescored.where(F.col("is_flagged") & ~F.col("was_flagged")))
-            if result["newly_flagged"]:
-                alerts.write.format("delta").mode("append").saveAsTable(table_name(ctx, GOLD_FRAUD_ALERTS))
-                result["alerts_written"] = result["newly_flagged"]
     finally:
         rescored.unpersist()
     result["silver_version"] = int(spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()["version"])
     return result
+
+
+def _append_missing_alerts(spark, ctx: Context, newly_flagged) -> int:
+    """Model alerts for newly flagged rows that have none yet (one model alert per transaction).
+
+    A newly flagged row was not flagged when gold's stream saw it, so no streamed alert
+    can race with this one; the anti-join makes a rerun write only what is missing.
+    """
+    from pyspark.sql import functions as F
+
+    from fraudlake.gold.aggregates import MODEL_ALERT, model_alerts
+
+    table = table_name(ctx, GOLD_FRAUD_ALERTS)
+    existing = spark.table(table).where(F.col("alert_type") == F.lit(MODEL_ALERT)).select("transaction_id")
+    missing = model_alerts(newly_flagged).join(existing, "transaction_id", "left_anti").persist()
+    try:
+        n = missing.count()
+        if n:
+            missing.write.format("delta").mode("append").saveAsTable(table)
+    finally:
+        missing.unpersist()
+    return n
 
 
 def _merge(spark, name: str, rescored, note: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 from pyspark.sql import functions as F
@@ -17,6 +18,7 @@ from fraudlake.gold.stream import start_gold
 from fraudlake.ml.registry import list_versions, mlflow_client, promote
 from fraudlake.ml.train import train_model
 from fraudlake.pipeline import catch_up
+from fraudlake import rescore as rescore_module
 from fraudlake.rescore import rescore_silver
 from fraudlake.simulator import generate_batch
 from fraudlake.tables import (
@@ -90,10 +92,19 @@ def scored(spark, tmp_path_factory):
 
     train_model(spark, ctx, model="gradient_boosting")  # version 2, challenger
     promote(mlflow_client(ctx), ctx, 2)
-    ids = [r["transaction_id"] for r in spark.table(silver).orderBy("event_time").limit(SLICE).collect()]
+    # Frauds first: rows the supervised version 2 flags where version 1 did not, so the re-score alerts.
+    ids = [r["transaction_id"] for r in
+           spark.table(silver).orderBy(F.desc("label_is_fraud"), "event_time").limit(SLICE).collect()]
+    # A crash injected between the re-score's alerts and its MERGE, then the same command again.
+    with mock.patch.object(rescore_module, "_merge", side_effect=RuntimeError("injected crash")):
+        with pytest.raises(RuntimeError, match="injected crash"):
+            rescore_silver(spark, ctx, ids=ids)
+    assert _version(spark, silver) == before  # silver untouched by the failed attempt
+    crashed_alerts = spark.table(table_name(ctx, GOLD_FRAUD_ALERTS)).count()
     result = rescore_silver(spark, ctx, ids=ids)
     thresholds = {str(v["version"]): v["flag_threshold"] for v in list_versions(mlflow_client(ctx), ctx)}
-    return SimpleNamespace(ctx=ctx, silver=silver, before=before, ids=ids, result=result, thresholds=thresholds)
+    return SimpleNamespace(ctx=ctx, silver=silver, before=before, ids=ids, result=result, thresholds=thresholds,
+                           crashed_alerts=crashed_alerts)
 
 
 def test_an_old_version_shows_model_1_and_the_latest_model_2(spark, scored):
@@ -132,7 +143,10 @@ def test_the_audit_shows_the_bronze_record_and_the_alerts(spark, scored):
         expected = int(old["is_flagged"]) + int(new["is_flagged"] and not old["is_flagged"])
         model_alerts = [a for a in new["alerts"] if a["alert_type"] == "model"]
         assert len(model_alerts) == expected == alerts.where(F.col("transaction_id") == tid).count()
-    assert scored.result["alerts_written"] == scored.result["newly_flagged"]
+    # The failed attempt wrote the alerts; the rerun wrote none again and merged.
+    assert scored.result["alerts_written"] == 0 and scored.result["newly_flagged"] > 0
+    assert alerts.count() == scored.crashed_alerts
+    assert alerts.groupBy("transaction_id").count().where("count > 1").count() == 0
     assert scored.result["rescored"] == SLICE
 
 
