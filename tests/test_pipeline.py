@@ -74,7 +74,7 @@ def lakehouse(spark, tmp_path_factory):
     duplicate = json.dumps({**GOOD, "transaction_id": "dup-1"})
     (landing / "bad.json").write_text("\n".join(bad_lines + [BROKEN_LINE, duplicate, duplicate, ""]) + "\n")
     (landing / "burst.json").write_text("".join(json.dumps(record) + "\n" for record in BURST))
-    rows = catch_up(spark, ctx, LAYERS, landing=str(landing))
+    catch_up(spark, ctx, LAYERS, landing=str(landing))
     # The same files dropped again under other names: a later micro-batch repeats ids silver has scored.
     again = landing / "dropped-again"
     again.mkdir()
