@@ -40,6 +40,16 @@ def ctx(tmp_path) -> Context:
     return make_context(tmp_path / "home")
 
 
+def fraudlake(capsys, home: Path, *args: str) -> tuple[int, str, str]:
+    """``fraudlake --home HOME ARGS`` in this process: (exit code, stdout, stderr)."""
+    from fraudlake.cli import main
+
+    capsys.readouterr()
+    code = main(["--home", str(home), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def run_cli(*args: str, home: Path, timeout: float = 300, env: dict | None = None, check: bool = True):
     """Run ``fraudlake`` in its own process (its own JVM), as a user would."""
     full_env = {**os.environ, "FRAUDLAKE_HOME": str(home), **(env or {})}

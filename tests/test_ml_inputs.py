@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -16,23 +15,15 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from fraudlake.cli import main
 from fraudlake.errors import FraudlakeError
 from fraudlake.ml import data
 from fraudlake.simulator import generate_batch
-from tests.conftest import make_context
+from tests.conftest import fraudlake, make_context
 
 pytestmark = pytest.mark.spark
 
 ROWS = 2000
 QUICK = ("--model", "gradient_boosting", "--set", "ml.gradient_boosting_iterations=20", "--format", "json")
-
-
-def fraudlake(capsys, home: Path, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(["--home", str(home), *args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

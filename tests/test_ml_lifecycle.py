@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fraudlake.cli import main
 from fraudlake.errors import FraudlakeError
 from fraudlake.ml import data
 from fraudlake.ml.features import MODEL_INPUT_COLUMNS, TIME_FEATURES
-from tests.conftest import make_context, run_cli
+from tests.conftest import fraudlake, make_context, run_cli
 
 pytestmark = pytest.mark.spark
 
@@ -33,14 +32,6 @@ ALL_METRICS = (
     "confusion_matrix",
     "recall_by_scenario",
 )
-
-
-def fraudlake(capsys, home: Path, *args: str) -> tuple[int, str, str]:
-    """``fraudlake --home HOME ARGS`` in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    code = main(["--home", str(home), *args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
