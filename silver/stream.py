@@ -56,11 +56,13 @@ class SilverBatchWriter:
             checked = mark_repeats(validated, self._scored_ids_near(validated)).persist()
             valid = checked.where(reason.isNull()).drop("quarantine_reason")
             scored = score_transactions(valid, self.scorer).persist()
-            # Quarantine first, then silver: repeats are found by looking silver up, so a
-            # batch replayed after a crash between the two appends must see silver as the
-            # first attempt did, without this batch's rows. Each append is idempotent
-            # (skipped on replay), and costs a table-state reconstruction even when it
-            # writes nothing, so the quarantine append runs only for a batch with bad rows.
+            # A replay must route every row as the first attempt did. Repeats are found by
+            # looking silver up, so quarantine goes first: after a crash between the two
+            # appends silver is as the first attempt saw it. After a crash once silver has
+            # committed, silver holds this batch's own rows, which mark_repeats tells from
+            # repeats (same bronze row). Each append is idempotent (skipped on replay) and
+            # costs a table-state reconstruction even when it writes nothing, so the
+            # quarantine append runs only for a batch with bad rows.
             reasons = {row[0]: row[1] for row in checked.where(reason.isNotNull()).groupBy(reason).count().collect()}
             if reasons:
                 append_once(checked.where(reason.isNotNull()), self.quarantine_table, self.app_id, batch_id)
@@ -75,7 +77,7 @@ class SilverBatchWriter:
         self._count(totals.asDict(), reasons)
 
     def _scored_ids_near(self, validated):
-        """Ids silver already holds that this batch's valid rows could repeat.
+        """Silver rows (id, event time, ingest time) that this batch's valid rows could repeat.
 
         Bounded so that a lookup reads few files: the batch's id range (sequential ids
         such as the simulator's skip every other file by its statistics) and event times
@@ -88,7 +90,7 @@ class SilverBatchWriter:
             # As epoch microseconds: no Python datetime, so no host time zone, on the way back.
             F.unix_micros(F.min("event_time")).alias("first"), F.unix_micros(F.max("event_time")).alias("last"),
         ).first()
-        silver = validated.sparkSession.table(self.scored_table).select("transaction_id", "event_time")
+        silver = validated.sparkSession.table(self.scored_table).select("transaction_id", "event_time", "_ingest_time")
         if bounds["lo"] is None:
             return silver.limit(0)
         horizon = F.make_dt_interval(hours=F.lit(self.ctx.settings.streams.duplicate_horizon_hours))

@@ -76,14 +76,36 @@ def validate(bronze, max_future_seconds: int):
     )
 
 
-def mark_repeats(checked, already_scored):
-    """Valid rows whose ``transaction_id`` is in ``already_scored`` (one ``transaction_id``
-    column, e.g. ids silver holds) get the reason :data:`DUPLICATE`: an id is scored once."""
+def mark_repeats(checked, scored):
+    """Valid rows whose ``transaction_id`` silver already holds *for another bronze row* get
+    the reason :data:`DUPLICATE`: an id is scored once.
+
+    ``scored`` has ``transaction_id``, ``event_time`` and ``_ingest_time`` of silver rows. A
+    bronze row is its id, event time and ingest time; silver holding this very row means an
+    earlier attempt of the same micro-batch committed it before a crash, and the replay
+    must route it as that attempt did (its appends are then skipped), not call it a repeat.
+    """
     from pyspark.sql import functions as F
 
-    seen = already_scored.select(F.col("transaction_id").alias("_seen_id")).distinct()
-    joined = checked.join(seen, F.col("transaction_id") == F.col("_seen_id"), "left")
-    repeat = F.col("quarantine_reason").isNull() & F.col("_seen_id").isNotNull()
+    col = F.col
+    seen = scored.select(
+        col("transaction_id").alias("_s_id"), col("event_time").alias("_s_event"), col("_ingest_time").alias("_s_ingest")
+    )
+    same_row = (col("event_time") == col("_s_event")) & col("_ingest_time").eqNullSafe(col("_s_ingest"))
+    other_row = (col("transaction_id") == col("_s_id")) & ~same_row
+    repeated = (
+        checked.join(seen, other_row, "left_semi")
+        .select(col("transaction_id").alias("_r_id"), col("event_time").alias("_r_event"),
+                col("_ingest_time").alias("_r_ingest"))
+        .distinct()
+    )
+    joined = checked.join(
+        repeated,
+        (col("transaction_id") == col("_r_id")) & col("event_time").eqNullSafe(col("_r_event"))
+        & col("_ingest_time").eqNullSafe(col("_r_ingest")),
+        "left",
+    )
+    repeat = col("quarantine_reason").isNull() & col("_r_id").isNotNull()
     return joined.withColumn(
-        "quarantine_reason", F.when(repeat, F.lit(DUPLICATE)).otherwise(F.col("quarantine_reason"))
-    ).drop("_seen_id")
+        "quarantine_reason", F.when(repeat, F.lit(DUPLICATE)).otherwise(col("quarantine_reason"))
+    ).drop("_r_id", "_r_event", "_r_ingest")
