@@ -40,12 +40,16 @@ class BatchAppender:
     def __call__(self, batch, batch_id: int) -> None:
         batch = batch.persist()  # a stateful batch must not be computed twice
         try:
-            total = batch.count()
+            rows, total = self.rows_to_append(batch)
             if total:
-                append_once(batch, self.table, self.app_id, batch_id)
-                self.appended(batch, total)
+                append_once(rows, self.table, self.app_id, batch_id)
+                self.appended(rows, total)
         finally:
             batch.unpersist()
+
+    def rows_to_append(self, batch) -> tuple:
+        """The rows of the (cached) batch to append, and how many: all of them here."""
+        return batch, batch.count()
 
     def appended(self, batch, total: int) -> None:
         """Called after a non-empty append, while the batch is still cached."""
@@ -91,28 +95,21 @@ class ActivityAlertWriter(AlertWriter):
         super().__init__(ACTIVITY_ALERT, table, app_id, max_printed, out)
         self.cooldown_micros = int(cooldown_seconds * 1_000_000)
 
-    def __call__(self, batch, batch_id: int) -> None:
+    def rows_to_append(self, batch) -> tuple:
+        """The candidates that open a burst, and how many."""
         from pyspark.sql import functions as F
 
-        batch = batch.persist()  # a stateful batch must not be computed twice
-        try:
-            candidates = [
-                (r["user_id"], r["end"])
-                for r in batch.select("user_id", F.unix_micros("alert_time").alias("end")).collect()
-            ]
-            if not candidates:
-                return
-            kept = first_alert_per_burst(candidates, self._last_alerted(batch, candidates), self.cooldown_micros)
-            if not kept:
-                return
-            keys = batch.sparkSession.createDataFrame(kept, "_user STRING, _end BIGINT")
-            alerts = batch.join(
-                keys, (F.col("user_id") == F.col("_user")) & (F.unix_micros("alert_time") == F.col("_end")), "left_semi"
-            )
-            append_once(alerts, self.table, self.app_id, batch_id)
-            self.appended(alerts, len(kept))
-        finally:
-            batch.unpersist()
+        candidates = [
+            (r["user_id"], r["end"]) for r in batch.select("user_id", F.unix_micros("alert_time").alias("end")).collect()
+        ]
+        kept = first_alert_per_burst(candidates, self._last_alerted(batch, candidates), self.cooldown_micros) if candidates else []
+        if not kept:
+            return batch, 0
+        keys = batch.sparkSession.createDataFrame(kept, "_user STRING, _end BIGINT")
+        alerts = batch.join(
+            keys, (F.col("user_id") == F.col("_user")) & (F.unix_micros("alert_time") == F.col("_end")), "left_semi"
+        )
+        return alerts, len(kept)
 
     def _last_alerted(self, batch, candidates) -> dict:
         """User -> time (epoch µs) of their latest activity alert that can still silence a candidate."""
