@@ -7,12 +7,76 @@ that names the key instead of a silently ignored setting.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Seconds = Annotated[float, Field(ge=0.0)]
+
+Profile = Literal["latency", "throughput"]
+DEFAULT_PROFILE: Profile = "latency"
+
+# What a stream profile (top-level ``profile``, ``fraudlake run|demo --profile``) sets: the
+# micro-batch intervals and batch bounds of bronze, silver and gold. A key set in the conf
+# or with --set wins over its profile. Numbers are for local[2]; see benchmarks/results.
+# ingest.rate_partitions is deliberately not here: the rate checkpoint records it, so a
+# profile that changed it could not resume a run started under the other one.
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    # Rows on the dashboard and alerts a few seconds after the card is used.
+    "latency": {
+        "ingest": {
+            # A row waits at most 0.5 s for its bronze batch; a rate batch of a few hundred rows
+            # commits well inside that, so shorter would only queue commits.
+            "trigger_seconds": 0.5,
+            # Files source: a catch-up after downtime runs in batches that commit in seconds.
+            "max_files_per_trigger": 100,
+        },
+        "streams": {
+            # Silver starts its next batch as soon as one ends while bronze keeps it busy; the
+            # interval only spaces its checks of bronze's Delta log when idle (0 would poll
+            # the log continuously and take a core from the batches).
+            "silver_trigger_seconds": 0.25,
+            # A catch-up batch holds at most ~50 s of bronze commits (two files each), so the
+            # first fresh rows after a restart are not stuck behind one huge batch.
+            "silver_max_files_per_trigger": 200,
+            # Each gold batch MERGEs the windows and minutes it touches: a fixed cost of
+            # seconds on 2 cores. Every 5 s keeps the dashboard live and leaves silver its cores.
+            "gold_trigger_seconds": 5.0,
+        },
+    },
+    # The most rows per core: fewer, larger batches; rows reach gold within a minute.
+    "throughput": {
+        "ingest": {
+            # Fixed per-batch cost (planning, a Delta commit, a checkpoint) paid every 5 s
+            # instead of twice a second: bronze sustains ~150,000 rows/s with 5 s batches.
+            "trigger_seconds": 5.0,
+            "max_files_per_trigger": 1_000,
+        },
+        "streams": {
+            # Silver batches hold 5 s of bronze: scoring cost grows with rows, its fixed cost does not.
+            "silver_trigger_seconds": 5.0,
+            "silver_max_files_per_trigger": 1_000,
+            # A MERGE rewrites the files of the windows it touches whatever the batch size: 30 s
+            # batches rewrite them six times less often than 5 s ones.
+            "gold_trigger_seconds": 30.0,
+        },
+    },
+}
+
+
+def _preset(section: str, key: str) -> Any:
+    """The default profile's value: a section built on its own (``StreamSettings()``) matches ``Settings()``."""
+    return PROFILES[DEFAULT_PROFILE][section][key]
 
 
 class _Strict(BaseModel):
@@ -58,7 +122,7 @@ class ScenarioMix(_Strict):
     compromised_card: Probability = 0.3
 
     @model_validator(mode="after")
-    def _some_fraud(self) -> "ScenarioMix":
+    def _some_fraud(self) -> ScenarioMix:
         if self.amount_anomaly + self.compromised_merchant + self.compromised_card <= 0:
             raise ValueError("at least one scenario share must be positive")
         return self
@@ -105,8 +169,9 @@ class IngestSettings(_Strict):
     # Rate-source partitions: one per core keeps generation parallel without tiny tasks.
     rate_partitions: PositiveInt = 2
     files_format: Literal["json", "csv"] = "json"
-    max_files_per_trigger: PositiveInt = 100
-    trigger_seconds: Annotated[float, Field(ge=0.0)] = 1.0
+    # Micro-batch interval and files per batch: from the profile unless set (see PROFILES).
+    max_files_per_trigger: PositiveInt = _preset("ingest", "max_files_per_trigger")
+    trigger_seconds: Seconds = _preset("ingest", "trigger_seconds")
     progress_seconds: Annotated[float, Field(gt=0.0)] = 5.0
 
 
@@ -139,10 +204,11 @@ class MlSettings(_Strict):
 class StreamSettings(_Strict):
     """The silver and gold streams (``fraudlake run``, ``fraudlake demo``)."""
 
-    silver_trigger_seconds: Annotated[float, Field(ge=0.0)] = 0.5
-    gold_trigger_seconds: Annotated[float, Field(ge=0.0)] = 15.0
+    # Micro-batch intervals: from the profile unless set (see PROFILES).
+    silver_trigger_seconds: Seconds = _preset("streams", "silver_trigger_seconds")
+    gold_trigger_seconds: Seconds = _preset("streams", "gold_trigger_seconds")
     # Bronze files per silver micro-batch (Delta source); bounds a catch-up batch after downtime.
-    silver_max_files_per_trigger: PositiveInt = 200
+    silver_max_files_per_trigger: PositiveInt = _preset("streams", "silver_max_files_per_trigger")
     # How late an event may arrive and still count in gold windows; also how long a
     # window waits before it is final and written (append mode).
     watermark_seconds: PositiveInt = 120
@@ -176,9 +242,22 @@ class AuditSettings(_Strict):
 
 
 class Settings(_Strict):
-    """All of fraudlake's settings for one environment."""
+    """All of fraudlake's settings for one environment.
+
+    ``profile`` fills the stream keys of :data:`PROFILES` that the data leaves out; a key
+    given explicitly keeps its value. ``model_dump()`` leaves out what the profile filled
+    in, so a dump validated again under another profile (``--set profile=throughput``)
+    takes that profile's values; read the attributes for the values in effect.
+
+    >>> Settings(profile="throughput").streams.gold_trigger_seconds
+    30.0
+    >>> Settings(profile="throughput", streams={"gold_trigger_seconds": 10}).streams.gold_trigger_seconds
+    10.0
+    """
 
     environment: Literal["local", "databricks"] = "local"
+    # Stream presets: latency (seconds from card to gold) or throughput (most rows per core).
+    profile: Profile = DEFAULT_PROFILE
     spark: SparkSettings = SparkSettings()
     catalog: CatalogSettings = CatalogSettings()
     storage: StorageSettings = StorageSettings()
@@ -187,3 +266,47 @@ class Settings(_Strict):
     ml: MlSettings = MlSettings()
     streams: StreamSettings = StreamSettings()
     audit: AuditSettings = AuditSettings()
+
+    # (section, key) pairs whose value came from the profile, not from the data.
+    _from_profile: frozenset[tuple[str, str]] = PrivateAttr(default=frozenset())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _fill_from_profile(cls, data: Any, handler) -> Settings:
+        if not isinstance(data, dict):
+            return handler(data)  # an instance: already resolved
+        presets = PROFILES.get(data.get("profile", DEFAULT_PROFILE))
+        filled: set[tuple[str, str]] = set()
+        if presets is not None:  # an unknown profile: the field's own validation names the choices
+            data = dict(data)
+            for section, values in presets.items():
+                given = data.get(section)
+                if isinstance(given, BaseModel):  # a section built in code: its explicit keys
+                    given = {key: getattr(given, key) for key in given.model_fields_set}
+                if given is None:
+                    given = {}
+                if not isinstance(given, dict):
+                    continue  # not a mapping: left to the section's validation
+                missing = {key: value for key, value in values.items() if key not in given}
+                data[section] = {**given, **missing}
+                filled |= {(section, key) for key in missing}
+        settings = handler(data)
+        settings._from_profile = frozenset(filled)
+        return settings
+
+    @model_serializer(mode="wrap")
+    def _without_profile_values(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        for section, key in self._from_profile:
+            if isinstance(data.get(section), dict):
+                data[section].pop(key, None)
+        return data
+
+    def explicit_stream_keys(self) -> frozenset[str]:
+        """The profile's keys (``section.key``) this conf sets itself, overriding the profile."""
+        return frozenset(
+            f"{section}.{key}"
+            for section, values in PROFILES[self.profile].items()
+            for key in values
+            if (section, key) not in self._from_profile
+        )
