@@ -1,8 +1,9 @@
-"""Exactly-once writes from ``foreachBatch``: Delta's idempotent (txnAppId, txnVersion) appends."""
+"""Exactly-once writes from ``foreachBatch``: Delta's idempotent (txnAppId, txnVersion) appends and DML."""
 
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -29,3 +30,26 @@ def append_once(frame, table: str, app_id: str, batch_id: int) -> None:
         .option("txnVersion", batch_id)
         .saveAsTable(table)
     )
+
+
+# Delta's idempotent DML: MERGE, UPDATE and DELETE read the transaction id from these session confs.
+TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+
+
+@contextmanager
+def committed_once(session, app_id: str, batch_id: int):
+    """Within this block a Delta MERGE/UPDATE/DELETE commits unless (app id, batch id) already has.
+
+    Pass the micro-batch's own session (``batch.sparkSession`` in ``foreachBatch``): a
+    streaming query runs on a clone of the session, so the confs set here do not leak
+    into the other queries' writes running at the same time.
+    """
+    conf = session.conf
+    conf.set(TXN_APP_ID, app_id)
+    conf.set(TXN_VERSION, str(batch_id))
+    try:
+        yield
+    finally:
+        conf.unset(TXN_APP_ID)
+        conf.unset(TXN_VERSION)

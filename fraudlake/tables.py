@@ -100,19 +100,28 @@ SILVER_QUARANTINE = TableSpec(
     {"delta.enableChangeDataFeed": "true"},
     "Bronze rows that failed validation, with the reason",
 )
+# Live windows: upserted by the gold stream while open (is_final false), marked final once the
+# watermark has passed their end. Deletion vectors let a MERGE that updates a few open windows
+# mark their old rows instead of rewriting whole files.
+LIVE_WINDOW_COLUMNS = "is_final BOOLEAN, updated_at TIMESTAMP"
+LIVE_WINDOW_PROPERTIES = {"delta.enableDeletionVectors": "true"}
 GOLD_USER_ACTIVITY = TableSpec(
     "gold",
     "user_activity_5m",
-    """user_id STRING, window_start TIMESTAMP, window_end TIMESTAMP,
-       tx_count BIGINT, total_amount DOUBLE, flagged_count BIGINT""",
-    comment="Per-user activity in 5-minute windows sliding every minute; amounts in USD",
+    f"""user_id STRING, window_start TIMESTAMP, window_end TIMESTAMP,
+       tx_count BIGINT, total_amount DOUBLE, flagged_count BIGINT, {LIVE_WINDOW_COLUMNS}""",
+    LIVE_WINDOW_PROPERTIES,
+    "Per-user activity in 5-minute windows sliding every minute, open ones included (is_final); amounts in USD",
 )
 GOLD_DASHBOARD_MINUTE = TableSpec(
     "gold",
     "dashboard_minute",
-    """minute TIMESTAMP, tx_count BIGINT, flagged_count BIGINT, total_amount DOUBLE,
-       flagged_amount DOUBLE, true_positives BIGINT, false_positives BIGINT, unknown_currency_count BIGINT""",
-    comment="Per-minute volumes for dashboards; amounts in USD, transactions without a USD rate counted apart",
+    f"""minute TIMESTAMP, tx_count BIGINT, flagged_count BIGINT, total_amount DOUBLE,
+       flagged_amount DOUBLE, true_positives BIGINT, false_positives BIGINT, unknown_currency_count BIGINT,
+       {LIVE_WINDOW_COLUMNS}""",
+    LIVE_WINDOW_PROPERTIES,
+    "Per-minute volumes for dashboards, the current minute included (is_final); amounts in USD, "
+    "transactions without a USD rate counted apart",
 )
 GOLD_FRAUD_ALERTS = TableSpec(
     "gold",

@@ -1,8 +1,9 @@
 """Gold transformations: pure ``DataFrame -> DataFrame`` functions over silver rows.
 
-The windowed ones expect a watermark on ``event_time`` when run on a stream
-(:func:`with_watermark`); in append mode Spark then emits each window once, when it
-is final, which is what lets gold be plain Delta appends.
+Each aggregate is written so that the aggregate of a union is the sum of the aggregates
+of its parts (counts and sums, a sum of nulls being null): the gold stream aggregates
+each micro-batch of silver rows and adds it to what the table holds (Delta MERGE), so a
+window is visible while it is open, and gold equals these functions over all of silver.
 """
 
 from __future__ import annotations
@@ -13,12 +14,9 @@ MODEL_ALERT = "model"
 ACTIVITY_ALERT = "user_activity"
 
 
-def with_watermark(silver, watermark_seconds: int):
-    return silver.withWatermark("event_time", f"{watermark_seconds} seconds")
-
-
-def user_activity_5m(silver):
-    """Per user, 5-minute windows sliding every minute; ``total_amount`` in USD."""
+def user_windows(silver):
+    """Per user, 5-minute windows sliding every minute (``total_amount`` in USD), plus
+    ``last_event_time``: the newest transaction counted, which is when an alert on the window fires."""
     from pyspark.sql import functions as F
 
     return (
@@ -27,6 +25,7 @@ def user_activity_5m(silver):
             F.count("*").alias("tx_count"),
             F.sum("amount_usd").alias("total_amount"),
             F.sum(F.col("is_flagged").cast("long")).alias("flagged_count"),
+            F.max("event_time").alias("last_event_time"),
         )
         .select(
             "user_id",
@@ -35,8 +34,14 @@ def user_activity_5m(silver):
             "tx_count",
             "total_amount",
             "flagged_count",
+            "last_event_time",
         )
     )
+
+
+def user_activity_5m(silver):
+    """Per user, 5-minute windows sliding every minute; ``total_amount`` in USD: the table's values."""
+    return user_windows(silver).drop("last_event_time")
 
 
 def dashboard_minute(silver):
@@ -82,14 +87,14 @@ def model_alerts(silver):
     )
 
 
-def activity_alerts(user_activity, threshold: int):
-    """An alert candidate per user window with at least ``threshold`` transactions.
-
-    Windows slide every minute, so one burst fills several windows; the gold stream keeps
-    the first candidate of each burst (:func:`first_alert_per_burst`)."""
+def activity_alerts(busy_windows, *keep: str):
+    """An alert row per busy user window (its table values plus ``last_event_time``), timed at the
+    newest transaction counted: the one that took it over the threshold when it first gets there.
+    ``keep`` names further columns to pass through. One burst fills several sliding windows; the
+    gold stream keeps the first alert of each burst (:func:`first_alert_per_burst`)."""
     from pyspark.sql import functions as F
 
-    return user_activity.where(F.col("tx_count") >= threshold).select(
+    return busy_windows.select(
         F.lit(ACTIVITY_ALERT).alias("alert_type"),
         F.lit(None).cast("string").alias("transaction_id"),
         "user_id",
@@ -98,26 +103,52 @@ def activity_alerts(user_activity, threshold: int):
             "%d transactions (%d flagged, %.2f USD) between %s and %s UTC", "tx_count", "flagged_count",
             "total_amount", F.date_format("window_start", "HH:mm"), F.date_format("window_end", "HH:mm"),
         ).alias("reason"),
-        F.col("window_end").alias("alert_time"),
+        F.col("last_event_time").alias("alert_time"),
+        *keep,
     )
 
 
 def first_alert_per_burst(candidates, last_alerted: dict, cooldown_micros: int) -> list:
-    """The candidates that raise an alert: per user, a window ending at least ``cooldown``
-    after that user's previous alert (``last_alerted``: user -> its time, or absent).
+    """The candidates that raise an alert: per user, one at least ``cooldown`` after that
+    user's previous alert (``last_alerted``: user -> its time, or absent).
 
-    ``candidates`` are ``(user_id, window_end)`` pairs, times as integers (epoch
-    microseconds) so nothing depends on a time zone. Windows of one user are taken in
-    time order, and a kept one starts the next cool-down. Pure Python, no Spark.
+    ``candidates`` are tuples ``(user_id, alert_time, ...)``, times as integers (epoch
+    microseconds) so nothing depends on a time zone; further items (e.g. the window's
+    start) only break ties. A user's candidates are taken in time order, and a kept one
+    starts the next cool-down. Pure Python, no Spark.
 
     >>> first_alert_per_burst([("u1", 300), ("u1", 360), ("u2", 360)], {}, 300)
     [('u1', 300), ('u2', 360)]
     """
     last = dict(last_alerted)
     kept = []
-    for user, end in sorted(candidates, key=lambda c: (c[1], c[0])):
+    for candidate in sorted(candidates, key=lambda c: (c[1], c[0], *c[2:])):
+        user, end = candidate[0], candidate[1]
         previous = last.get(user)
         if previous is None or end - previous >= cooldown_micros:
-            kept.append((user, end))
+            kept.append(candidate)
             last[user] = end
     return kept
+
+
+# How a micro-batch's aggregate adds to what a gold table holds: per column, plain
+# addition (counts) or null-aware addition (sums that are null over no values, and the
+# label counts that are null while no label is known). Read by the gold stream's MERGE.
+USER_WINDOW_SUMS = {"tx_count": "count", "total_amount": "nullable", "flagged_count": "count"}
+MINUTE_SUMS = {
+    "tx_count": "count", "flagged_count": "count", "total_amount": "nullable", "flagged_amount": "nullable",
+    "true_positives": "nullable", "false_positives": "nullable", "unknown_currency_count": "count",
+}
+
+
+def merged_sums(sums: dict[str, str], held: str = "t", added: str = "s") -> dict[str, str]:
+    """SQL expressions for a MERGE's update: each column of ``sums`` as held + added.
+
+    >>> merged_sums({"tx_count": "count"})
+    {'tx_count': 't.tx_count + s.tx_count'}
+    """
+    expressions = {}
+    for column, kind in sums.items():
+        plus = f"{held}.{column} + {added}.{column}"
+        expressions[column] = plus if kind == "count" else f"coalesce({plus}, {held}.{column}, {added}.{column})"
+    return expressions

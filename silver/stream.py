@@ -12,6 +12,7 @@ where it had already landed: bronze = silver + quarantine, always.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from fraudlake.ml.serving import ModelScorer, score_transactions
@@ -33,6 +34,8 @@ class SilverStats:
     flagged: int = 0
     last_lag_seconds: float | None = None  # commit time minus the newest event time in the batch
     reasons: dict[str, int] = field(default_factory=dict)
+    # Per non-empty batch: (commit wall time, rows, p95 of commit time - _ingest_time in s).
+    freshness: deque = field(default_factory=lambda: deque(maxlen=1_000))
 
 
 class SilverBatchWriter:
@@ -68,7 +71,9 @@ class SilverBatchWriter:
                 append_once(checked.where(reason.isNotNull()), self.quarantine_table, self.app_id, batch_id)
             append_once(scored, self.scored_table, self.app_id, batch_id)
             totals = scored.agg(
-                F.count("*").alias("n"), F.count_if("is_flagged").alias("flagged"), F.max("event_time").alias("newest")
+                F.count("*").alias("n"), F.count_if("is_flagged").alias("flagged"), F.max("event_time").alias("newest"),
+                # The 5th percentile of ingest times: commit time minus it is the batch's p95 wait.
+                F.percentile_approx(F.unix_micros("_ingest_time"), 0.05).alias("early_ingest"),
             ).first()
         finally:
             for frame in (scored, checked, validated):
@@ -105,8 +110,11 @@ class SilverBatchWriter:
         stats.batches += 1
         stats.scored += totals["n"]
         stats.flagged += totals["flagged"] or 0
+        now = time.time()
         if totals["newest"] is not None:
-            stats.last_lag_seconds = time.time() - totals["newest"].timestamp()
+            stats.last_lag_seconds = now - totals["newest"].timestamp()
+        if totals["early_ingest"] is not None:
+            stats.freshness.append((now, totals["n"], now - totals["early_ingest"] / 1e6))
         for name, n in reasons.items():
             stats.quarantined += n
             stats.reasons[name] = stats.reasons.get(name, 0) + n
