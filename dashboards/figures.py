@@ -85,7 +85,7 @@ def format_time(value, time_zone: str = "UTC") -> str:
 
 
 def freshness(numbers: dict, gold: dict, time_zone: str = "UTC") -> list[str]:
-    """How old the data is: silver's newest scored row, and the newest closed gold minute."""
+    """How old the data is: silver's newest scored row, and the newest gold minute (open or final)."""
     lines = []
     age = numbers.get("scored_age_seconds")
     if age is None:
@@ -97,10 +97,13 @@ def freshness(numbers: dict, gold: dict, time_zone: str = "UTC") -> list[str]:
             text += ": nothing new since, is the pipeline running?"
         lines.append(text)
     if gold.get("gold_through") is None:
-        lines.append("no closed gold minutes yet (a minute is written once the watermark passes it)")
+        lines.append("no gold minutes yet (a minute appears with its first transaction in gold)")
     else:
+        open_minutes = int(gold.get("open_minutes") or 0)
+        still_open = f"; the last {open_minutes} still open" if open_minutes > 1 else (
+            "; the last one still open" if open_minutes == 1 else "")
         lines.append(f"gold minutes through {format_time(gold['gold_through'], time_zone)} "
-                     f"({format_age(gold.get('gold_age_seconds'))} ago)")
+                     f"({format_age(gold.get('gold_age_seconds'))} ago{still_open})")
     return lines
 
 
@@ -133,7 +136,20 @@ def _per(unit: str) -> str:
     return unit.lower()
 
 
-NO_GOLD = "no closed minutes in gold.dashboard_minute yet"
+NO_GOLD = "no minutes in gold.dashboard_minute yet"
+OPEN_OPACITY = 0.45  # a bar for a minute (or window) that is still open: it may still grow
+
+
+def _opacity(frame: pd.DataFrame) -> list[float]:
+    """Full for final rows, faded for open ones (``is_final`` false); full where unknown."""
+    if "is_final" not in frame:
+        return [1.0] * len(frame)
+    return [OPEN_OPACITY if final is False or final == 0 else 1.0 for final in frame["is_final"]]
+
+
+def _open_note(frame: pd.DataFrame, what: str) -> str:
+    opacity = _opacity(frame)
+    return f" (faded: {what} still open)" if any(o < 1.0 for o in opacity) else ""
 
 
 def volume_figure(volumes: pd.DataFrame, unit: str = "MINUTE"):
@@ -144,7 +160,8 @@ def volume_figure(volumes: pd.DataFrame, unit: str = "MINUTE"):
     go = _go()
     figure = go.Figure()
     figure.add_trace(go.Bar(x=volumes["minute"], y=volumes["tx_count"], name="transactions",
-                            marker_color=COLOURS["transactions"]))
+                            marker={"color": COLOURS["transactions"], "opacity": _opacity(volumes)}))
+    title += _open_note(volumes, _per(unit))
     figure.add_trace(go.Scatter(x=volumes["minute"], y=volumes["flagged_count"], name="flagged", yaxis="y2",
                                 mode="lines+markers", line={"color": COLOURS["flagged"]}))
     most = pd.to_numeric(volumes["flagged_count"]).fillna(0).max()
@@ -194,22 +211,24 @@ def flagged_amount_figure(volumes: pd.DataFrame, unit: str = "MINUTE"):
         return empty_figure(title, NO_GOLD)
     go = _go()
     figure = go.Figure(go.Bar(x=volumes["minute"], y=pd.to_numeric(volumes["flagged_amount"]).fillna(0),
-                              name="flagged amount", marker_color=COLOURS["flagged"]))
-    return _layout(figure, title, yaxis={"title": "amount flagged (USD)", "rangemode": "tozero"})
+                              name="flagged amount",
+                              marker={"color": COLOURS["flagged"], "opacity": _opacity(volumes)}))
+    return _layout(figure, title + _open_note(volumes, _per(unit)), yaxis={"title": "amount flagged (USD)", "rangemode": "tozero"})
 
 
 def top_users_figure(top_users: pd.DataFrame):
     """Users by their busiest 5-minute window: a stolen card's burst stands out here."""
     title = "Top users by 5-minute activity (busiest window)"
     if top_users.empty:
-        return empty_figure(title, "no closed 5-minute windows in gold.user_activity_5m yet")
+        return empty_figure(title, "no 5-minute windows in gold.user_activity_5m yet")
     go = _go()
     figure = go.Figure()
+    opacity = _opacity(top_users)
     figure.add_trace(go.Bar(y=top_users["user_id"], x=top_users["tx_count"], orientation="h", name="transactions",
-                            marker_color=COLOURS["transactions"]))
+                            marker={"color": COLOURS["transactions"], "opacity": opacity}))
     figure.add_trace(go.Bar(y=top_users["user_id"], x=pd.to_numeric(top_users["flagged_count"]).fillna(0),
-                            orientation="h", name="flagged", marker_color=COLOURS["flagged"]))
-    return _layout(figure, title, barmode="overlay", xaxis={"title": "transactions in the window"},
+                            orientation="h", name="flagged", marker={"color": COLOURS["flagged"], "opacity": opacity}))
+    return _layout(figure, title + _open_note(top_users, "window"), barmode="overlay", xaxis={"title": "transactions in the window"},
                    yaxis={"autorange": "reversed", "type": "category"})
 
 

@@ -36,9 +36,9 @@ COLUMNS = {
                "false_positives", "false_negatives", "first_scored", "last_scored", "newest_event",
                "scored_age_seconds"],
     "volumes": ["minute", "tx_count", "flagged_count", "total_amount", "flagged_amount", "true_positives",
-                "false_positives"],
+                "false_positives", "is_final"],
     "quality": ["minute", "labelled", "fraud", "true_positives", "false_positives"],
-    "top_users": ["user_id", "tx_count", "flagged_count", "total_amount", "window_start"],
+    "top_users": ["user_id", "tx_count", "flagged_count", "total_amount", "window_start", "is_final"],
     "scores": ["score_low", "score_high", "label", "transactions"],
     "alerts": ["alert_time", "alert_type", "transaction_id", "user_id", "fraud_score", "reason"],
     "alert_counts": ["alert_type", "alerts"],
@@ -76,7 +76,8 @@ VOLUMES_SQL = """
 SELECT date_trunc(:unit, minute) AS minute,
        sum(tx_count) AS tx_count, sum(flagged_count) AS flagged_count,
        sum(total_amount) AS total_amount, sum(flagged_amount) AS flagged_amount,
-       sum(true_positives) AS true_positives, sum(false_positives) AS false_positives
+       sum(true_positives) AS true_positives, sum(false_positives) AS false_positives,
+       bool_and(is_final) AS is_final
 FROM {minutes}
 WHERE :window_minutes = 0 OR minute >= (SELECT max(minute) FROM {minutes}) - make_dt_interval(0, 0, :window_minutes)
 GROUP BY 1
@@ -86,7 +87,8 @@ ORDER BY 1
 GOLD_SPAN_SQL = """
 SELECT min(minute) AS first_minute,
        max(minute) + INTERVAL 1 MINUTE AS gold_through,
-       (unix_micros(current_timestamp()) - unix_micros(max(minute) + INTERVAL 1 MINUTE)) / 1e6 AS gold_age_seconds
+       (unix_micros(current_timestamp()) - unix_micros(max(minute) + INTERVAL 1 MINUTE)) / 1e6 AS gold_age_seconds,
+       count_if(NOT is_final) AS open_minutes
 FROM {minutes}
 """
 
@@ -103,13 +105,14 @@ GROUP BY 1
 ORDER BY 1
 """
 
-# Each user's busiest 5-minute window in the period.
+# Each user's busiest 5-minute window in the period, open ones included (is_final false).
 TOP_USERS_SQL = """
 SELECT user_id,
        max(tx_count) AS tx_count,
        max_by(flagged_count, tx_count) AS flagged_count,
        max_by(total_amount, tx_count) AS total_amount,
-       max_by(window_start, tx_count) AS window_start
+       max_by(window_start, tx_count) AS window_start,
+       max_by(is_final, tx_count) AS is_final
 FROM {activity}
 WHERE :window_minutes = 0 OR window_end >= (SELECT max(window_end) FROM {activity}) - make_dt_interval(0, 0, :window_minutes)
 GROUP BY user_id
@@ -196,13 +199,13 @@ class Snapshot:
     read_at: datetime
     missing: tuple[str, ...]
     models: pd.DataFrame  # one row per model version seen in silver, latest scorer first
-    volumes: pd.DataFrame  # gold.dashboard_minute, per time unit
+    volumes: pd.DataFrame  # gold.dashboard_minute, per time unit; is_final false while a unit is open
     quality: pd.DataFrame  # silver labels vs flags, per time unit
     top_users: pd.DataFrame
     scores: pd.DataFrame  # fraud-score histogram by label
     alerts: pd.DataFrame  # latest (dashboard) or highest-scoring (report) alerts
     alert_counts: pd.DataFrame
-    gold: dict = field(default_factory=dict)  # first_minute, gold_through, gold_age_seconds
+    gold: dict = field(default_factory=dict)  # first_minute, gold_through, gold_age_seconds, open_minutes
     unit: str = "MINUTE"
     window_minutes: int | None = None
     time_zone: str = "UTC"
@@ -243,7 +246,7 @@ def read_snapshot(
 
 def _gold_span(span: pd.DataFrame) -> dict:
     """The span's one row as a dict, its times naive in the session time zone like every frame's;
-    empty while gold has no closed minute."""
+    empty while gold has no minute."""
     if span.empty or pd.isna(span["gold_through"].iloc[0]):
         return {}
     return {key: None if pd.isna(value) else value for key, value in span.iloc[0].items()}

@@ -34,7 +34,7 @@ from fraudlake.timeutil import from_row, given_utc, row_in_utc, shown_utc
 DECISION_COLUMNS = ("fraud_score", "is_flagged", "flag_threshold", "model_name", "model_version", "scored_at")
 INSERTED = ("insert", "update_postimage")  # change types that leave a row in the table
 SCORE_TOLERANCE = 1e-9
-# A user-activity window (gold.user_activity_5m) ends at alert_time and lasts this long.
+# A user-activity alert is timed at the newest transaction of its window, which lasts this long.
 ACTIVITY_WINDOW = timedelta(minutes=5)
 
 
@@ -190,7 +190,7 @@ def _alerts(spark, ctx: Context, transaction_id: str, user_id: str | None, event
     if user_id is not None and event_time is not None:
         window = (
             (F.col("alert_type") == F.lit("user_activity")) & (F.col("user_id") == F.lit(user_id))
-            & (F.col("alert_time") > F.lit(event_time)) & (F.col("alert_time") <= F.lit(event_time + ACTIVITY_WINDOW))
+            & (F.col("alert_time") >= F.lit(event_time)) & (F.col("alert_time") < F.lit(event_time + ACTIVITY_WINDOW))
         )
         this = this | window
     rows = alerts.where(this).orderBy("alert_time").collect()

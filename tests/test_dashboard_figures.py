@@ -80,11 +80,14 @@ def test_format_age(seconds, text):
 def test_freshness_says_when_data_is_stale_or_gold_is_empty():
     fresh = F.freshness({"scored_age_seconds": 3.0, "newest_event": T0}, {})
     assert fresh[0] == "newest transaction scored 3 s ago (event time 2026-03-01 10:00:00 UTC)"
-    assert fresh[1].startswith("no closed gold minutes yet")
+    assert fresh[1].startswith("no gold minutes yet")
     stale = F.freshness({"scored_age_seconds": 900.0, "newest_event": T0},
                         {"gold_through": T0, "gold_age_seconds": 960.0})
     assert "is the pipeline running?" in stale[0]
     assert stale[1] == "gold minutes through 2026-03-01 10:00:00 UTC (16 min ago)"
+    live = F.freshness({"scored_age_seconds": 2.0, "newest_event": T0},
+                       {"gold_through": T0, "gold_age_seconds": 20.0, "open_minutes": 3})
+    assert live[1] == "gold minutes through 2026-03-01 10:00:00 UTC (20 s ago; the last 3 still open)"
     assert F.freshness({"scored_age_seconds": None}, {})[0] == "no scored transactions yet"
 
 
@@ -102,6 +105,14 @@ def test_volume_figure_plots_transactions_and_flagged_on_two_axes():
     assert list(bars.y) == [100, 120] and list(line.y) == [2, 0]
     assert line.yaxis == "y2" and "per minute" in figure.layout.title.text
     assert "per hour" in F.volume_figure(minutes((0, 1, 0, 0.0)), "HOUR").layout.title.text
+    assert "still open" not in figure.layout.title.text
+
+
+def test_an_open_minute_is_drawn_faded_and_named_in_the_title():
+    volumes = minutes((0, 100, 2, 50.0), (1, 40, 1, 9.0)).assign(is_final=[True, False])
+    figure = F.volume_figure(volumes)
+    assert list(figure.data[0].marker.opacity) == [1.0, F.OPEN_OPACITY]
+    assert "faded: minute still open" in figure.layout.title.text
 
 
 def test_flagged_share_skips_empty_minutes():

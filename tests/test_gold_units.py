@@ -37,3 +37,11 @@ def test_users_do_not_silence_each_other_and_order_of_arrival_does_not_matter():
 
 def test_without_a_cool_down_every_window_alerts():
     assert len(first_alert_per_burst(_windows("u1", 10, 5), {}, 0)) == 5
+
+
+def test_windows_of_one_burst_alerting_at_the_same_transaction_raise_one_alert_for_the_earliest_window():
+    # Live alerts are timed at the transaction that fills the window: every sliding window holding it
+    # crosses at that same time. The tie is broken by the window's start, whatever the arrival order.
+    at = 12 * MINUTE
+    candidates = [("u1", at, start * MINUTE, f"window {start}") for start in (9, 7, 8)]
+    assert first_alert_per_burst(candidates, {}, COOLDOWN) == [("u1", at, 7 * MINUTE, "window 7")]
