@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -41,6 +42,8 @@ def _human(value: Any) -> str:
         return f"{value:,.4g}" if abs(value) < 1 else f"{value:,.2f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
+    if isinstance(value, (dict, list, tuple)) and not value:
+        return "none"  # an empty mapping or list, e.g. no query reached the drain limit
     if isinstance(value, dict):
         return ", ".join(f"{k}={_human(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
