@@ -69,6 +69,24 @@ def _format_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
 
 
+def _stream_options(parser: argparse.ArgumentParser) -> None:
+    """What the streaming commands (``run``, ``demo``) share: the profile and the output format."""
+    from typing import get_args
+
+    from fraudlake.conf.settings import Profile
+
+    parser.add_argument(
+        "--profile", choices=get_args(Profile),
+        help="stream presets: latency (short micro-batch intervals: rows in gold seconds after the card is used) "
+        "or throughput (fewer, larger batches); a trigger or batch size set in conf or with --set still wins "
+        "(default from conf: latency)",
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, default="table",
+        help="output format (default: table); with json, progress on stderr is one JSON object per line too",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fraudlake",
@@ -130,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--layers", default="bronze,silver,gold", help="comma-separated layers (default: all)")
     _source_options(run)
-    _format_option(run)
+    _stream_options(run)
     run.set_defaults(handler=cmd_run)
 
     demo = commands.add_parser(
@@ -145,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", choices=["isolation_forest", "gradient_boosting"], default="gradient_boosting",
                       help="model to train when none is registered (default gradient_boosting: at a realistic "
                       "fraud share the IsolationForest flags ~15%% of traffic)")
-    _format_option(demo)
+    _stream_options(demo)
     demo.set_defaults(handler=cmd_demo)
 
     from fraudlake.ml.cli import add_ml_commands  # train, evaluate, promote, models
@@ -165,6 +183,8 @@ def context_from(args: argparse.Namespace) -> Context:
     from fraudlake.spark import require_runtime
 
     assignments = [*getattr(args, "settings", []), *getattr(args, "settings_after", [])]
+    if getattr(args, "profile", None):  # run, demo: the named option beats a --set profile=...
+        assignments.append(f"profile={args.profile}")
     ctx = Context.load(conf=args.conf, home=args.home, assignments=assignments)
     require_runtime(ctx, f"conf {resolve_conf_path(args.conf).name}")
     return ctx
@@ -219,8 +239,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from fraudlake.bronze.ingest import checkpoint_name, claim_rate_checkpoint, start_bronze_ingest
-    from fraudlake.streaming import run_queries
+    from fraudlake.bronze.ingest import (
+        checkpoint_name,
+        claim_rate_checkpoint,
+        start_bronze_ingest,
+    )
+    from fraudlake.streaming import progress_printer, run_queries
     from fraudlake.tables import BRONZE_TRANSACTIONS, table_name
 
     ctx = context_from(args)
@@ -235,7 +259,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     until = "until caught up" if args.available_now else f"for {args.duration:g}s" if args.duration else "until Ctrl-C"
     note(f"ingesting {source} into {target} {until} (checkpoint {ctx.paths.checkpoint(checkpoint_name(source))})")
     tally = run_queries(
-        {"bronze": query}, args.duration, ctx.settings.ingest.progress_seconds, stages=[["bronze"]]
+        {"bronze": query}, args.duration, ctx.settings.ingest.progress_seconds, stages=[["bronze"]],
+        intervals={"bronze": ctx.settings.ingest.trigger_seconds}, spark=spark, report=progress_printer(args.format),
     )["bronze"]
     summary = {"source": source, "table": target, **tally, "table_rows": spark.table(target).count()}
     emit(render_mapping(summary, args.format))
@@ -293,19 +318,54 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 
 def _stream_layers(spark, ctx: Context, args: argparse.Namespace, layers, source: str, rate, landing) -> dict:
-    from fraudlake.pipeline import start_pipeline
-    from fraudlake.streaming import run_queries
+    """Run the layers until ``--duration`` or Ctrl-C with progress on stderr; returns what the run did.
 
+    Progress is one line per interval for people, or one JSON object per line with
+    ``--format json`` (stderr either way: stdout holds only the result). At the end,
+    the rows each layer left unread are counted and said.
+    """
+    import json
+
+    from fraudlake.pipeline import (
+        describe_profile,
+        left_behind,
+        start_pipeline,
+        trigger_seconds,
+    )
+    from fraudlake.streaming import format_left_behind, progress_printer, run_queries
+
+    as_json = args.format == "json"
     # Alerts are for people: on stdout beside a table, on stderr when stdout is JSON or CSV.
     alerts_out = sys.stdout if args.format == "table" else sys.stderr
     pipeline = start_pipeline(spark, ctx, layers, source, rate=rate, landing=landing, out=alerts_out)
-    until = f"for {args.duration:g}s" if args.duration else "until Ctrl-C"
-    model = f", scoring with {pipeline.model}" if pipeline.model else ""
-    note(f"running {', '.join(pipeline.queries)} {until}{model} (checkpoints under {ctx.paths.checkpoints})")
-    return run_queries(
-        pipeline.queries, args.duration, ctx.settings.ingest.progress_seconds, details=pipeline.details,
-        stages=pipeline.stages, intervals=pipeline.intervals,
+    if as_json:
+        note(json.dumps({
+            "event": "start", "queries": list(pipeline.queries), "duration_seconds": args.duration,
+            "profile": ctx.settings.profile,
+            "trigger_seconds": {layer: trigger_seconds(ctx.settings, layer) for layer in pipeline.queries},
+            "model": pipeline.model, "checkpoints": ctx.paths.checkpoints,
+        }))
+    else:
+        until = f"for {args.duration:g}s" if args.duration else "until Ctrl-C"
+        model = f"; scoring with {pipeline.model}" if pipeline.model else ""
+        note(f"running {', '.join(pipeline.queries)} {until}; {describe_profile(ctx.settings, pipeline.queries)}"
+             f"{model}; checkpoints under {ctx.paths.checkpoints}")
+    queries = run_queries(
+        pipeline.queries, args.duration, ctx.settings.ingest.progress_seconds, stats=pipeline.stats,
+        stages=pipeline.stages, intervals=pipeline.intervals, spark=spark, report=progress_printer(args.format),
     )
+    interrupted = any(tally["interrupted"] for tally in queries.values())
+    limits = {name: tally["drain_limit_seconds"] for name, tally in queries.items() if tally["drain_limit_seconds"]}
+    left = left_behind(spark, ctx, layers)
+    if as_json:
+        note(json.dumps({
+            "event": "stopped", "elapsed_seconds": max((t["seconds"] for t in queries.values()), default=0.0),
+            "interrupted": interrupted, "rows": {name: t["rows"] for name, t in queries.items()},
+            "left_behind": left, "drain_limit_reached": limits,
+        }))
+    elif left:
+        note(format_left_behind(left, limits, interrupted))
+    return {"profile": ctx.settings.profile, "queries": queries, "left_behind": left, "drain_limit_reached": limits}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -316,9 +376,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     source = args.source or ctx.settings.ingest.source
     preflight(ctx, layers, source, args.rate)
     spark = writer_session(ctx, args)
-    queries = _stream_layers(spark, ctx, args, layers, source, args.rate, args.landing)
-    emit(render_mapping({"queries": {name: t["rows"] for name, t in queries.items()}, **lakehouse_summary(spark, ctx)},
-                        args.format))
+    run = _stream_layers(spark, ctx, args, layers, source, args.rate, args.landing)
+    emit(render_mapping({
+        "profile": run["profile"], "queries": {name: t["rows"] for name, t in run["queries"].items()},
+        "left_behind": run["left_behind"], "drain_limit_reached": run["drain_limit_reached"],
+        **lakehouse_summary(spark, ctx),
+    }, args.format))
     return 0
 
 
@@ -328,7 +391,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from fraudlake.dashboards.report import write_lakehouse_report
     from fraudlake.ml.evaluate import evaluate_model
-    from fraudlake.ml.registry import default_model_uri, mlflow_client, reports_dir, resolve_model
+    from fraudlake.ml.registry import (
+        default_model_uri,
+        mlflow_client,
+        reports_dir,
+        resolve_model,
+    )
     from fraudlake.ml.train import train_model
     from fraudlake.pipeline import LAYERS, lakehouse_summary
 
@@ -339,15 +407,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except FraudlakeError:
         note(f"no champion model yet: training {args.model} on {ctx.settings.ml.samples:,} simulated rows...")
         train_model(spark, ctx, model=args.model)
-    queries = _stream_layers(spark, ctx, args, LAYERS, "rate", args.rate, None)
+    run = _stream_layers(spark, ctx, args, LAYERS, "rate", args.rate, None)
     evaluation = evaluate_model(ctx)
     summary = lakehouse_summary(spark, ctx)
     reports = reports_dir(ctx)
     reports.mkdir(parents=True, exist_ok=True)
     run_report = reports / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
-    run_report.write_text(json.dumps({"queries": queries, **summary}, indent=2, default=str) + "\n")
+    run_report.write_text(json.dumps({**run, **summary}, indent=2, default=str) + "\n")
     lakehouse_report, _ = write_lakehouse_report(spark, ctx)
     result = {
+        "profile": run["profile"], "left_behind": run["left_behind"],
+        "drain_limit_reached": run["drain_limit_reached"],
         **summary,
         "evaluation_report": evaluation["report"],
         "run_report": str(run_report),

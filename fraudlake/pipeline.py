@@ -1,19 +1,34 @@
 """Starting the medallion layers together (``fraudlake run``, ``fraudlake demo``) and summing up a run.
 
-Each layer is its own streaming query with its own checkpoint and meets the others
-only through Delta tables, so any layer can also run alone as a separate job.
+Each layer is one streaming query (``bronze``, ``silver``, ``gold``) with its own
+checkpoint and meets the others only through Delta tables, so any layer can also run
+alone as a separate job.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fraudlake.conf.settings import Settings
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 from fraudlake.streaming import scheduler_pool
-from fraudlake.tables import ALL_TABLES, SILVER_SCORED, table_name
+from fraudlake.tables import (
+    ALL_TABLES,
+    BRONZE_TRANSACTIONS,
+    GOLD_DASHBOARD_MINUTE,
+    SILVER_QUARANTINE,
+    SILVER_SCORED,
+    table_name,
+)
 
 LAYERS = ("bronze", "silver", "gold")
+# The setting that holds each layer's micro-batch interval (a profile fills it unless set).
+TRIGGER_SETTINGS = {
+    "bronze": ("ingest", "trigger_seconds"),
+    "silver": ("streams", "silver_trigger_seconds"),
+    "gold": ("streams", "gold_trigger_seconds"),
+}
 
 
 def parse_layers(text: str) -> tuple[str, ...]:
@@ -24,10 +39,35 @@ def parse_layers(text: str) -> tuple[str, ...]:
     return tuple(layer for layer in LAYERS if layer in layers)  # upstream first
 
 
+def trigger_seconds(settings: Settings, layer: str) -> float:
+    """The micro-batch interval of ``layer`` under ``settings``."""
+    section, key = TRIGGER_SETTINGS[layer]
+    return getattr(getattr(settings, section), key)
+
+
+def describe_profile(settings: Settings, layers) -> str:
+    """The profile and the intervals it leads to, for a run's start message; a value set in
+    conf or with --set, not by the profile, is marked.
+
+    >>> describe_profile(Settings(), ("bronze", "gold"))
+    'profile latency: micro-batches every bronze 0.5 s, gold 5 s'
+    >>> describe_profile(Settings(streams={"gold_trigger_seconds": 15}), ("gold",))
+    'profile latency: micro-batches every gold 15 s (set)'
+    """
+    explicit = settings.explicit_stream_keys()
+
+    def interval(layer: str) -> str:
+        seconds = trigger_seconds(settings, layer)
+        text = f"{layer} {seconds:g} s" if seconds else f"{layer} back to back"
+        return text + (" (set)" if ".".join(TRIGGER_SETTINGS[layer]) in explicit else "")
+
+    return f"profile {settings.profile}: micro-batches every " + ", ".join(interval(layer) for layer in layers)
+
+
 @dataclass
 class Pipeline:
     queries: dict = field(default_factory=dict)
-    details: dict = field(default_factory=dict)  # query name -> progress text
+    stats: dict = field(default_factory=dict)  # query name -> its writer's live stats (silver, gold)
     stages: list = field(default_factory=list)  # query names, upstream stage first
     intervals: dict = field(default_factory=dict)  # query name -> trigger interval (s)
     model: str | None = None  # the model version silver scores with
@@ -45,7 +85,11 @@ def preflight(ctx: Context, layers, source: str, rate: int | None) -> None:
 
         claim_rate_checkpoint(ctx, rate or ctx.settings.ingest.rate)
     if "silver" in layers:
-        from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
+        from fraudlake.ml.registry import (
+            default_model_uri,
+            mlflow_client,
+            resolve_model,
+        )
 
         try:
             resolve_model(mlflow_client(ctx), ctx.settings.streams.model_uri or default_model_uri(ctx))
@@ -65,38 +109,64 @@ def load_champion(spark, ctx: Context):
 
 def start_pipeline(spark, ctx: Context, layers, source: str, rate: int | None = None, landing: str | None = None,
                    out=None) -> Pipeline:
-    """Start the queries of ``layers``, upstream first. The model is resolved before anything starts."""
+    """Start the queries of ``layers``, upstream first. The model is resolved before anything starts.
+
+    >>> pipeline = start_pipeline(spark, ctx, LAYERS, "rate", rate=200)  # doctest: +SKIP
+    >>> list(pipeline.queries), pipeline.stages  # doctest: +SKIP
+    (['bronze', 'silver', 'gold'], [['bronze'], ['silver'], ['gold']])
+    """
     pipeline = Pipeline()
-    streams = ctx.settings.streams
     scorer = load_champion(spark, ctx) if "silver" in layers else None
     if "bronze" in layers:
         from fraudlake.bronze.ingest import start_bronze_ingest
 
         with scheduler_pool(spark, "bronze"):
             bronze = start_bronze_ingest(spark, ctx, source, rate=rate, landing=landing)
-        pipeline.add_stage({"bronze": bronze}, ctx.settings.ingest.trigger_seconds)
+        pipeline.add_stage({"bronze": bronze}, trigger_seconds(ctx.settings, "bronze"))
     if scorer is not None:
         from fraudlake.silver.stream import start_silver
 
         with scheduler_pool(spark, "silver"):
             query, writer = start_silver(spark, ctx, scorer)
-        pipeline.add_stage({"silver": query}, streams.silver_trigger_seconds)
-        pipeline.details["silver"] = lambda: _silver_detail(writer.stats)
+        pipeline.add_stage({"silver": query}, trigger_seconds(ctx.settings, "silver"))
+        pipeline.stats["silver"] = writer.stats
         pipeline.model = f"{scorer.model_name} v{scorer.model_version}"
     if "gold" in layers:
-        from fraudlake.gold.stream import GOLD_QUERIES, start_gold
+        from fraudlake.gold.stream import start_gold
 
         with scheduler_pool(spark, "gold"):
-            gold = start_gold(spark, ctx, out=out)
-        # Activity alerts read the windows table: they drain after it.
-        pipeline.add_stage({name: gold[name] for name in GOLD_QUERIES[:-1]}, streams.gold_trigger_seconds)
-        pipeline.add_stage({name: gold[name] for name in GOLD_QUERIES[-1:]}, streams.gold_trigger_seconds)
+            query, writer = start_gold(spark, ctx, out=out)
+        pipeline.add_stage({"gold": query}, trigger_seconds(ctx.settings, "gold"))
+        pipeline.stats["gold"] = writer.stats
     return pipeline
 
 
-def _silver_detail(stats) -> str:
-    lag = f"  lag {stats.last_lag_seconds:.1f}s" if stats.last_lag_seconds is not None else ""
-    return f"scored {stats.scored:,}  flagged {stats.flagged:,}  quarantined {stats.quarantined:,}{lag}"
+def left_behind(spark, ctx: Context, layers) -> dict[str, int]:
+    """Rows each of ``layers`` has not processed of what the layer before it committed.
+
+    Read from the tables, so it holds whoever wrote them: silver's backlog is the bronze
+    rows in neither silver table; gold's, the silver rows not yet counted in
+    ``gold.dashboard_minute.tx_count`` (gold counts every silver row it has read there).
+    Bronze has none to report (its sources are outside the lakehouse).
+
+    >>> left_behind(spark, ctx, ("bronze", "silver", "gold"))  # doctest: +SKIP
+    {'silver': 0, 'gold': 1200}
+    """
+    from pyspark.sql import functions as F
+
+    def rows(spec) -> int:
+        return spark.table(table_name(ctx, spec)).count()
+
+    left: dict[str, int] = {}
+    if "silver" not in layers and "gold" not in layers:
+        return left
+    silver = rows(SILVER_SCORED)
+    if "silver" in layers:
+        left["silver"] = rows(BRONZE_TRANSACTIONS) - silver - rows(SILVER_QUARANTINE)
+    if "gold" in layers:
+        counted = spark.table(table_name(ctx, GOLD_DASHBOARD_MINUTE)).agg(F.sum("tx_count")).first()[0]
+        left["gold"] = silver - (counted or 0)
+    return left
 
 
 def lakehouse_summary(spark, ctx: Context) -> dict:
@@ -143,10 +213,9 @@ def catch_up(spark, ctx: Context, layers, landing: str | None = None, out=None) 
 
         stages.append(lambda: {"silver": start_silver(spark, ctx, scorer, available_now=True)[0]})
     if "gold" in layers:
-        from fraudlake.gold.stream import GOLD_QUERIES, start_gold
+        from fraudlake.gold.stream import start_gold
 
-        stages.append(lambda: start_gold(spark, ctx, out=out, available_now=True, names=GOLD_QUERIES[:-1]))
-        stages.append(lambda: start_gold(spark, ctx, out=out, available_now=True, names=GOLD_QUERIES[-1:]))
+        stages.append(lambda: {"gold": start_gold(spark, ctx, out=out, available_now=True)[0]})
     rows = {}
     for stage in stages:
         for name, query in stage().items():

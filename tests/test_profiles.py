@@ -81,3 +81,35 @@ def test_a_section_built_in_code_keeps_only_what_it_set():
     settings = Settings(profile="throughput", ingest=IngestSettings(rate=9))
     assert settings.ingest.rate == 9
     assert settings.ingest.trigger_seconds == PROFILES["throughput"]["ingest"]["trigger_seconds"]
+
+
+def _run_args(*args: str):
+    from fraudlake.cli import build_parser
+
+    return build_parser().parse_args(["--conf", "local", "--home", "/tmp/unused-home", *args])
+
+
+def test_run_and_demo_take_the_profile_and_set_values_still_win():
+    from fraudlake.cli import context_from
+
+    ctx = context_from(_run_args("run", "--profile", "throughput", "--set", "streams.gold_trigger_seconds=7"))
+    assert ctx.settings.profile == "throughput"
+    assert ctx.settings.streams.gold_trigger_seconds == 7
+    assert ctx.settings.ingest.trigger_seconds == PROFILES["throughput"]["ingest"]["trigger_seconds"]
+    assert context_from(_run_args("demo", "--profile", "throughput")).settings.profile == "throughput"
+    assert context_from(_run_args("run")).settings.profile == "latency"
+
+
+def test_an_unknown_profile_on_the_command_line_is_bad_usage_naming_the_choices(capsys):
+    with pytest.raises(SystemExit) as info:
+        _run_args("run", "--profile", "fast")
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--profile: invalid choice: 'fast'" in err and "latency" in err and "throughput" in err
+
+
+def test_the_start_message_names_the_profile_and_marks_what_conf_set():
+    from fraudlake.pipeline import LAYERS, describe_profile
+
+    text = describe_profile(parse_settings({"profile": "throughput", "streams": {"gold_trigger_seconds": 12}}), LAYERS)
+    assert text == "profile throughput: micro-batches every bronze 5 s, silver 5 s, gold 12 s (set)"

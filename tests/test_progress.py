@@ -1,0 +1,297 @@
+"""What `fraudlake run`/`demo` say while streaming and when they stop. No JVM: fake queries and stats."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from types import SimpleNamespace
+
+import pytest
+
+from fraudlake.errors import FraudlakeError
+from fraudlake.streaming import (
+    IntervalProgress,
+    ProgressListener,
+    ProgressTracker,
+    drain_in_stages,
+    format_left_behind,
+    format_progress,
+    interval_p95,
+    progress_event,
+    progress_printer,
+    run_queries,
+)
+
+WHOLE_PIPELINE = IntervalProgress(
+    elapsed_seconds=35.2,
+    input_rows_per_second=1002.4,
+    lag_seconds={"bronze": 0.61, "silver": 1.94, "gold": 5.6},
+    freshness_p95_seconds=7.54,
+    rows={"bronze": 35_080, "silver": 34_213, "gold": 33_900},
+    scored=34_210,
+    flagged=402,
+    quarantined=3,
+    model_alerts=30,
+    activity_alerts=7,
+)
+
+
+def report(query_id: str, batch: int, rows: int, seconds: float = 0.4) -> dict:
+    """A progress report as Spark's listener and ``recentProgress`` give it (the fields used)."""
+    return {"id": query_id, "batchId": batch, "numInputRows": rows, "durationMs": {"triggerExecution": seconds * 1000}}
+
+
+class FakeQuery:
+    def __init__(self, query_id: str, reports=(), active: bool = True, has_more: bool = False, error=None):
+        self.id, self.name = query_id, query_id
+        self.recentProgress = list(reports)
+        self.isActive = active
+        self.has_more = has_more  # a layer that never catches up
+        self.error = error
+
+    @property
+    def lastProgress(self):
+        return self.recentProgress[-1] if self.recentProgress else None
+
+    @property
+    def status(self):
+        return {"isTriggerActive": False, "isDataAvailable": self.has_more}
+
+    def stop(self):
+        self.isActive = False
+
+    def exception(self):
+        return self.error
+
+
+class Clock:
+    def __init__(self, now: float = 1_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- the line people read ------------------------------------------------------------------
+
+
+def test_one_line_says_the_whole_pipeline():
+    assert format_progress(WHOLE_PIPELINE) == (
+        "[  35s] in 1,002 rows/s · lag bronze 0.6s silver 1.9s gold 5.6s · fresh p95 7.5s · "
+        "scored 34,210 · flagged 402 · quarantined 3 · alerts 37 (model 30, activity 7)"
+    )
+
+
+def test_a_bronze_only_run_shows_only_what_bronze_knows():
+    line = format_progress(IntervalProgress(elapsed_seconds=5, input_rows_per_second=200, lag_seconds={"bronze": 0.3}))
+    assert line == "[   5s] in 200 rows/s · lag bronze 0.3s"
+
+
+def test_a_layer_without_a_batch_yet_shows_a_dash_not_zero():
+    progress = IntervalProgress(
+        elapsed_seconds=5, input_rows_per_second=0.0, lag_seconds={"silver": None, "gold": None},
+        scored=0, flagged=0, quarantined=0, model_alerts=0, activity_alerts=0,
+    )
+    assert format_progress(progress).startswith("[   5s] in 0 rows/s · lag silver - gold - · fresh p95 - · scored 0")
+
+
+def test_a_long_lag_drops_the_decimal():
+    line = format_progress(IntervalProgress(elapsed_seconds=600, input_rows_per_second=1, lag_seconds={"gold": 1234.5}))
+    assert "lag gold 1,234s" in line  # a backlog of 20 minutes does not need tenths
+
+
+# -- the JSON event programs read ----------------------------------------------------------
+
+
+def test_the_json_event_carries_the_line_by_name_on_one_line():
+    text = json.dumps(progress_event(WHOLE_PIPELINE))
+    assert "\n" not in text
+    event = json.loads(text)
+    assert event == {
+        "event": "progress",
+        "elapsed_seconds": 35.2,
+        "input_rows_per_second": 1002.4,
+        "lag_seconds": {"bronze": 0.61, "silver": 1.94, "gold": 5.6},
+        "freshness_p95_seconds": 7.54,
+        "rows": {"bronze": 35_080, "silver": 34_213, "gold": 33_900},
+        "scored": 34_210,
+        "flagged": 402,
+        "quarantined": 3,
+        "alerts": {"total": 37, "model": 30, "activity": 7},
+    }
+
+
+def test_progress_goes_to_stderr_and_stdout_stays_for_the_result(capsys):
+    progress_printer("json")(WHOLE_PIPELINE)
+    progress_printer("table")(WHOLE_PIPELINE)
+    progress_printer("csv")(WHOLE_PIPELINE)  # CSV is for the result; progress stays for people
+    out, err = capsys.readouterr()
+    assert out == ""
+    event, line, csv_line = err.splitlines()
+    assert json.loads(event)["event"] == "progress"
+    assert line == csv_line == format_progress(WHOLE_PIPELINE)
+
+
+def test_the_json_event_keeps_its_keys_when_layers_are_missing():
+    event = progress_event(IntervalProgress(elapsed_seconds=5, input_rows_per_second=None, lag_seconds={"bronze": None}))
+    assert set(event) == set(progress_event(WHOLE_PIPELINE))  # a consumer can always index it
+    assert event["scored"] is None and event["alerts"] is None and event["lag_seconds"] == {"bronze": None}
+
+
+# -- freshness over an interval --------------------------------------------------------------
+
+
+def test_interval_p95_weighs_batches_by_rows_and_ignores_older_ones():
+    freshness = [(90.0, 10_000, 60.0), (101.0, 950, 1.0), (102.0, 50, 9.0)]
+    # The 60 s batch committed before the interval; of the rest, 95% of rows were within 1 s.
+    assert interval_p95(freshness, since=100.0) == 1.0
+    assert interval_p95(freshness, since=101.5) == 9.0
+    assert interval_p95(freshness, since=200.0) is None
+    assert interval_p95([(101.0, 0, 5.0)], since=100.0) is None  # an empty batch says nothing
+
+
+# -- collecting: lag per layer, input rate ---------------------------------------------------
+
+
+def _pipeline(clock: Clock):
+    bronze = FakeQuery("b", [report("b", 0, 500, 0.2), report("b", 1, 1_500, 0.6)])
+    silver, gold = FakeQuery("s"), FakeQuery("g")
+    stats = {
+        "silver": SimpleNamespace(scored=1_990, flagged=20, quarantined=10, freshness=deque()),
+        "gold": SimpleNamespace(model_alerts=20, activity_alerts=2, freshness=deque()),
+    }
+    tracker = ProgressTracker({"bronze": bronze, "silver": silver, "gold": gold}, stats, clock=clock)
+    return tracker, stats, bronze
+
+
+def test_each_layer_shows_what_it_adds_and_fresh_is_end_to_end():
+    clock = Clock(1_000.0)
+    tracker, stats, _ = _pipeline(clock)
+    stats["silver"].freshness.extend([(1_001.0, 1_000, 1.5), (1_004.0, 990, 2.0)])
+    stats["gold"].freshness.append((1_004.5, 1_990, 6.5))
+    clock.now = 1_005.0
+    progress = tracker.interval()
+    assert progress.lag_seconds == {"bronze": 0.6, "silver": 2.0, "gold": 4.5}
+    assert progress.freshness_p95_seconds == 6.5
+    assert progress.input_rows_per_second == 400.0  # 2,000 bronze rows in 5 s
+    assert "alerts 22 (model 20, activity 2)" in format_progress(progress)
+
+
+def test_a_layer_idle_in_the_interval_keeps_its_last_batch_and_the_rate_falls_to_zero():
+    clock = Clock(1_000.0)
+    tracker, stats, _ = _pipeline(clock)
+    stats["silver"].freshness.append((1_001.0, 2_000, 1.5))
+    stats["gold"].freshness.append((1_002.0, 2_000, 20.0))
+    clock.now = 1_005.0
+    tracker.interval()
+    stats["silver"].freshness.append((1_007.0, 100, 1.0))
+    clock.now = 1_010.0  # gold (a 30 s trigger) committed nothing in this interval
+    progress = tracker.interval()
+    assert progress.lag_seconds["gold"] == 19.0 and progress.freshness_p95_seconds == 20.0
+    assert progress.input_rows_per_second == 0.0
+
+
+def test_progress_comes_from_the_listener_when_spark_accepts_one():
+    added = []
+    spark = SimpleNamespace(streams=SimpleNamespace(addListener=added.append, removeListener=added.remove))
+    query = FakeQuery("q-1")  # no recentProgress: only the listener knows
+    tracker = ProgressTracker({"bronze": query}, spark=spark)
+    [listener] = added
+    for batch, rows in ((0, 100), (1, 300), (1, 300)):  # Spark may post a report twice
+        listener.onQueryProgress(SimpleNamespace(progress=SimpleNamespace(json=json.dumps(report("q-1", batch, rows)))))
+    assert tracker.interval().rows == {"bronze": 400}
+    tracker.finish()
+    assert added == []  # the listener is removed at the end
+
+
+def test_without_a_listener_progress_is_polled(capsys):
+    def refuse(listener):
+        raise RuntimeError("listeners are not supported here")
+
+    spark = SimpleNamespace(streams=SimpleNamespace(addListener=refuse))
+    tracker = ProgressTracker({"bronze": FakeQuery("q", [report("q", 0, 250)])}, spark=spark)
+    assert tracker.interval().rows == {"bronze": 250}
+    assert "progress from polling" in capsys.readouterr().err
+
+
+def test_the_listener_hands_over_reports_once_in_order():
+    listener = ProgressListener()
+    for batch in range(3):
+        listener.onQueryProgress(SimpleNamespace(progress=SimpleNamespace(json=json.dumps(report("q", batch, 1)))))
+    assert [r["batchId"] for r in listener.reports()] == [0, 1, 2]
+    assert listener.reports() == []
+
+
+# -- stopping: what was left behind --------------------------------------------------------
+
+
+def test_left_behind_says_zero_and_the_drain_limit():
+    assert format_left_behind({"silver": 0, "gold": 1_200}, {"gold": 90.0}) == (
+        "left behind: silver 0 rows, gold 1,200 rows (gold reached the drain limit of 90 s)"
+    )
+    assert format_left_behind({"silver": 1, "gold": 0}) == "left behind: silver 1 row, gold 0 rows"
+    assert format_left_behind({"silver": 5, "gold": 7}, {"silver": 90.0, "gold": 90.0}).endswith(
+        "(silver and gold reached the drain limit of 90 s)"
+    )
+
+
+def test_left_behind_after_ctrl_c_says_there_was_no_drain():
+    assert format_left_behind({"gold": 40}, interrupted=True) == (
+        "left behind: gold 40 rows (stopped with Ctrl-C, without draining)"
+    )
+
+
+def test_a_bronze_only_run_has_nothing_to_report():
+    assert format_left_behind({}) == ""
+
+
+def test_a_layer_that_never_catches_up_is_stopped_at_the_limit_and_named(capsys):
+    bronze, silver, gold = FakeQuery("b"), FakeQuery("s"), FakeQuery("g", has_more=True)
+    reached = drain_in_stages({"bronze": bronze, "silver": silver, "gold": gold},
+                              [["bronze"], ["silver"], ["gold"]], {}, timeout=1.0)
+    assert reached == {"gold": 1.0}
+    assert not any(q.isActive for q in (bronze, silver, gold))
+    assert "gold had not caught up after 1 s (the drain limit)" in capsys.readouterr().err
+
+
+class BusySource(FakeQuery):
+    """A source whose batches run back to back: always mid-batch, one more committed per look."""
+
+    def __init__(self):
+        super().__init__("busy", [report("busy", 0, 10)])
+
+    @property
+    def status(self):
+        last = self.recentProgress[-1]["batchId"]
+        self.recentProgress.append(report("busy", last + 1, 10))
+        return {"isTriggerActive": True, "isDataAvailable": True}
+
+
+def test_a_source_that_is_never_between_batches_stops_after_two_more_not_at_the_limit():
+    source = BusySource()
+    assert drain_in_stages({"bronze": source}, [["bronze"]], {}) == {}
+    assert not source.isActive
+    assert source.recentProgress[-1]["batchId"] <= 3
+
+
+def test_run_reports_the_queries_and_the_drain_limit_per_query():
+    queries = {"bronze": FakeQuery("b", [report("b", 0, 10)]), "gold": FakeQuery("g", has_more=True)}
+    seen = []
+    result = run_queries(queries, duration=0.1, progress_seconds=60, stages=[["bronze"], ["gold"]],
+                         report=seen.append, drain_seconds=1.0)
+    assert result["bronze"]["rows"] == 10 and result["bronze"]["drain_limit_seconds"] is None
+    assert result["gold"]["drain_limit_seconds"] == 1.0
+    assert seen == []  # shorter than one progress interval
+
+
+def test_a_failed_query_ends_the_run_with_its_name():
+    queries = {"silver": FakeQuery("s", active=False, error=RuntimeError("boom\n  at the JVM"))}
+    with pytest.raises(FraudlakeError, match="^silver query failed: boom$"):
+        run_queries(queries, duration=5, progress_seconds=60, quiet=True)
+
+
+def test_the_run_summary_says_none_rather_than_a_blank():
+    from fraudlake.output import render_mapping
+
+    text = render_mapping({"left_behind": {"silver": 0, "gold": 1_200}, "drain_limit_reached": {}}, "table")
+    assert text.splitlines() == ["left_behind          silver=0, gold=1,200", "drain_limit_reached  none"]
