@@ -7,8 +7,11 @@ It is a pure ``DataFrame -> DataFrame`` function: batch and streaming alike.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import pandas as pd
 
 from fraudlake.ml.features import MODEL_INPUT_COLUMNS, SILVER_FEATURES, add_features
 from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
@@ -38,8 +41,53 @@ def load_scorer(spark, ctx: Context, model_uri: str | None = None) -> ModelScore
     ref = resolve_model(client, model_uri or default_model_uri(ctx))
     info = mlflow.models.get_model_info(ref.uri)
     threshold = float((info.metadata or {})["flag_threshold"])
-    udf = mlflow.pyfunc.spark_udf(spark, ref.uri, result_type="double", env_manager="local")
+    if _local_master(spark):
+        udf = worker_cached_udf(mlflow.artifacts.download_artifacts(ref.uri))
+    else:  # a cluster: MLflow ships the model to every executor (and caches it there)
+        udf = mlflow.pyfunc.spark_udf(spark, ref.uri, result_type="double", env_manager="local")
     return ModelScorer(udf, ref.uri, ref.name or "", ref.version or "", threshold)
+
+
+def _local_master(spark) -> bool:
+    try:
+        return spark.sparkContext.master.startswith("local")
+    except Exception:  # Spark Connect: no SparkContext, and never local workers sharing our disk
+        return False
+
+
+# Models loaded in this Python worker, by local path. Spark reuses its Python workers
+# (spark.python.worker.reuse), so a micro-batch's scoring tasks find the model loaded.
+_LOADED: dict[str, Any] = {}
+
+
+def _loaded_model(path: str):
+    if path not in _LOADED:
+        import mlflow
+
+        _LOADED[path] = mlflow.pyfunc.load_model(path)
+    return _LOADED[path]
+
+
+def worker_cached_udf(model_path: str):
+    """The pyfunc at ``model_path`` (a local copy) as a vectorised Spark UDF that loads the model
+    once per Python worker.
+
+    ``mlflow.pyfunc.spark_udf`` loads the model again in every task in local mode: in a
+    stream that is every micro-batch. Here the loaded model stays in the worker for the next
+    batches. The input is a struct of the feature columns, which reaches ``predict`` as a
+    pandas frame with those column names: the model's signature is enforced as with
+    ``spark_udf``. For local masters only, whose workers read the driver's disk.
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    # The hints tell Spark this is an iterator UDF (frames in, series out); they name module-level types.
+    @pandas_udf("double")  # type: ignore[call-overload]
+    def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.Series]:
+        model = _loaded_model(model_path)
+        for frame in frames:
+            yield pd.Series(model.predict(frame), index=frame.index).astype("float64")
+
+    return score
 
 
 def score_transactions(transactions, scorer: ModelScorer):
