@@ -22,6 +22,19 @@ from fraudlake.streaming_io import append_once, writer_app_id
 from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, table_name
 
 QUERY_NAME = "silver"
+EMPTY_TOTALS = {"n": 0, "flagged": 0, "newest": None, "early_ingest": None}
+
+
+def batch_totals() -> list:
+    """What progress lines need from a batch of scored rows, as aggregate columns."""
+    from pyspark.sql import functions as F
+
+    return [
+        F.count(F.lit(1)).alias("n"), F.count_if("is_flagged").alias("flagged"),
+        F.max(F.unix_micros("event_time")).alias("newest"),
+        # The 5th percentile of ingest times: commit time minus it is the batch's p95 wait.
+        F.percentile_approx(F.unix_micros("_ingest_time"), 0.05).alias("early_ingest"),
+    ]
 
 
 @dataclass
@@ -50,15 +63,17 @@ class SilverBatchWriter:
         self.stats = SilverStats()
 
     def __call__(self, batch, batch_id: int) -> None:
+        from pyspark.sql import Observation
         from pyspark.sql import functions as F
 
         reason = F.col("quarantine_reason")
         validated = validate(batch, self.ctx.settings.streams.max_future_seconds).persist()
-        checked = scored = None
+        checked = None
         try:
-            checked = mark_repeats(validated, self._scored_ids_near(validated)).persist()
-            valid = checked.where(reason.isNull()).drop("quarantine_reason")
-            scored = score_transactions(valid, self.scorer).persist()
+            bounds = self._bounds(validated)
+            if not bounds["rows"]:
+                return  # nothing arrived: no commit, not even an empty one
+            checked = mark_repeats(validated, self._scored_ids_near(validated, bounds)).persist()
             # A replay must route every row as the first attempt did. Repeats are found by
             # looking silver up, so quarantine goes first: after a crash between the two
             # appends silver is as the first attempt saw it. After a crash once silver has
@@ -69,19 +84,44 @@ class SilverBatchWriter:
             reasons = {row[0]: row[1] for row in checked.where(reason.isNotNull()).groupBy(reason).count().collect()}
             if reasons:
                 append_once(checked.where(reason.isNotNull()), self.quarantine_table, self.app_id, batch_id)
-            append_once(scored, self.scored_table, self.app_id, batch_id)
-            totals = scored.agg(
-                F.count("*").alias("n"), F.count_if("is_flagged").alias("flagged"), F.max("event_time").alias("newest"),
-                # The 5th percentile of ingest times: commit time minus it is the batch's p95 wait.
-                F.percentile_approx(F.unix_micros("_ingest_time"), 0.05).alias("early_ingest"),
-            ).first()
+            # The batch's figures are observed while the append writes the rows: no second pass
+            # over the scored rows (and no second run of the model) just to count them.
+            observed = Observation(f"silver_batch_{batch_id}")
+            scored = score_transactions(checked.where(reason.isNull()).drop("quarantine_reason"), self.scorer)
+            append_once(scored.observe(observed, *batch_totals()), self.scored_table, self.app_id, batch_id)
+            totals = self._observed(observed, scored) if bounds["valid"] else EMPTY_TOTALS
         finally:
-            for frame in (scored, checked, validated):
+            for frame in (checked, validated):
                 if frame is not None:
                     frame.unpersist()
-        self._count(totals.asDict(), reasons)
+        self._count(totals, reasons)
 
-    def _scored_ids_near(self, validated):
+    @staticmethod
+    def _observed(observed, scored) -> dict:
+        """The figures observed during the append. A replayed batch whose append Delta skipped
+        (it had committed) ran no plan to observe: its figures are computed, once, instead."""
+        try:
+            return dict(observed.get)
+        except Exception:  # Spark raises on reading an observation that never ran
+            return scored.agg(*batch_totals()).first().asDict()
+
+    @staticmethod
+    def _bounds(validated) -> dict:
+        """Rows in the batch, and the id and event-time range of its valid ones (one job, which
+        also fills the cache of the validated rows)."""
+        from pyspark.sql import functions as F
+
+        valid = F.col("quarantine_reason").isNull()
+        return validated.agg(
+            F.count(F.lit(1)).alias("rows"), F.count_if(valid).alias("valid"),
+            F.min(F.when(valid, F.col("transaction_id"))).alias("lo"),
+            F.max(F.when(valid, F.col("transaction_id"))).alias("hi"),
+            # As epoch microseconds: no Python datetime, so no host time zone, on the way back.
+            F.unix_micros(F.min(F.when(valid, F.col("event_time")))).alias("first"),
+            F.unix_micros(F.max(F.when(valid, F.col("event_time")))).alias("last"),
+        ).first().asDict()
+
+    def _scored_ids_near(self, validated, bounds: dict):
         """Silver rows (id, event time, ingest time) that this batch's valid rows could repeat.
 
         Bounded so that a lookup reads few files: the batch's id range (sequential ids
@@ -90,11 +130,6 @@ class SilverBatchWriter:
         """
         from pyspark.sql import functions as F
 
-        bounds = validated.where(F.col("quarantine_reason").isNull()).agg(
-            F.min("transaction_id").alias("lo"), F.max("transaction_id").alias("hi"),
-            # As epoch microseconds: no Python datetime, so no host time zone, on the way back.
-            F.unix_micros(F.min("event_time")).alias("first"), F.unix_micros(F.max("event_time")).alias("last"),
-        ).first()
         silver = validated.sparkSession.table(self.scored_table).select("transaction_id", "event_time", "_ingest_time")
         if bounds["lo"] is None:
             return silver.limit(0)
@@ -112,7 +147,7 @@ class SilverBatchWriter:
         stats.flagged += totals["flagged"] or 0
         now = time.time()
         if totals["newest"] is not None:
-            stats.last_lag_seconds = now - totals["newest"].timestamp()
+            stats.last_lag_seconds = now - totals["newest"] / 1e6
         if totals["early_ingest"] is not None:
             stats.freshness.append((now, totals["n"], now - totals["early_ingest"] / 1e6))
         for name, n in reasons.items():
