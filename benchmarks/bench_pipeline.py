@@ -1,25 +1,33 @@
-"""The whole pipeline on local[2]: sustained capacity, event-to-silver latency, and the prototype's UDF.
+"""The whole pipeline on local[2], all three layers: sustained capacity, latency, and the prototype's UDF.
 
-    python benchmarks/bench_pipeline.py capacity [--rates 5000,10000,20000] [--seconds 120]
-    python benchmarks/bench_pipeline.py latency  [--rate 1000] [--seconds 120]
+    python benchmarks/bench_pipeline.py capacity [--profile throughput] [--rates 10000,20000] [--seconds 120]
+    python benchmarks/bench_pipeline.py latency  [--profile latency] [--rate 1000] [--seconds 120]
     python benchmarks/bench_pipeline.py scoring  [--rows 200000]
 
-capacity: for each offered rate, bronze, silver and gold run as in ``fraudlake run``.
-  Over the last 60% of the trial, a layer keeps up when its backlog (rows committed
-  upstream, not yet processed) grows by less than one micro-batch's worth; the
-  highest rate where every layer keeps up is reported.
-latency: at a steady rate, event time → the commit of the silver row, from the
-  change data feed's ``_commit_timestamp``, after a warm-up third; p50/p95/p99.
+capacity: for each offered rate, bronze, silver and gold run as in ``fraudlake run
+--profile P``. Rows each layer has committed are read from the tables every 5 s (bronze
+rows; silver + quarantine rows; gold's ``sum(tx_count)``, which counts every silver row).
+Over the last 60% of the trial a layer keeps up when its backlog (rows committed upstream,
+not yet by it) grows by less than one micro-batch's worth; the highest rate at which
+every layer keeps up is reported.
+latency: at a steady rate, after a warm-up third:
+  - ingest → silver commit per row (``_ingest_time`` to the change feed's
+    ``_commit_timestamp``), and event time → silver commit; p50/p95/p99;
+  - user-activity alerts: from the ingest of the transaction the alert is timed at (the
+    one that took the window to the threshold) to the alert's file being written;
+  - the current minute in ``gold.dashboard_minute``: polled every 2 s, the time from the
+    minute's start (the rate source stamps rows with the wall clock) until its row exists.
 scoring: silver's capacity on a fixed bronze backlog (available-now), once with the
-  registered pyfunc as a vectorised ``mlflow.pyfunc.spark_udf`` (what silver does) and
-  once with a row-at-a-time Python UDF calling the same model (the prototype's method).
+  registered pyfunc as silver serves it (a vectorised UDF) and once with a row-at-a-time
+  Python UDF calling the same model (the prototype's method).
 
-Each mode writes benchmarks/results/pipeline_<mode>.json.
+Each mode writes benchmarks/results/pipeline_<mode>[_<profile>].json.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -28,10 +36,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_results  # noqa: E402
-from fraudlake.settings import Context, Paths  # noqa: E402
-from fraudlake.spark import get_spark  # noqa: E402
-from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_SCORED, ensure_tables, table_name  # noqa: E402
+from benchmarks.common import write_results
+from fraudlake.settings import Context, Paths, parse_settings
+from fraudlake.spark import get_spark
+from fraudlake.tables import (
+    BRONZE_TRANSACTIONS,
+    GOLD_DASHBOARD_MINUTE,
+    GOLD_FRAUD_ALERTS,
+    SILVER_QUARANTINE,
+    SILVER_SCORED,
+    ensure_tables,
+    table_name,
+)
 
 MEASURED_SHARE = 0.6
 
@@ -49,86 +65,133 @@ def with_model(spark, ctx: Context) -> None:
     train_model(spark, ctx, model="gradient_boosting", samples=20_000)
 
 
-def capacity_trial(spark, base: Context, rate: int, seconds: float) -> dict:
+def _started(spark, base: Context, profile: str, rate: int):
     from fraudlake.pipeline import LAYERS, start_pipeline
-    from fraudlake.streaming import stop_between_batches
 
     ctx = fresh_context(base)
+    data = ctx.settings.model_dump()  # leaves out values a profile filled in
+    data["profile"] = profile
+    ctx = Context(parse_settings(data, "benchmark"), ctx.paths)
     with_model(spark, ctx)
-    pipeline = start_pipeline(spark, ctx, LAYERS, "rate", rate=rate, out=open("/dev/null", "w"))
+    return ctx, start_pipeline(spark, ctx, LAYERS, "rate", rate=rate, out=open(os.devnull, "w"))
+
+
+def committed_rows(spark, ctx: Context) -> dict:
+    """Rows each layer has committed: bronze, silver + quarantine, and gold (every silver row is
+    counted once in gold.dashboard_minute.tx_count)."""
+    from pyspark.sql import functions as F
+
+    def count(spec) -> int:
+        return spark.table(table_name(ctx, spec)).count()
+
+    gold = spark.table(table_name(ctx, GOLD_DASHBOARD_MINUTE)).agg(F.sum("tx_count")).first()[0] or 0
+    return {"bronze": count(BRONZE_TRANSACTIONS), "silver": count(SILVER_SCORED) + count(SILVER_QUARANTINE),
+            "gold": int(gold), "silver_scored": count(SILVER_SCORED)}
+
+
+def capacity_trial(spark, base: Context, profile: str, rate: int, seconds: float) -> dict:
+    from fraudlake.streaming import stop_between_batches
+
+    ctx, pipeline = _started(spark, base, profile, rate)
     samples = []
     started = time.monotonic()
     try:
         while time.monotonic() - started < seconds:
             time.sleep(5)
-            samples.append((time.monotonic() - started, _committed(pipeline.queries)))
+            samples.append((time.monotonic() - started, committed_rows(spark, ctx)))
     finally:
         stop_between_batches(list(pipeline.queries.values()))
         shutil.rmtree(ctx.paths.home, ignore_errors=True)
     window = [s for s in samples if s[0] >= (1 - MEASURED_SHARE) * seconds]
-    first, last = window[0][1], window[-1][1]
-    offered = rate * (window[-1][0] - window[0][0])
-    batch_rows = rate * max(ctx.settings.ingest.trigger_seconds, ctx.settings.streams.gold_trigger_seconds)
-    backlog = {}
-    for upstream, downstream in (("offered", "bronze"), ("bronze", "silver"), ("silver", "gold_model_alerts")):
-        if upstream == "offered":
-            growth = offered - (last["bronze"] - first["bronze"])
-        else:
-            growth = (last[upstream] - last[downstream]) - (first[upstream] - first[downstream])
-        backlog[downstream] = int(growth)
+    (t0, first), (t1, last) = window[0], window[-1]
+    offered = rate * (t1 - t0)
+    settings = ctx.settings
+    batch_rows = rate * max(settings.ingest.trigger_seconds, settings.streams.gold_trigger_seconds)
+    backlog = {"bronze": int(offered - (last["bronze"] - first["bronze"]))}
+    for upstream, downstream in (("bronze", "silver"), ("silver_scored", "gold")):
+        backlog[downstream] = int((last[upstream] - last[downstream]) - (first[upstream] - first[downstream]))
     kept_up = all(growth < batch_rows for growth in backlog.values())
     return {"rate": rate, "kept_up": kept_up, "backlog_growth_rows": backlog, "allowed_growth_rows": int(batch_rows),
-            "rows_per_second": {name: round((last[name] - first[name]) / (window[-1][0] - window[0][0]))
-                                for name in ("bronze", "silver", "gold_model_alerts")}}
-
-
-def _committed(queries: dict) -> dict:
-    """Rows each query has processed so far (from its progress reports)."""
-    from fraudlake.streaming import rows_processed
-
-    return {name: rows_processed(query) for name, query in queries.items()}
+            "rows_per_second": {name: round((last[name] - first[name]) / (t1 - t0)) for name in ("bronze", "silver", "gold")},
+            "backlog_at_end_rows": {"silver": last["bronze"] - last["silver"], "gold": last["silver_scored"] - last["gold"]}}
 
 
 def run_capacity(spark, base: Context, args) -> dict:
     trials = []
     for rate in (int(r) for r in args.rates.split(",")):
-        trial = capacity_trial(spark, base, rate, args.seconds)
+        trial = capacity_trial(spark, base, args.profile, rate, args.seconds)
         print(trial, flush=True)
         trials.append(trial)
         if not trial["kept_up"]:
             break
     sustained = max((t["rate"] for t in trials if t["kept_up"]), default=0)
-    return {"seconds_per_trial": args.seconds, "sustained_rows_per_second": sustained, "trials": trials}
+    return {"profile": args.profile, "seconds_per_trial": args.seconds, "sustained_rows_per_second": sustained,
+            "trials": trials}
+
+
+def _percentiles(frame, column: str) -> dict:
+    if not frame.take(1):
+        return {"p50": None, "p95": None, "p99": None, "rows": 0}
+    p50, p95, p99 = frame.approxQuantile(column, [0.5, 0.95, 0.99], 0.001)
+    return {"p50": round(p50, 2), "p95": round(p95, 2), "p99": round(p99, 2), "rows": frame.count()}
 
 
 def run_latency(spark, base: Context, args) -> dict:
     from pyspark.sql import functions as F
 
-    from fraudlake.pipeline import LAYERS, start_pipeline
     from fraudlake.streaming import stop_between_batches
 
-    ctx = fresh_context(base)
-    with_model(spark, ctx)
-    pipeline = start_pipeline(spark, ctx, LAYERS, "rate", rate=args.rate, out=open("/dev/null", "w"))
-    time.sleep(args.seconds)
+    ctx, pipeline = _started(spark, base, args.profile, args.rate)
+    minutes_table = table_name(ctx, GOLD_DASHBOARD_MINUTE)
+    first_seen: dict[int, float] = {}  # minute (epoch s) -> wall time its row was first seen
+    started = time.monotonic()
+    while time.monotonic() - started < args.seconds:
+        time.sleep(2)
+        now = time.time()
+        for row in spark.table(minutes_table).select(F.unix_seconds("minute").alias("m")).collect():
+            first_seen.setdefault(row["m"], now)
     stop_between_batches(list(pipeline.queries.values()))
+
     changes = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).table(
         table_name(ctx, SILVER_SCORED)
     )
-    latency = (F.col("_commit_timestamp").cast("double") - F.col("event_time").cast("double")).alias("latency")
-    start = changes.agg(F.min("event_time")).first()[0]
-    warm = changes.where(F.col("event_time") >= F.lit(start) + F.expr(f"INTERVAL {int(args.seconds / 3)} SECONDS"))
-    p50, p95, p99 = warm.select(latency).approxQuantile("latency", [0.5, 0.95, 0.99], 0.001)
-    rows = warm.count()
+    begin = changes.agg(F.min("_ingest_time")).first()[0]
+    warm_from = F.lit(begin) + F.expr(f"INTERVAL {int(args.seconds / 3)} SECONDS")
+    warm = changes.where(F.col("_ingest_time") >= warm_from)
+    seconds = lambda later, earlier: (F.unix_micros(later) - F.unix_micros(earlier)) / 1e6
+    ingest_to_silver = warm.select(seconds("_commit_timestamp", "_ingest_time").alias("s"))
+    event_to_silver = warm.select(seconds("_commit_timestamp", "event_time").alias("s"))
+
+    silver = spark.table(table_name(ctx, SILVER_SCORED)).select("user_id", "event_time", "_ingest_time")
+    alerts = (
+        spark.table(table_name(ctx, GOLD_FRAUD_ALERTS)).where("alert_type = 'user_activity'")
+        .select("user_id", "alert_time", F.col("_metadata.file_modification_time").alias("written"))
+        .join(silver, (F.col("user_id") == silver["user_id"]) & (F.col("alert_time") == F.col("event_time")))
+        .where(F.col("_ingest_time") >= warm_from)
+        .select(seconds("written", "_ingest_time").alias("s"))
+    )
+    warm_minutes = sorted(m for m in first_seen if m >= begin.timestamp() + args.seconds / 3 and m + 60 <= max(first_seen))
+    minute_delays = sorted(first_seen[m] - m for m in warm_minutes)
     shutil.rmtree(ctx.paths.home, ignore_errors=True)
-    return {"rate": args.rate, "seconds": args.seconds, "rows_measured": rows,
-            "event_to_silver_commit_seconds": {"p50": round(p50, 2), "p95": round(p95, 2), "p99": round(p99, 2)}}
+    return {
+        "profile": args.profile, "rate": args.rate, "seconds": args.seconds,
+        "ingest_to_silver_commit_seconds": _percentiles(ingest_to_silver, "s"),
+        "event_to_silver_commit_seconds": _percentiles(event_to_silver, "s"),
+        "ingest_to_activity_alert_seconds": _percentiles(alerts, "s"),
+        "current_minute_row_after_seconds": {
+            "minutes": len(minute_delays),
+            "max": round(minute_delays[-1], 1) if minute_delays else None,
+            "all": [round(d, 1) for d in minute_delays],
+            "note": "polled every 2 s: up to 2 s later than the row appeared",
+        },
+    }
 
 
 def run_scoring(spark, base: Context, args) -> dict:
     """Silver over a fixed bronze backlog: vectorised pyfunc UDF vs a row-at-a-time Python UDF."""
     from fraudlake.ml.serving import ModelScorer, load_scorer
     from fraudlake.silver.stream import start_silver
+
     from fraudlake.simulator import generate_batch
 
     results = {}
@@ -178,7 +241,9 @@ def _row_udf(model_path: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["capacity", "latency", "scoring"])
-    parser.add_argument("--rates", default="5000,10000,20000,50000")
+    parser.add_argument("--profile", choices=["latency", "throughput"], default=None,
+                        help="stream profile (default: throughput for capacity, latency for latency)")
+    parser.add_argument("--rates", default="5000,10000,20000,40000")
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--rows", type=int, default=200_000, help="bronze backlog for the vectorised scorer")
@@ -189,9 +254,12 @@ def main() -> None:
 
     base = Context.load(home=tempfile.mkdtemp(prefix="fraudlake-bench-session-"))
     spark = get_spark(base, master=args.master)
+    if args.profile is None:
+        args.profile = "throughput" if args.mode == "capacity" else "latency"
     runner = {"capacity": run_capacity, "latency": run_latency, "scoring": run_scoring}[args.mode]
     result = runner(spark, base, args)
-    path = write_results(f"pipeline_{args.mode}", {"master": args.master, **result})
+    name = f"pipeline_{args.mode}" + (f"_{args.profile}" if args.mode != "scoring" else "")
+    path = write_results(name, {"master": args.master, "load_average_after": os.getloadavg(), **result})
     print(result)
     print(f"-> {path}")
 
