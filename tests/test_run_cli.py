@@ -28,6 +28,32 @@ SELECT
   (SELECT count(*) FROM spark_catalog.silver.scored_transactions WHERE is_flagged) AS flagged
 """
 
+# Gold against a recomputation from silver: windows that differ (missing, extra, other values),
+# and how many windows are open and final. Gold is live: both kinds are there after a run.
+GOLD_SQL = """
+WITH expected AS (
+  SELECT user_id, window(event_time, '5 minutes', '1 minute').start AS window_start, count(*) AS tx_count,
+         sum(amount_usd) AS total_amount, sum(CAST(is_flagged AS BIGINT)) AS flagged_count
+  FROM spark_catalog.silver.scored_transactions GROUP BY 1, 2
+), expected_minutes AS (
+  SELECT window(event_time, '1 minute').start AS minute, count(*) AS tx_count, count_if(is_flagged) AS flagged_count
+  FROM spark_catalog.silver.scored_transactions GROUP BY 1
+)
+SELECT
+  (SELECT count(*) FROM expected e FULL OUTER JOIN spark_catalog.gold.user_activity_5m g
+     ON e.user_id = g.user_id AND e.window_start = g.window_start
+   WHERE e.tx_count IS DISTINCT FROM g.tx_count OR e.flagged_count IS DISTINCT FROM g.flagged_count
+      OR NOT abs(e.total_amount - g.total_amount) <= 1e-6 * abs(e.total_amount)) AS windows_differing,
+  (SELECT count(*) FROM expected_minutes e FULL OUTER JOIN spark_catalog.gold.dashboard_minute g ON e.minute = g.minute
+   WHERE e.tx_count IS DISTINCT FROM g.tx_count OR e.flagged_count IS DISTINCT FROM g.flagged_count) AS minutes_differing,
+  (SELECT count_if(is_final) FROM spark_catalog.gold.user_activity_5m) AS final_windows,
+  (SELECT count_if(NOT is_final) FROM spark_catalog.gold.user_activity_5m) AS open_windows,
+  (SELECT count_if(is_final) FROM spark_catalog.gold.dashboard_minute) AS final_minutes,
+  (SELECT count_if(NOT is_final) FROM spark_catalog.gold.dashboard_minute) AS open_minutes,
+  (SELECT count(*) - count(DISTINCT user_id, alert_time) FROM spark_catalog.gold.fraud_alerts
+   WHERE alert_type = 'user_activity') AS repeated_activity_alerts
+"""
+
 
 def _commits(table: Path) -> int:
     return len(list((table / "_delta_log").glob("*.json")))
@@ -43,12 +69,14 @@ def test_run_survives_kill_9_and_keeps_every_invariant(tmp_path):
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     alerts = home / "warehouse" / "gold" / "fraud_alerts"
-    deadline = time.time() + 240
-    while _commits(alerts) < 2 and time.time() < deadline:  # table creation + one alert batch
-        time.sleep(0.5)
-    assert _commits(alerts) >= 2, "the run never wrote alerts before it was killed"
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait(30)
+    try:
+        deadline = time.time() + 240
+        while _commits(alerts) < 2 and time.time() < deadline:  # table creation + one alert batch
+            time.sleep(0.5)
+        assert _commits(alerts) >= 2, "the run never wrote alerts before it was killed"
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(30)
 
     result = run_cli(*run, "--duration", "60", "--format", "json", home=home)
     summary = json.loads(result.stdout)
@@ -60,6 +88,13 @@ def test_run_survives_kill_9_and_keeps_every_invariant(tmp_path):
     assert row["silver"] == row["silver_ids"], row
     assert row["unscored"] == 0
     assert row["alerts"] == row["distinct_alerts"] >= row["flagged"] > 0, row
+
+    # Gold kept up live through the kill: every window equals a recomputation from silver,
+    # open ones included, and no alert was raised twice.
+    [gold] = json.loads(run_cli("sql", GOLD_SQL, "--format", "json", home=home).stdout)
+    assert gold["windows_differing"] == gold["minutes_differing"] == gold["repeated_activity_alerts"] == 0, gold
+    assert gold["final_windows"] > 0 and gold["open_windows"] > 0, gold
+    assert gold["final_minutes"] > 0 and gold["open_minutes"] > 0, gold
 
 
 def test_run_without_a_model_says_how_to_train_one(tmp_path):
