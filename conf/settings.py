@@ -35,9 +35,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # Rows on the dashboard and alerts a few seconds after the card is used.
     "latency": {
         "ingest": {
-            # A row waits at most 0.5 s for its bronze batch; a rate batch of a few hundred rows
-            # commits well inside that, so shorter would only queue commits.
-            "trigger_seconds": 0.5,
+            # A bronze commit of 1,000-3,000 rows took 1-3 s on 2 cores (its fixed Delta cost):
+            # at 0.5 s bronze ran batches back to back and held a core that silver needs.
+            "trigger_seconds": 1.0,
             # Files source: a catch-up after downtime runs in batches that commit in seconds.
             "max_files_per_trigger": 100,
         },
@@ -45,13 +45,13 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             # Silver starts its next batch as soon as one ends while bronze keeps it busy; the
             # interval only spaces its checks of bronze's Delta log when idle (0 would poll
             # the log continuously and take a core from the batches).
-            "silver_trigger_seconds": 0.25,
+            "silver_trigger_seconds": 1.0,
             # A catch-up batch holds at most ~50 s of bronze commits (two files each), so the
             # first fresh rows after a restart are not stuck behind one huge batch.
             "silver_max_files_per_trigger": 200,
             # Each gold batch MERGEs the windows and minutes it touches: a fixed cost of
-            # seconds on 2 cores. Every 5 s keeps the dashboard live and leaves silver its cores.
-            "gold_trigger_seconds": 5.0,
+            # seconds on 2 cores. Every 10 s keeps the dashboard live and leaves silver its cores.
+            "gold_trigger_seconds": 10.0,
         },
     },
     # The most rows per core: fewer, larger batches; rows reach gold within a minute.
