@@ -166,14 +166,13 @@ def run_latency(spark, base: Context, args) -> dict:
     alerts = (
         spark.table(table_name(ctx, GOLD_FRAUD_ALERTS)).where("alert_type = 'user_activity'")
         .select("user_id", "alert_time", F.col("_metadata.file_modification_time").alias("written"))
-        .join(silver, (F.col("user_id") == silver["user_id"]) & (F.col("alert_time") == F.col("event_time")))
+        .join(silver.withColumnRenamed("event_time", "alert_time"), ["user_id", "alert_time"])
         .where(F.col("_ingest_time") >= warm_from)
         .select(seconds("written", "_ingest_time").alias("s"))
     )
     warm_minutes = sorted(m for m in first_seen if m >= begin.timestamp() + args.seconds / 3 and m + 60 <= max(first_seen))
     minute_delays = sorted(first_seen[m] - m for m in warm_minutes)
-    shutil.rmtree(ctx.paths.home, ignore_errors=True)
-    return {
+    result = {
         "profile": args.profile, "rate": args.rate, "seconds": args.seconds,
         "ingest_to_silver_commit_seconds": _percentiles(ingest_to_silver, "s"),
         "event_to_silver_commit_seconds": _percentiles(event_to_silver, "s"),
@@ -185,6 +184,8 @@ def run_latency(spark, base: Context, args) -> dict:
             "note": "polled every 2 s: up to 2 s later than the row appeared",
         },
     }
+    shutil.rmtree(ctx.paths.home, ignore_errors=True)
+    return result
 
 
 def run_scoring(spark, base: Context, args) -> dict:
