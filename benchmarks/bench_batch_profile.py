@@ -79,14 +79,16 @@ STEP_TARGETS = (
                     "unpersist": "unpersist"},
     },
     {
-        "batch": "fraudlake.gold.stream:BatchAppender.__call__",
+        "batch": "fraudlake.gold.stream:GoldBatchWriter.__call__",
         "steps": {
-            "fraudlake.gold.stream:BatchAppender.rows_to_append": "rows_to_append (count)",
-            "fraudlake.gold.stream:ActivityAlertWriter.rows_to_append": "rows_to_append (activity alerts)",
-            "fraudlake.gold.stream:AlertWriter.appended": "appended (print alerts)",
+            "fraudlake.gold.stream:GoldBatchWriter._advance_watermark": "_advance_watermark",
+            "fraudlake.gold.stream:GoldBatchWriter._merge": "_merge",
+            "fraudlake.gold.stream:GoldBatchWriter._activity_alerts": "_activity_alerts",
             "fraudlake.gold.stream:append_once": "append_once",
+            "fraudlake.gold.stream:GoldBatchWriter._print": "_print (alerts to the console)",
+            "fraudlake.gold.stream:GoldBatchWriter._finalize": "_finalize",
         },
-        "actions": {"persist": "persist", "unpersist": "unpersist"},
+        "actions": {"persist": "persist", "first": "summary agg", "unpersist": "unpersist"},
     },
 )
 

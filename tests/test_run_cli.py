@@ -62,7 +62,11 @@ def _commits(table: Path) -> int:
 def test_run_survives_kill_9_and_keeps_every_invariant(tmp_path):
     home = tmp_path / "home"
     run_cli("train", "--samples", "5000", "--model", "gradient_boosting", home=home)
-    run = ["run", "--layers", "bronze,silver,gold", "--source", "rate", "--rate", "2000"]
+    # A short watermark, so windows turn final within the run however quickly the machine reaches
+    # the kill: the rate source stamps events with the wall clock, and a window is final only once
+    # the newest event is past its end plus the watermark.
+    run = ["run", "--layers", "bronze,silver,gold", "--source", "rate", "--rate", "2000",
+           "--set", "streams.watermark_seconds=5"]
 
     victim = subprocess.Popen(
         [sys.executable, "-m", "fraudlake.cli", *run], env={**os.environ, "FRAUDLAKE_HOME": str(home)},
