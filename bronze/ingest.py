@@ -82,6 +82,21 @@ def claim_rate_checkpoint(ctx: Context, rate: int) -> None:
         marker.write_text(json.dumps(wanted))
 
 
+def source_frame(spark, ctx: Context, source: str, rate: int | None = None, landing: str | None = None,
+                 available_now: bool = False):
+    """The stream of bronze rows from ``source`` (rate or files)."""
+    ingest = ctx.settings.ingest
+    if source == "rate":
+        if available_now:
+            raise FraudlakeError("--available-now needs a source that ends (files); the rate source never does")
+        rate = rate or ingest.rate
+        claim_rate_checkpoint(ctx, rate)
+        return rate_stream(spark, ctx.settings.simulator, rate, ingest.rate_partitions)
+    if source == "files":
+        return files_stream(spark, ctx, landing or ctx.paths.landing)
+    raise FraudlakeError(f"unknown source {source!r}: choose rate or files")
+
+
 def start_bronze_ingest(
     spark, ctx: Context, source: str, rate: int | None = None, landing: str | None = None, available_now: bool = False
 ):
@@ -89,18 +104,7 @@ def start_bronze_ingest(
 
     ``available_now`` processes what the landing folder holds, then stops (a scheduled job's trigger).
     """
-    ingest = ctx.settings.ingest
-    if source == "rate":
-        if available_now:
-            raise FraudlakeError("--available-now needs a source that ends (files); the rate source never does")
-        rate = rate or ingest.rate
-        claim_rate_checkpoint(ctx, rate)
-        frame = rate_stream(spark, ctx.settings.simulator, rate, ingest.rate_partitions)
-    elif source == "files":
-        frame = files_stream(spark, ctx, landing or ctx.paths.landing)
-    else:
-        raise FraudlakeError(f"unknown source {source!r}: choose rate or files")
-
+    frame = source_frame(spark, ctx, source, rate, landing, available_now)
     writer = (
         frame.writeStream.format("delta")
         .queryName(checkpoint_name(source))
@@ -109,6 +113,6 @@ def start_bronze_ingest(
     )
     if available_now:
         writer = writer.trigger(availableNow=True)
-    elif ingest.trigger_seconds > 0:
-        writer = writer.trigger(processingTime=f"{ingest.trigger_seconds} seconds")
+    elif ctx.settings.ingest.trigger_seconds > 0:
+        writer = writer.trigger(processingTime=f"{ctx.settings.ingest.trigger_seconds} seconds")
     return writer.toTable(table_name(ctx, BRONZE_TRANSACTIONS))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from fraudlake.ml.serving import ModelScorer, score_transactions
 from fraudlake.settings import Context
-from fraudlake.silver.validation import mark_repeats, validate
+from fraudlake.silver.validation import drop_routed, mark_repeats, validate
 from fraudlake.streaming_io import append_once, writer_app_id
 from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, table_name
 
@@ -52,12 +52,15 @@ class SilverStats:
 
 
 class SilverBatchWriter:
-    """The ``foreachBatch`` function of the silver query."""
+    """The ``foreachBatch`` function of the silver query, and silver's half of the combined
+    ingest query's (which passes ``skip_routed=False``: its rows come fresh from the source)."""
 
-    def __init__(self, ctx: Context, scorer: ModelScorer, app_id: str):
+    def __init__(self, ctx: Context, scorer: ModelScorer, app_id: str, skip_routed: bool = True):
         self.ctx = ctx
         self.scorer = scorer
         self.app_id = app_id
+        # Reading bronze, leave alone rows that silver or quarantine already hold (see drop_routed).
+        self.skip_routed = skip_routed
         self.scored_table = table_name(ctx, SILVER_SCORED)
         self.quarantine_table = table_name(ctx, SILVER_QUARANTINE)
         self.stats = SilverStats()
@@ -73,7 +76,11 @@ class SilverBatchWriter:
             bounds = self._bounds(validated)
             if not bounds["rows"]:
                 return  # nothing arrived: no commit, not even an empty one
-            checked = mark_repeats(validated, self._scored_ids_near(validated, bounds)).persist()
+            near = self._scored_ids_near(validated, bounds)
+            checked = mark_repeats(validated, near)
+            if self.skip_routed:
+                checked = drop_routed(checked, near, self._quarantined_near(validated, bounds))
+            checked = checked.persist()
             # A replay must route every row as the first attempt did. Repeats are found by
             # looking silver up, so quarantine goes first: after a crash between the two
             # appends silver is as the first attempt saw it. After a crash once silver has
@@ -119,6 +126,8 @@ class SilverBatchWriter:
             # As epoch microseconds: no Python datetime, so no host time zone, on the way back.
             F.unix_micros(F.min(F.when(valid, F.col("event_time")))).alias("first"),
             F.unix_micros(F.max(F.when(valid, F.col("event_time")))).alias("last"),
+            F.unix_micros(F.min("_ingest_time")).alias("ingest_first"),
+            F.unix_micros(F.max("_ingest_time")).alias("ingest_last"),
         ).first().asDict()
 
     def _scored_ids_near(self, validated, bounds: dict):
@@ -139,6 +148,18 @@ class SilverBatchWriter:
             & (F.col("event_time") >= F.timestamp_micros(F.lit(bounds["first"])) - horizon)
             & (F.col("event_time") <= F.timestamp_micros(F.lit(bounds["last"])) + horizon)
         )
+
+    def _quarantined_near(self, validated, bounds: dict):
+        """Quarantine rows received when this batch's rows were (the identity :func:`drop_routed` compares)."""
+        from pyspark.sql import functions as F
+
+        quarantine = validated.sparkSession.table(self.quarantine_table).select(
+            "transaction_id", "event_time", "_ingest_time", "_raw")
+        if bounds["ingest_first"] is None:
+            return quarantine.where(F.col("_ingest_time").isNull())
+        received = F.col("_ingest_time").between(
+            F.timestamp_micros(F.lit(bounds["ingest_first"])), F.timestamp_micros(F.lit(bounds["ingest_last"])))
+        return quarantine.where(received | F.col("_ingest_time").isNull())
 
     def _count(self, totals: dict, reasons: dict[str, int]) -> None:
         stats = self.stats

@@ -109,3 +109,35 @@ def mark_repeats(checked, scored):
     return joined.withColumn(
         "quarantine_reason", F.when(repeat, F.lit(DUPLICATE)).otherwise(col("quarantine_reason"))
     ).drop("_r_id", "_r_event", "_r_ingest")
+
+
+def drop_routed(checked, scored, quarantined):
+    """``checked`` without the bronze rows that silver or quarantine already hold.
+
+    A bronze row is routed once. The combined ingest query (bronze and silver in one
+    micro-batch) routes the rows it writes to bronze; a silver query reading bronze
+    afterwards (``--layers silver``, a scheduled catch-up) finds them already routed and
+    leaves them alone, as it does on the replay of a batch it had committed. ``scored``:
+    silver's ``transaction_id``, ``event_time``, ``_ingest_time`` near the batch (a row is
+    the same when all three are); ``quarantined``: quarantine's ``transaction_id``,
+    ``event_time``, ``_ingest_time``, ``_raw`` near it (nulls equal).
+    """
+    from pyspark.sql import functions as F
+
+    col = F.col
+    in_silver = scored.select(
+        col("transaction_id").alias("_s_id"), col("event_time").alias("_s_event"), col("_ingest_time").alias("_s_ingest")
+    )
+    kept = checked.join(
+        in_silver,
+        (col("transaction_id") == col("_s_id")) & (col("event_time") == col("_s_event"))
+        & col("_ingest_time").eqNullSafe(col("_s_ingest")),
+        "left_anti",
+    )
+    identity = ("transaction_id", "event_time", "_ingest_time", "_raw")
+    in_quarantine = quarantined.select(*[col(name).alias(f"_q{i}") for i, name in enumerate(identity)])
+    same = None
+    for i, name in enumerate(identity):
+        equal = col(name).eqNullSafe(col(f"_q{i}"))
+        same = equal if same is None else same & equal
+    return kept.join(in_quarantine, same, "left_anti")
