@@ -66,7 +66,7 @@ def with_model(spark, ctx: Context) -> None:
     train_model(spark, ctx, model="gradient_boosting", samples=20_000)
 
 
-def _started(spark, base: Context, profile: str, rate: int, layers=None, fused: bool = False):
+def _started(spark, base: Context, profile: str, rate: int, layers=None):
     from fraudlake.pipeline import LAYERS, start_pipeline
 
     ctx = fresh_context(base)
@@ -74,55 +74,8 @@ def _started(spark, base: Context, profile: str, rate: int, layers=None, fused: 
     data["profile"] = profile
     ctx = Context(parse_settings(data, "benchmark"), ctx.paths)
     with_model(spark, ctx)
-    if fused:
-        return ctx, start_fused_trial(spark, ctx, layers or LAYERS, rate)
     return ctx, start_pipeline(spark, ctx, layers or LAYERS, "rate", rate=rate, out=open(os.devnull, "w"))
 
-
-class FusedIngest:
-    """A design trial (not in the product yet): one query reads the source and, per micro-batch,
-    appends the rows to bronze and runs silver's own foreachBatch on the same rows, so a
-    transaction reaches silver without a second hop through bronze's Delta log."""
-
-    def __init__(self, ctx: Context, scorer, app_id: str):
-        from fraudlake.silver.stream import SilverBatchWriter
-
-        self.bronze = table_name(ctx, BRONZE_TRANSACTIONS)
-        self.app_id = app_id
-        self.silver = SilverBatchWriter(ctx, scorer, app_id)
-
-    def __call__(self, batch, batch_id: int) -> None:
-        from fraudlake.streaming_io import append_once
-
-        rows = batch.persist()
-        try:
-            append_once(rows, self.bronze, self.app_id, batch_id)
-            self.silver(rows, batch_id)
-        finally:
-            rows.unpersist()
-
-
-def start_fused_trial(spark, ctx: Context, layers, rate: int):
-    from fraudlake.gold.stream import start_gold
-    from fraudlake.pipeline import Pipeline, load_champion
-    from fraudlake.simulator import rate_stream
-    from fraudlake.streaming import scheduler_pool
-    from fraudlake.streaming_io import writer_app_id
-
-    pipeline = Pipeline()
-    checkpoint = ctx.paths.checkpoint("fused_trial")
-    writer = FusedIngest(ctx, load_champion(spark, ctx), writer_app_id(checkpoint, "fused_trial"))
-    frame = rate_stream(spark, ctx.settings.simulator, rate, ctx.settings.ingest.rate_partitions)
-    with scheduler_pool(spark, "silver"):
-        query = (frame.writeStream.queryName("bronze+silver").foreachBatch(writer)
-                 .option("checkpointLocation", checkpoint)
-                 .trigger(processingTime=f"{ctx.settings.ingest.trigger_seconds} seconds").start())
-    pipeline.add_stage({"bronze+silver": query}, ctx.settings.ingest.trigger_seconds)
-    if "gold" in layers:
-        with scheduler_pool(spark, "gold"):
-            gold, _ = start_gold(spark, ctx, out=open(os.devnull, "w"))
-        pipeline.add_stage({"gold": gold}, ctx.settings.streams.gold_trigger_seconds)
-    return pipeline
 
 
 def committed_rows(spark, ctx: Context) -> dict:
@@ -190,7 +143,7 @@ def run_latency(spark, base: Context, args) -> dict:
 
     from fraudlake.streaming import stop_between_batches
 
-    ctx, pipeline = _started(spark, base, args.profile, args.rate, parse_layers(args.layers), args.fused)
+    ctx, pipeline = _started(spark, base, args.profile, args.rate, parse_layers(args.layers))
     minutes_table = table_name(ctx, GOLD_DASHBOARD_MINUTE)
     first_seen: dict[int, float] = {}  # minute (epoch s) -> wall time its row was first seen
     started = time.monotonic()
@@ -222,7 +175,7 @@ def run_latency(spark, base: Context, args) -> dict:
     warm_minutes = sorted(m for m in first_seen if m >= begin.timestamp() + args.seconds / 3 and m + 60 <= max(first_seen))
     minute_delays = sorted(first_seen[m] - m for m in warm_minutes)
     result = {
-        "profile": args.profile, "layers": args.layers, "fused_bronze_silver": args.fused, "rate": args.rate, "seconds": args.seconds,
+        "profile": args.profile, "layers": args.layers, "rate": args.rate, "seconds": args.seconds,
         "ingest_to_silver_commit_seconds": _percentiles(ingest_to_silver, "s"),
         "event_to_silver_commit_seconds": _percentiles(event_to_silver, "s"),
         "ingest_to_activity_alert_seconds": _percentiles(alerts, "s"),
@@ -302,8 +255,6 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--layers", default="bronze,silver,gold",
                         help="latency: the layers that run (e.g. bronze,silver to see what gold's batches cost)")
-    parser.add_argument("--fused", action="store_true",
-                        help="latency: design trial, bronze and silver in one query (FusedIngest)")
     args = parser.parse_args()
 
     base = Context.load(home=tempfile.mkdtemp(prefix="fraudlake-bench-session-"))
@@ -315,8 +266,6 @@ def main() -> None:
     name = f"pipeline_{args.mode}" + (f"_{args.profile}" if args.mode != "scoring" else "")
     if args.mode == "latency" and parse_layers(args.layers) != LAYERS:
         name += "_" + "-".join(parse_layers(args.layers))
-    if args.mode == "latency" and args.fused:
-        name += "_fused"
     path = write_results(name, {"master": args.master, "load_average_after": os.getloadavg(), **result})
     print(result)
     print(f"-> {path}")

@@ -111,5 +111,7 @@ def test_an_unknown_profile_on_the_command_line_is_bad_usage_naming_the_choices(
 def test_the_start_message_names_the_profile_and_marks_what_conf_set():
     from fraudlake.pipeline import LAYERS, describe_profile
 
-    text = describe_profile(parse_settings({"profile": "throughput", "streams": {"gold_trigger_seconds": 12}}), LAYERS)
-    assert text == "profile throughput: micro-batches every bronze 5 s, silver 5 s, gold 12 s (set)"
+    settings = parse_settings({"profile": "throughput", "streams": {"gold_trigger_seconds": 12}})
+    # Bronze and silver run as one query, on bronze's interval; silver alone has its own.
+    assert describe_profile(settings, LAYERS) == "profile throughput: micro-batches every bronze+silver 5 s, gold 12 s (set)"
+    assert describe_profile(settings, ("silver",)) == "profile throughput: micro-batches every silver 5 s"
