@@ -174,9 +174,13 @@ class IngestAndScore:
 
     def __init__(self, ctx: Context, silver, checkpoint: str):
         self.bronze = table_name(ctx, BRONZE_TRANSACTIONS)
-        self.silver = silver  # a SilverBatchWriter that does not look for already-routed rows
+        self.silver = silver  # a SilverBatchWriter
         self.checkpoint = checkpoint
         self._query_id: str | None = None
+        # The first batch after a start may replay one whose bronze append committed before
+        # a crash; the catch-up at start has routed those rows, so that batch leaves routed
+        # rows alone. Later batches hold only rows fresh from the source: no lookup for them.
+        self.silver.skip_routed = True
 
     def query_id(self, batch) -> str:
         """The query's id, the one Delta's streaming sink uses as the bronze txnAppId."""
@@ -192,6 +196,7 @@ class IngestAndScore:
         try:
             append_once(rows, self.bronze, self.query_id(batch), batch_id)
             self.silver(rows, batch_id)
+            self.silver.skip_routed = False
         finally:
             rows.unpersist()
 
@@ -200,8 +205,9 @@ def start_ingest_and_score(spark, ctx: Context, source: str, scorer, rate: int |
                            landing: str | None = None, available_now: bool = False):
     """Start the combined bronze + silver query; returns ``(query, writer)``.
 
-    Bronze rows silver has not routed yet (from a bronze-only run) are scored first by
-    silver's own query, until caught up: the combined query routes only what it ingests.
+    Bronze rows silver has not routed yet (from a bronze-only run, or a batch a crash
+    interrupted between its bronze and silver appends) are routed first by silver's own
+    query, until caught up: the combined query routes only what it ingests.
     """
     from fraudlake.bronze.ingest import checkpoint_name, source_frame
     from fraudlake.silver.stream import SilverBatchWriter
@@ -213,7 +219,7 @@ def start_ingest_and_score(spark, ctx: Context, source: str, scorer, rate: int |
         catch_up(spark, ctx, ("silver",))
     name = checkpoint_name(source)
     checkpoint = ctx.paths.checkpoint(name)
-    silver = SilverBatchWriter(ctx, scorer, writer_app_id(checkpoint, "silver"), skip_routed=False)
+    silver = SilverBatchWriter(ctx, scorer, writer_app_id(checkpoint, "silver"))
     writer = IngestAndScore(ctx, silver, checkpoint)
     stream = frame.writeStream.queryName(f"{name}+silver").foreachBatch(writer).option("checkpointLocation", checkpoint)
     seconds = ctx.settings.ingest.trigger_seconds

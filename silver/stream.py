@@ -53,7 +53,7 @@ class SilverStats:
 
 class SilverBatchWriter:
     """The ``foreachBatch`` function of the silver query, and silver's half of the combined
-    ingest query's (which passes ``skip_routed=False``: its rows come fresh from the source)."""
+    ingest query's (which sets ``skip_routed`` to False once its rows come fresh from the source)."""
 
     def __init__(self, ctx: Context, scorer: ModelScorer, app_id: str, skip_routed: bool = True):
         self.ctx = ctx
@@ -154,7 +154,7 @@ class SilverBatchWriter:
         from pyspark.sql import functions as F
 
         quarantine = validated.sparkSession.table(self.quarantine_table).select(
-            "transaction_id", "event_time", "_ingest_time", "_raw")
+            "transaction_id", "event_time", "_ingest_time", "_raw", "quarantine_reason")
         if bounds["ingest_first"] is None:
             return quarantine.where(F.col("_ingest_time").isNull())
         received = F.col("_ingest_time").between(

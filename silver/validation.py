@@ -112,32 +112,39 @@ def mark_repeats(checked, scored):
 
 
 def drop_routed(checked, scored, quarantined):
-    """``checked`` without the bronze rows that silver or quarantine already hold.
+    """``checked`` without the bronze rows that were already routed where they are routed now.
 
     A bronze row is routed once. The combined ingest query (bronze and silver in one
     micro-batch) routes the rows it writes to bronze; a silver query reading bronze
-    afterwards (``--layers silver``, a scheduled catch-up) finds them already routed and
-    leaves them alone, as it does on the replay of a batch it had committed. ``scored``:
-    silver's ``transaction_id``, ``event_time``, ``_ingest_time`` near the batch (a row is
-    the same when all three are); ``quarantined``: quarantine's ``transaction_id``,
-    ``event_time``, ``_ingest_time``, ``_raw`` near it (nulls equal).
+    afterwards (``--layers silver``, a scheduled catch-up) finds them routed and leaves
+    them alone, as it does on the replay of a batch whose quarantine append had committed.
+    A row is the same when ``transaction_id``, ``event_time``, ``_ingest_time`` (and for
+    quarantine ``_raw``; nulls equal) are. Routes are compared too, so of two identical
+    lines in one file, the one kept valid is dropped only when silver holds it and its
+    twin only when quarantine holds it as a repeat: a quarantine append of the same batch
+    never hides a valid row.
+
+    ``scored``: silver's ``transaction_id``, ``event_time``, ``_ingest_time`` near the batch;
+    ``quarantined``: quarantine's identity columns and ``quarantine_reason`` near it.
     """
     from pyspark.sql import functions as F
 
     col = F.col
+    valid = col("quarantine_reason").isNull()
     in_silver = scored.select(
         col("transaction_id").alias("_s_id"), col("event_time").alias("_s_event"), col("_ingest_time").alias("_s_ingest")
     )
     kept = checked.join(
         in_silver,
-        (col("transaction_id") == col("_s_id")) & (col("event_time") == col("_s_event"))
+        valid & (col("transaction_id") == col("_s_id")) & (col("event_time") == col("_s_event"))
         & col("_ingest_time").eqNullSafe(col("_s_ingest")),
         "left_anti",
     )
     identity = ("transaction_id", "event_time", "_ingest_time", "_raw")
-    in_quarantine = quarantined.select(*[col(name).alias(f"_q{i}") for i, name in enumerate(identity)])
-    same = None
+    in_quarantine = quarantined.select(
+        *[col(name).alias(f"_q{i}") for i, name in enumerate(identity)], col("quarantine_reason").alias("_q_reason")
+    )
+    same = col("quarantine_reason") == col("_q_reason")
     for i, name in enumerate(identity):
-        equal = col(name).eqNullSafe(col(f"_q{i}"))
-        same = equal if same is None else same & equal
+        same = same & col(name).eqNullSafe(col(f"_q{i}"))
     return kept.join(in_quarantine, same, "left_anti")

@@ -43,7 +43,7 @@ def _drop(spark, landing, name: str, rows: int, seed: int) -> None:
     records.drop("_raw", "_source", "_ingest_time").coalesce(1).write.json(str(landing / name))
 
 
-def test_every_row_is_routed_once_across_bronze_only_combined_and_silver_only_runs(spark, tmp_path):
+def test_every_row_is_routed_once_across_bronze_only_combined_and_silver_only_runs(spark, tmp_path, monkeypatch):
     home = tmp_path / "home"
     ctx = make_context(home, ml={"samples": 3_000})
     ensure_tables(spark, ctx)
@@ -74,3 +74,27 @@ def test_every_row_is_routed_once_across_bronze_only_combined_and_silver_only_ru
     #    finds every row routed: it writes nothing.
     catch_up(spark, ctx, ("silver",))
     assert _counts(spark, ctx) == combined
+
+    # 4. A crash between a batch's bronze append and its silver appends: the restart routes
+    #    those rows (catch-up at start), and the replayed batch does not route them again.
+    _drop(spark, landing, "third", 300, seed=3)
+    from fraudlake.silver.stream import SilverBatchWriter
+
+    def crash(self, batch, batch_id):
+        raise RuntimeError("killed after the bronze append")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SilverBatchWriter, "__call__", crash)
+        query, _ = start_ingest_and_score(spark, ctx, "files", scorer, landing=str(landing), available_now=True)
+        with pytest.raises(Exception, match="killed after the bronze append"):
+            query.awaitTermination(180)
+    crashed = _counts(spark, ctx)
+    assert crashed["bronze"] == combined["bronze"] + 300 and crashed["silver"] == combined["silver"]
+
+    query, writer = start_ingest_and_score(spark, ctx, "files", scorer, landing=str(landing), available_now=True)
+    query.awaitTermination(180)
+    assert query.exception() is None
+    restarted = _counts(spark, ctx)
+    assert restarted["bronze"] == crashed["bronze"], restarted  # the replayed bronze append was skipped
+    assert restarted["silver"] == restarted["silver_ids"] == combined["silver"] + 300, restarted
+    assert restarted["quarantine"] == combined["quarantine"], restarted
