@@ -67,7 +67,7 @@ def with_model(spark, ctx: Context) -> None:
 
 
 def _started(spark, base: Context, profile: str, rate: int, layers=None):
-    from fraudlake.pipeline import LAYERS, start_pipeline
+    from fraudlake.pipeline import start_pipeline
 
     ctx = fresh_context(base)
     data = ctx.settings.model_dump()  # leaves out values a profile filled in
@@ -75,7 +75,6 @@ def _started(spark, base: Context, profile: str, rate: int, layers=None):
     ctx = Context(parse_settings(data, "benchmark"), ctx.paths)
     with_model(spark, ctx)
     return ctx, start_pipeline(spark, ctx, layers or LAYERS, "rate", rate=rate, out=open(os.devnull, "w"))
-
 
 
 def committed_rows(spark, ctx: Context) -> dict:

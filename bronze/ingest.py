@@ -13,6 +13,7 @@ from pathlib import Path
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 from fraudlake.simulator import rate_stream
+from fraudlake.streaming_io import triggered
 from fraudlake.tables import BRONZE_COLUMNS, BRONZE_TRANSACTIONS, table_name
 
 # The columns a record carries; the underscore columns are added on ingest.
@@ -111,8 +112,5 @@ def start_bronze_ingest(
         .outputMode("append")
         .option("checkpointLocation", ctx.paths.checkpoint(checkpoint_name(source)))
     )
-    if available_now:
-        writer = writer.trigger(availableNow=True)
-    elif ctx.settings.ingest.trigger_seconds > 0:
-        writer = writer.trigger(processingTime=f"{ctx.settings.ingest.trigger_seconds} seconds")
-    return writer.toTable(table_name(ctx, BRONZE_TRANSACTIONS))
+    return triggered(writer, ctx.settings.ingest.trigger_seconds, available_now).toTable(
+        table_name(ctx, BRONZE_TRANSACTIONS))

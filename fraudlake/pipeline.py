@@ -19,7 +19,7 @@ from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 from fraudlake.output import note
 from fraudlake.streaming import scheduler_pool
-from fraudlake.streaming_io import append_once, writer_app_id
+from fraudlake.streaming_io import append_once, triggered, writer_app_id
 from fraudlake.tables import (
     ALL_TABLES,
     BRONZE_TRANSACTIONS,
@@ -222,13 +222,8 @@ def start_ingest_and_score(spark, ctx: Context, source: str, scorer, rate: int |
     silver = SilverBatchWriter(ctx, scorer, writer_app_id(checkpoint, "silver"))
     writer = IngestAndScore(ctx, silver, checkpoint)
     stream = frame.writeStream.queryName(f"{name}+silver").foreachBatch(writer).option("checkpointLocation", checkpoint)
-    seconds = ctx.settings.ingest.trigger_seconds
-    if available_now:
-        stream = stream.trigger(availableNow=True)
-    elif seconds > 0:
-        stream = stream.trigger(processingTime=f"{seconds} seconds")
     with scheduler_pool(spark, "silver"):
-        return stream.start(), writer
+        return triggered(stream, ctx.settings.ingest.trigger_seconds, available_now).start(), writer
 
 
 def left_behind(spark, ctx: Context, layers) -> dict[str, int]:

@@ -21,6 +21,16 @@ def writer_app_id(checkpoint: str, query: str) -> str:
     return marker.read_text().strip()
 
 
+def triggered(writer, seconds: float, available_now: bool = False):
+    """``writer`` (a ``DataStreamWriter``) with its trigger: everything available, then stop
+    (a scheduled job); a micro-batch every ``seconds``; or, at 0, one batch after another."""
+    if available_now:
+        return writer.trigger(availableNow=True)
+    if seconds > 0:
+        return writer.trigger(processingTime=f"{seconds} seconds")
+    return writer
+
+
 def append_once(frame, table: str, app_id: str, batch_id: int) -> None:
     """Append ``frame`` to a Delta table unless this (app id, batch id) already committed there."""
     (

@@ -43,7 +43,7 @@ from fraudlake.gold.aggregates import (
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
-from fraudlake.streaming_io import append_once, committed_once, writer_app_id
+from fraudlake.streaming_io import append_once, committed_once, triggered, writer_app_id
 from fraudlake.tables import (
     GOLD_DASHBOARD_MINUTE,
     GOLD_FRAUD_ALERTS,
@@ -302,9 +302,4 @@ def start_gold(spark, ctx: Context, out=None, available_now: bool = False):
     writer = GoldBatchWriter(ctx, writer_app_id(checkpoint, QUERY_NAME), out)
     silver = spark.readStream.option("skipChangeCommits", "true").table(table_name(ctx, SILVER_SCORED))
     stream = silver.writeStream.queryName(QUERY_NAME).foreachBatch(writer).option("checkpointLocation", checkpoint)
-    seconds = ctx.settings.streams.gold_trigger_seconds
-    if available_now:
-        stream = stream.trigger(availableNow=True)
-    elif seconds > 0:
-        stream = stream.trigger(processingTime=f"{seconds} seconds")
-    return stream.start(), writer
+    return triggered(stream, ctx.settings.streams.gold_trigger_seconds, available_now).start(), writer

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from fraudlake.ml.serving import ModelScorer, score_transactions
 from fraudlake.settings import Context
 from fraudlake.silver.validation import drop_routed, mark_repeats, validate
-from fraudlake.streaming_io import append_once, writer_app_id
+from fraudlake.streaming_io import append_once, triggered, writer_app_id
 from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, table_name
 
 QUERY_NAME = "silver"
@@ -189,8 +189,4 @@ def start_silver(spark, ctx: Context, scorer: ModelScorer, available_now: bool =
         .table(table_name(ctx, BRONZE_TRANSACTIONS))
     )
     stream = source.writeStream.queryName(QUERY_NAME).foreachBatch(writer).option("checkpointLocation", checkpoint)
-    if available_now:
-        stream = stream.trigger(availableNow=True)
-    elif streams.silver_trigger_seconds > 0:
-        stream = stream.trigger(processingTime=f"{streams.silver_trigger_seconds} seconds")
-    return stream.start(), writer
+    return triggered(stream, streams.silver_trigger_seconds, available_now).start(), writer
