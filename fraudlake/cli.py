@@ -330,7 +330,6 @@ def _stream_layers(spark, ctx: Context, args: argparse.Namespace, layers, source
         describe_profile,
         left_behind,
         start_pipeline,
-        trigger_seconds,
     )
     from fraudlake.streaming import format_left_behind, progress_printer, run_queries
 
@@ -342,13 +341,13 @@ def _stream_layers(spark, ctx: Context, args: argparse.Namespace, layers, source
         note(json.dumps({
             "event": "start", "queries": list(pipeline.queries), "duration_seconds": args.duration,
             "profile": ctx.settings.profile,
-            "trigger_seconds": {layer: trigger_seconds(ctx.settings, layer) for layer in pipeline.queries},
+            "trigger_seconds": dict(pipeline.intervals),
             "model": pipeline.model, "checkpoints": ctx.paths.checkpoints,
         }))
     else:
         until = f"for {args.duration:g}s" if args.duration else "until Ctrl-C"
         model = f"; scoring with {pipeline.model}" if pipeline.model else ""
-        note(f"running {', '.join(pipeline.queries)} {until}; {describe_profile(ctx.settings, pipeline.queries)}"
+        note(f"running {', '.join(layers)} {until}; {describe_profile(ctx.settings, layers)}"
              f"{model}; checkpoints under {ctx.paths.checkpoints}")
     queries = run_queries(
         pipeline.queries, args.duration, ctx.settings.ingest.progress_seconds, stats=pipeline.stats,
