@@ -20,7 +20,7 @@ from fraudlake.tables import (
     table_location,
     table_name,
 )
-from tests.conftest import make_context, run_cli
+from tests.conftest import fraudlake, make_context
 
 
 def test_names_from_conf_are_quoted_where_sql_needs_it(tmp_path):
@@ -122,31 +122,32 @@ def test_attaching_commits_nothing_and_a_writer_upgrades(spark, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.spark
-def test_read_only_commands_leave_every_table_history_unchanged(spark, tmp_path):
+def test_read_only_commands_leave_every_table_history_unchanged(spark, tmp_path, capsys):
+    """The commands run in this process (``main``, as the console script calls it), on the
+    test session's JVM: what they commit or not is the same as in a process of their own."""
     home = tmp_path / "home"
     ctx = make_context(home)
 
     # A fresh home: the readers say what is missing and create nothing.
-    listed = run_cli("tables", "--format", "json", home=home)
-    rows = json.loads(listed.stdout)
-    assert [r["table"] for r in rows] == [table_name(ctx, spec) for spec in ALL_TABLES]
+    code, out, err = fraudlake(capsys, home, "tables", "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and [r["table"] for r in rows] == [table_name(ctx, spec) for spec in ALL_TABLES]
     assert all(r["rows"] is None and r["version"] is None for r in rows), rows
-    assert "not created yet" in listed.stderr
-    query = run_cli("sql", f"SELECT count(*) FROM {table_name(ctx, SILVER_SCORED)}", home=home, check=False)
-    assert query.returncode == 4, query.stderr
-    assert "TABLE_OR_VIEW_NOT_FOUND" in query.stderr and "not created yet" in query.stderr, query.stderr
+    assert "not created yet" in err
+    code, _, err = fraudlake(capsys, home, "sql", f"SELECT count(*) FROM {table_name(ctx, SILVER_SCORED)}")
+    assert code == 4, err
+    assert "TABLE_OR_VIEW_NOT_FOUND" in err and "not created yet" in err, err
     assert not (home / "warehouse" / "silver").exists()
 
     # Tables an older version left: a writer would upgrade every one of them.
     _out_of_date_lakehouse(spark, ctx)
     before = _latest_versions(spark, ctx)
-    count = run_cli("sql", f"SELECT count(*) AS n FROM {table_name(ctx, BRONZE_TRANSACTIONS)}", "--format", "json",
-                    home=home)
-    assert json.loads(count.stdout) == [{"n": 1}]
-    listed = json.loads(run_cli("tables", "--format", "json", home=home).stdout)
+    code, out, _ = fraudlake(capsys, home, "sql", f"SELECT count(*) AS n FROM {table_name(ctx, BRONZE_TRANSACTIONS)}",
+                             "--format", "json")
+    assert code == 0 and json.loads(out) == [{"n": 1}]
+    listed = json.loads(fraudlake(capsys, home, "tables", "--format", "json")[1])
     assert {r["table"]: r["version"] for r in listed} == {table_name(ctx, s): before[s.name] for s in ALL_TABLES}
-    history = json.loads(run_cli("audit", "history", "silver.scored_transactions", "--format", "json",
-                                 home=home).stdout)
+    history = json.loads(fraudlake(capsys, home, "audit", "history", "silver.scored_transactions", "--format", "json")[1])
     assert [r["operation"] for r in history] == ["CREATE TABLE"]
     assert _latest_versions(spark, ctx) == before
     assert "flag_threshold" not in _silver_columns(spark, ctx)
