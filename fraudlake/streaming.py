@@ -306,7 +306,7 @@ class ProgressTracker:
         self._names = {str(query.id): name for name, query in queries.items()}
         self._clock = clock
         self.started = self._since = clock()
-        self._rows_then = {name: 0 for name in queries}
+        self._rate: tuple[float, int, float | None] = (self.started, 0, None)  # (when, source rows, rows/s)
         self.listener = None
         self._spark = spark
         if spark is not None:
@@ -342,7 +342,6 @@ class ProgressTracker:
         """The interval since the previous call (or the start)."""
         self.collect()
         now = self._clock()
-        seconds = max(now - self._since, 1e-9)
         first = next(iter(self.queries), None)
         lag: dict[str, float | None] = {}
         upstream_p95 = freshness_p95 = None
@@ -362,7 +361,7 @@ class ProgressTracker:
         silver, gold = self.stats.get("silver"), self.stats.get("gold")
         progress = IntervalProgress(
             elapsed_seconds=now - self.started,
-            input_rows_per_second=(self.tallies[first].rows - self._rows_then[first]) / seconds if first else None,
+            input_rows_per_second=self._input_rate(self.tallies[first], now) if first else None,
             lag_seconds=lag,
             freshness_p95_seconds=freshness_p95,
             rows={name: tally.rows for name, tally in self.tallies.items()},
@@ -373,8 +372,21 @@ class ProgressTracker:
             activity_alerts=getattr(gold, "activity_alerts", None),
         )
         self._since = now
-        self._rows_then = {name: tally.rows for name, tally in self.tallies.items()}
         return progress
+
+    def _input_rate(self, source: "QueryTally", now: float) -> float:
+        """Rows/s the source landed since it last landed rows. Rows land when a micro-batch
+        commits: while one longer than the interval is still running, the rate measured at the
+        last commit stands (no line of 0 rows/s between two batches); a source whose last
+        batch ended longer ago than half as long again as that batch took is idle: 0."""
+        since, rows_then, rate = self._rate
+        if source.rows > rows_then:
+            rate = (source.rows - rows_then) / max(now - since, 1e-9)
+            self._rate = (now, source.rows, rate)
+            return rate
+        if rate is not None and now - since <= 1.5 * source.last_batch_seconds:
+            return rate
+        return 0.0
 
 
 # -- stopping ------------------------------------------------------------------------------

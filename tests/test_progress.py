@@ -191,6 +191,21 @@ def test_a_layer_idle_in_the_interval_keeps_its_last_batch_and_the_rate_falls_to
     assert progress.input_rows_per_second == 0.0
 
 
+def test_a_source_batch_longer_than_the_interval_keeps_its_rate_instead_of_zero():
+    clock = Clock(1_000.0)
+    slow = FakeQuery("b", [report("b", 0, 4_000, 8.0)])  # a bronze+silver batch of 8 s: 4,000 rows
+    tracker = ProgressTracker({"bronze": slow}, clock=clock)
+    clock.now = 1_005.0
+    assert tracker.interval().input_rows_per_second == 800.0
+    clock.now = 1_010.0  # the next batch is still running: nothing committed in this interval
+    assert tracker.interval().input_rows_per_second == 800.0
+    slow.recentProgress.append(report("b", 1, 3_000, 8.0))
+    clock.now = 1_015.0
+    assert tracker.interval().input_rows_per_second == 300.0  # 3,000 rows since the rate was last measured
+    clock.now = 1_035.0  # 20 s without a commit, after batches of 8 s: the source is idle
+    assert tracker.interval().input_rows_per_second == 0.0
+
+
 def test_progress_comes_from_the_listener_when_spark_accepts_one():
     added = []
     spark = SimpleNamespace(streams=SimpleNamespace(addListener=added.append, removeListener=added.remove))
