@@ -66,6 +66,23 @@ WARM_UP_SHARE = 1 / 3
 # is reported as "(rest)".
 STEP_TARGETS = (
     {
+        # Bronze and silver in one query (fraudlake.pipeline): the bronze append, then the steps of
+        # silver's writer, which it calls (timed as steps of this batch, not as a batch of their own).
+        "batch": "fraudlake.pipeline:IngestAndScore.__call__",
+        "steps": {
+            "fraudlake.pipeline:append_once": "append_once",
+            "fraudlake.silver.stream:validate": "validate",
+            "fraudlake.silver.stream:SilverBatchWriter._scored_ids_near": "_scored_ids_near",
+            "fraudlake.silver.stream:SilverBatchWriter._quarantined_near": "_quarantined_near",
+            "fraudlake.silver.stream:mark_repeats": "mark_repeats",
+            "fraudlake.silver.stream:score_transactions": "score_transactions",
+            "fraudlake.silver.stream:append_once": "append_once",
+            "fraudlake.silver.stream:SilverBatchWriter._count": "_count",
+        },
+        "actions": {"persist": "persist", "collect": "reasons collect", "first": "bounds agg",
+                    "unpersist": "unpersist"},
+    },
+    {
         "batch": "fraudlake.silver.stream:SilverBatchWriter.__call__",
         "steps": {
             "fraudlake.silver.stream:validate": "validate",
