@@ -1,6 +1,6 @@
 """Gold's micro-batch replayed after a crash (same batch id, a writer started afresh) changes
-nothing, and gold equals the aggregate of every batch: the windows' MERGE, the minutes'
-rewrite and the alerts each commit once."""
+nothing, and gold equals the aggregate of every batch: the windows' and the minutes'
+MERGEs and the alerts' append each commit once."""
 
 from __future__ import annotations
 
