@@ -155,9 +155,9 @@ def start_pipeline(spark, ctx: Context, layers, source: str, rate: int | None = 
         from fraudlake.gold.stream import start_gold
 
         with scheduler_pool(spark, "gold"):
-            query, writer = start_gold(spark, ctx, out=out)
-        pipeline.add_stage({"gold": query}, trigger_seconds(ctx.settings, "gold"))
-        pipeline.stats["gold"] = writer.stats
+            queries, stats = start_gold(spark, ctx, out=out)
+        pipeline.add_stage(queries, trigger_seconds(ctx.settings, "gold"))
+        pipeline.stats["gold"] = stats
     return pipeline
 
 
@@ -300,7 +300,7 @@ def catch_up(spark, ctx: Context, layers, landing: str | None = None, out=None) 
     if "gold" in layers:
         from fraudlake.gold.stream import start_gold
 
-        stages.append(lambda: {"gold": start_gold(spark, ctx, out=out, available_now=True)[0]})
+        stages.append(lambda: start_gold(spark, ctx, out=out, available_now=True)[0])
     rows = {}
     for stage in stages:
         for name, query in stage().items():

@@ -1,14 +1,23 @@
 """Gold transformations: pure ``DataFrame -> DataFrame`` functions over silver rows.
 
-Each aggregate is written so that the aggregate of a union is the sum of the aggregates
-of its parts (counts and sums, a sum of nulls being null): the gold stream aggregates
-each micro-batch of silver rows and adds it to what the table holds (Delta MERGE), so a
-window is visible while it is open, and gold equals these functions over all of silver.
+:func:`user_activity_5m` and :func:`dashboard_minute` define gold's windows over a batch
+of silver rows. The gold stream computes the same values incrementally with one
+stateful aggregation (:func:`live_keys`, :func:`live_sums`): every transaction is keyed
+by each window that holds it (its five sliding user windows and its minute), so one
+state store keeps every open window, and each micro-batch emits the windows it changed
+with their absolute values.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 WINDOW = "5 minutes"
+WINDOW_MINUTES = 5
+MINUTE_MICROS = 60_000_000
+WINDOW_MICROS = WINDOW_MINUTES * MINUTE_MICROS
+USER_KIND = "user"  # a live key: a user's 5-minute window
+MINUTE_KIND = "minute"  # a live key: a dashboard minute
 SLIDE = "1 minute"
 MODEL_ALERT = "model"
 ACTIVITY_ALERT = "user_activity"
@@ -70,6 +79,48 @@ def dashboard_minute(silver):
     )
 
 
+def live_keys(silver):
+    """Each silver row once per window that holds it: ``kind`` (:data:`USER_KIND` for its five
+    sliding user windows, :data:`MINUTE_KIND` for its minute), ``user_id`` (null for a minute),
+    and the window's ``end``; plus the columns :func:`live_sums` adds up. Keyed by the end, so
+    one watermark closes a user window and a minute alike, once the newest event time is far
+    enough past its end. Minutes are cut from epoch microseconds: no session time zone enters."""
+    from pyspark.sql import functions as F
+
+    micros = F.unix_micros("event_time")
+    minute_end = micros - micros % F.lit(MINUTE_MICROS) + F.lit(MINUTE_MICROS)
+    keys = [
+        F.struct(F.lit(USER_KIND).alias("kind"), F.col("user_id").alias("user_id"),
+                 F.timestamp_micros(minute_end + F.lit(later * MINUTE_MICROS)).alias("end"))
+        for later in range(WINDOW_MINUTES)
+    ]
+    keys.append(F.struct(F.lit(MINUTE_KIND).alias("kind"), F.lit(None).cast("string").alias("user_id"),
+                         F.timestamp_micros(minute_end).alias("end")))
+    return silver.select(F.explode(F.array(*keys)).alias("k"), "event_time", "_ingest_time", "amount_usd",
+                         "is_flagged", "label_is_fraud").select("k.*", "*").drop("k")
+
+
+def live_sums(keyed):
+    """Per ``(kind, user_id, end)``: the sums of :func:`user_activity_5m` and :func:`dashboard_minute`
+    (a user window uses the first three), ``last_event_time`` (when an alert on it fires) and
+    ``newest_ingest`` (the latest ``_ingest_time`` counted, for freshness)."""
+    from pyspark.sql import functions as F
+
+    flagged, label = F.col("is_flagged"), F.col("label_is_fraud")
+    labelled = label.isNotNull()
+    return keyed.groupBy("kind", "user_id", "end").agg(
+        F.count("*").alias("tx_count"),
+        F.sum("amount_usd").alias("total_amount"),
+        F.sum(flagged.cast("long")).alias("flagged_count"),
+        F.sum(F.when(flagged, F.col("amount_usd")).otherwise(0.0)).alias("flagged_amount"),
+        F.sum(F.when(labelled, (flagged & (label == 1)).cast("long"))).alias("true_positives"),
+        F.sum(F.when(labelled, (flagged & (label == 0)).cast("long"))).alias("false_positives"),
+        F.count_if(F.col("amount_usd").isNull()).alias("unknown_currency_count"),
+        F.max("event_time").alias("last_event_time"),
+        F.max("_ingest_time").alias("newest_ingest"),
+    )
+
+
 def model_alerts(silver):
     """One alert per flagged transaction."""
     from pyspark.sql import functions as F
@@ -87,25 +138,17 @@ def model_alerts(silver):
     )
 
 
-def activity_alerts(busy_windows, *keep: str):
-    """An alert row per busy user window (its table values plus ``last_event_time``), timed at the
-    newest transaction counted: the one that took it over the threshold when it first gets there.
-    ``keep`` names further columns to pass through. One burst fills several sliding windows; the
-    gold stream keeps the first alert of each burst (:func:`first_alert_per_burst`)."""
-    from pyspark.sql import functions as F
+def activity_reason(tx_count: int, flagged_count: int, total_amount: float | None, start_micros: int) -> str:
+    """The reason of a user-activity alert on the window starting at ``start_micros`` (UTC).
 
-    return busy_windows.select(
-        F.lit(ACTIVITY_ALERT).alias("alert_type"),
-        F.lit(None).cast("string").alias("transaction_id"),
-        "user_id",
-        F.lit(None).cast("double").alias("fraud_score"),
-        F.format_string(
-            "%d transactions (%d flagged, %.2f USD) between %s and %s UTC", "tx_count", "flagged_count",
-            "total_amount", F.date_format("window_start", "HH:mm"), F.date_format("window_end", "HH:mm"),
-        ).alias("reason"),
-        F.col("last_event_time").alias("alert_time"),
-        *keep,
-    )
+    >>> activity_reason(8, 1, 420.5, 1_772_355_600_000_000)
+    '8 transactions (1 flagged, 420.50 USD) between 09:00 and 09:05 UTC'
+    """
+    def hhmm(micros: int) -> str:
+        return datetime.fromtimestamp(micros / 1e6, tz=timezone.utc).strftime("%H:%M")
+
+    return (f"{tx_count} transactions ({flagged_count} flagged, {total_amount or 0.0:.2f} USD) "
+            f"between {hhmm(start_micros)} and {hhmm(start_micros + WINDOW_MICROS)} UTC")
 
 
 def first_alert_per_burst(candidates, last_alerted: dict, cooldown_micros: int) -> list:
@@ -129,26 +172,3 @@ def first_alert_per_burst(candidates, last_alerted: dict, cooldown_micros: int) 
             kept.append(candidate)
             last[user] = end
     return kept
-
-
-# How a micro-batch's aggregate adds to what a gold table holds: per column, plain
-# addition (counts) or null-aware addition (sums that are null over no values, and the
-# label counts that are null while no label is known). Read by the gold stream's MERGE.
-USER_WINDOW_SUMS = {"tx_count": "count", "total_amount": "nullable", "flagged_count": "count"}
-MINUTE_SUMS = {
-    "tx_count": "count", "flagged_count": "count", "total_amount": "nullable", "flagged_amount": "nullable",
-    "true_positives": "nullable", "false_positives": "nullable", "unknown_currency_count": "count",
-}
-
-
-def merged_sums(sums: dict[str, str], held: str = "t", added: str = "s") -> dict[str, str]:
-    """SQL expressions for a MERGE's update: each column of ``sums`` as held + added.
-
-    >>> merged_sums({"tx_count": "count"})
-    {'tx_count': 't.tx_count + s.tx_count'}
-    """
-    expressions = {}
-    for column, kind in sums.items():
-        plus = f"{held}.{column} + {added}.{column}"
-        expressions[column] = plus if kind == "count" else f"coalesce({plus}, {held}.{column}, {added}.{column})"
-    return expressions

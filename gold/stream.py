@@ -1,25 +1,32 @@
-"""``silver.scored_transactions`` → every gold table, in one streaming query.
+"""``silver.scored_transactions`` → every gold table, in two streaming queries.
 
-Each micro-batch of new silver rows is aggregated and added to gold with Delta MERGE: a
-user's 5-minute window and a dashboard minute are visible as soon as they hold a
-transaction, and kept up to date while they are open. Once the watermark (the newest
-event time gold has seen, minus ``streams.watermark_seconds``) passes a window's end, the
-window is marked ``is_final``. A transaction later than that still counts, so gold always
-equals the aggregate of silver; it refreshes its window's ``updated_at``.
+``gold_windows`` keeps the windows. One stateful aggregation (Spark's state store, update
+mode) keys every silver row by each window that holds it: its five sliding 5-minute user
+windows and its minute (:func:`~fraudlake.gold.aggregates.live_keys`). Each micro-batch
+emits the windows it changed, with their absolute values, and ``foreachBatch`` writes them:
 
-Alerts come from the same micro-batch: a model alert per flagged transaction, and a
-user-activity alert when a window the batch touched holds ``activity_alert_threshold``
-transactions, one per burst (``first_alert_per_burst``).
+- ``user_activity_5m``: one MERGE of the changed windows (set, not add);
+- ``dashboard_minute``: every open minute rewritten with ``replaceWhere`` (a handful of rows,
+  cheaper than a MERGE and marking minutes final in the same commit);
+- ``fraud_alerts``: a user-activity alert when a changed window holds
+  ``activity_alert_threshold`` transactions, one per burst (``first_alert_per_burst``),
+  straight from the batch: no table is read back.
+
+The watermark is on the window end: a window is open until the newest minute gold has
+counted begins ``streams.watermark_seconds`` after its end. Then the state store drops it
+and the table marks it ``is_final``. A transaction later than that still counts in the
+windows that are open; the final ones no longer change (Spark drops the row from them, as
+any windowed aggregation with a watermark does).
+
+``gold_alerts`` appends one model alert per flagged silver row: stateless, so no
+transaction, however late, loses its alert.
 
 Exactly once: every write carries the micro-batch id as Delta's transaction version
-(appends through writer options, MERGE through the session confs), so a micro-batch
-replayed after a crash skips what had committed. Alerts are read from the windows table
-after its MERGE, so a replay finds the windows as the first attempt left them and makes
-the same alerts.
-
-One query instead of one per table: on a small machine every query pays its fixed cost
-per micro-batch (planning, offsets, a checkpoint commit), and no Spark state store is
-needed at all.
+(appends and ``replaceWhere`` through writer options, MERGE through the session confs),
+and the state store is versioned by batch, so a micro-batch replayed after a crash
+emits the same windows and skips what had committed. The writer keeps only the open
+minutes and the last alert per user in memory, and reloads them from the tables when
+it starts.
 """
 
 from __future__ import annotations
@@ -31,14 +38,15 @@ from dataclasses import dataclass, field
 
 from fraudlake.gold.aggregates import (
     ACTIVITY_ALERT,
-    MINUTE_SUMS,
-    USER_WINDOW_SUMS,
-    activity_alerts,
-    dashboard_minute,
+    MINUTE_KIND,
+    MINUTE_MICROS,
+    USER_KIND,
+    WINDOW_MICROS,
+    activity_reason,
     first_alert_per_burst,
-    merged_sums,
+    live_keys,
+    live_sums,
     model_alerts,
-    user_windows,
 )
 
 from fraudlake.errors import FraudlakeError
@@ -52,254 +60,328 @@ from fraudlake.tables import (
     table_name,
 )
 
-QUERY_NAME = "gold"
-# The queries that kept gold before it was live (append-only windows, one query per table).
-FORMER_QUERIES = ("gold_user_activity", "gold_dashboard", "gold_model_alerts", "gold_activity_alerts")
-MINUTE_MICROS = 60_000_000
-WINDOW_MICROS = 5 * MINUTE_MICROS
+QUERY_NAME = "gold_windows"
+ALERTS_QUERY_NAME = "gold_alerts"
+# The queries that kept gold before: one append-only query per table, then one query that
+# added each batch's sums to the tables (no state store).
+FORMER_QUERIES = ("gold_user_activity", "gold_dashboard", "gold_model_alerts", "gold_activity_alerts", "gold")
 FRESHNESS_KEPT = 1_000  # per-batch freshness entries kept for progress lines
+MINUTE_COLUMNS = ("tx_count", "flagged_count", "total_amount", "flagged_amount", "true_positives",
+                  "false_positives", "unknown_currency_count")
+ALERT_SCHEMA = "alert_type STRING, transaction_id STRING, user_id STRING, fraud_score DOUBLE, reason STRING, _at BIGINT"
 
 
 @dataclass
 class GoldStats:
-    """What the gold micro-batches did, for progress lines (the driver runs foreachBatch)."""
+    """What the gold micro-batches did, for progress lines (the driver runs foreachBatch);
+    shared by the windows and the alerts query."""
 
     batches: int = 0
     rows: int = 0
     model_alerts: int = 0
     activity_alerts: int = 0
-    # Per non-empty batch: (commit wall time, rows, p95 of commit time - _ingest_time in s).
+    # Per non-empty windows batch: (commit wall time, rows, commit time - ingest time of the
+    # first rows it counted, in s).
     freshness: deque = field(default_factory=lambda: deque(maxlen=FRESHNESS_KEPT))
-    watermark_micros: int | None = None  # windows ending at or before this are final
 
 
-@dataclass(frozen=True)
-class _Window:
-    """How a gold table's windows are keyed and where one ends, in SQL over an alias."""
+def watermark_delay_micros(watermark_seconds: float) -> int:
+    """The state store's watermark delay on window ends. The newest end Spark sees is that of
+    the newest row's last sliding window, 5 minutes after its minute began; a window is final
+    once that minute began ``watermark_seconds`` after the window's end.
 
-    table: str
-    keys: tuple[str, ...]
-    sums: dict[str, str]
-    start: str  # the column that starts a window (data skipping keeps MERGE to recent files)
-    length_micros: int
+    >>> watermark_delay_micros(120) // 60_000_000
+    7
+    """
+    return WINDOW_MICROS + int(watermark_seconds * 1_000_000)
 
-    def end(self, alias: str) -> str:
-        return f"{alias}.{self.start} + make_dt_interval(0, 0, 0, {self.length_micros / 1e6})"
+
+def live_windows(silver, watermark_seconds: float):
+    """The stateful aggregation of the ``gold_windows`` query over a silver stream."""
+    delay = watermark_delay_micros(watermark_seconds)
+    return live_sums(live_keys(silver).withWatermark("end", f"{delay // 1000} milliseconds"))
 
 
 class GoldBatchWriter:
-    """The ``foreachBatch`` function of the gold query."""
+    """The ``foreachBatch`` function of the ``gold_windows`` query: its input is the windows
+    the micro-batch changed (:func:`live_windows`), with absolute values."""
 
-    def __init__(self, ctx: Context, app_id: str, out=None):
+    def __init__(self, ctx: Context, app_id: str, out=None, stats: GoldStats | None = None):
         streams = ctx.settings.streams
         self.app_id = app_id
         self.out = out or sys.stdout
-        self.user_windows = _Window(table_name(ctx, GOLD_USER_ACTIVITY), ("user_id", "window_start"),
-                                    USER_WINDOW_SUMS, "window_start", WINDOW_MICROS)
-        self.minutes = _Window(table_name(ctx, GOLD_DASHBOARD_MINUTE), ("minute",), MINUTE_SUMS, "minute",
-                               MINUTE_MICROS)
+        self.windows_table = table_name(ctx, GOLD_USER_ACTIVITY)
+        self.minutes_table = table_name(ctx, GOLD_DASHBOARD_MINUTE)
         self.alerts_table = table_name(ctx, GOLD_FRAUD_ALERTS)
-        self.watermark_delay_micros = streams.watermark_seconds * 1_000_000
+        self.lateness_micros = int(streams.watermark_seconds * 1_000_000)
         self.threshold = streams.activity_alert_threshold
         self.cooldown_micros = streams.activity_alert_cooldown_seconds * 1_000_000
         self.max_printed = streams.console_alerts_per_batch
-        self.newest_micros: int | None = None  # the newest event time gold has counted
-        self.finalized_through: int | None = None  # the watermark of the last finalizing update
-        self.stats = GoldStats()
+        self.stats = stats or GoldStats()
+        # Restored from the tables at the first batch (see _restore):
+        self.newest_minute: int | None = None  # the newest minute gold has counted (epoch µs)
+        self.open_minutes: dict[int, dict] = {}  # minute's end -> its values, for minutes not final
+        self.last_alerted: dict[str, int] | None = None  # user -> their latest activity alert
+        self.finalized_through: int | None = None  # user windows ending at or before it are marked final
+        self.newest_ingest: int | None = None  # the newest _ingest_time counted
 
-    def __call__(self, batch, batch_id: int) -> None:
+    # ------------------------------------------------------------------ the batch
+
+    def __call__(self, changed, batch_id: int) -> None:
         from pyspark.sql import functions as F
 
-        session = batch.sparkSession  # the query's own session: its DML confs stay in this query
-        rows = batch.persist()
-        windows, raised = None, 0
+        session = changed.sparkSession  # the query's own session: its DML confs stay in this query
+        changed = changed.persist()
         try:
-            summary = rows.agg(
-                F.count("*").alias("n"),
-                F.count_if("is_flagged").alias("flagged"),
-                F.unix_micros(F.min("event_time")).alias("first"),
-                F.unix_micros(F.max("event_time")).alias("last"),
-                F.percentile_approx(F.unix_micros("_ingest_time"), 0.05).alias("early_ingest"),
-            ).first()
-            if not summary["n"]:
-                return
-            watermark = self._advance_watermark(session, summary["last"])
-            first_minute = summary["first"] - summary["first"] % MINUTE_MICROS
-            windows = user_windows(rows).persist()
-            self._merge(session, windows.drop("last_event_time"), self.user_windows, watermark,
-                        first_minute - WINDOW_MICROS + MINUTE_MICROS, batch_id)
-            self._merge(session, dashboard_minute(rows), self.minutes, watermark, first_minute, batch_id)
-            activity, raised = self._activity_alerts(session, windows, first_minute - WINDOW_MICROS + MINUTE_MICROS)
-            alerts = model_alerts(rows)
-            if activity is not None:
-                alerts = alerts.unionByName(activity)
-            if summary["flagged"] or raised:
-                append_once(alerts, self.alerts_table, self.app_id, batch_id)
-                self._print(alerts, summary["flagged"] + raised)
-            self._finalize(session, watermark)
+            # One job: the minutes (a handful) and the user windows at the threshold (alert candidates).
+            picked = (
+                changed.where((F.col("kind") == F.lit(MINUTE_KIND)) | (F.col("tx_count") >= F.lit(self.threshold)))
+                .withColumn("end", F.unix_micros("end"))
+                .withColumn("last_event_time", F.unix_micros("last_event_time"))
+                .withColumn("newest_ingest", F.unix_micros("newest_ingest"))
+                .collect()
+            )
+            minutes = {r["end"]: r.asDict() for r in picked if r["kind"] == MINUTE_KIND}
+            if not minutes:
+                return  # a batch that only moved the watermark
+            self._restore(session)
+            # Windows ending at or before ``final`` are final: the state store's watermark (it
+            # drops them, and late rows for them, from the next batch on). ``before``: the same
+            # as of the previous batch; every window this batch changed ends after it.
+            before = None if self.newest_minute is None else self.newest_minute - self.lateness_micros
+            self.newest_minute = max(self.newest_minute or 0, max(minutes) - MINUTE_MICROS)
+            final = self.newest_minute - self.lateness_micros
+            self._merge_windows(session, changed, final, before, batch_id)
+            rows = self._write_minutes(session, minutes, final, before, batch_id)
+            busy = [r for r in picked if r["kind"] == USER_KIND]
+            raised = self._activity_alerts(session, busy, batch_id) if busy else 0
+            self._finalize(session, final)
         finally:
-            if windows is not None:
-                windows.unpersist()
-            rows.unpersist()
-        self._count(summary, watermark, raised)
+            changed.unpersist()
+        self._count(rows, minutes, final, raised)
+
+    def _restore(self, session) -> None:
+        """At the first batch: the newest minute and the open minutes from ``dashboard_minute``
+        (as the last committed batch left them), and who had an activity alert lately."""
+        from pyspark.sql import functions as F
+
+        if self.last_alerted is not None:
+            return
+        newest = session.table(self.minutes_table).agg(F.unix_micros(F.max("minute")).alias("m")).first()["m"]
+        self.newest_minute = newest
+        self.last_alerted = {}
+        if newest is None:
+            return
+        final = newest - self.lateness_micros
+        open_minutes = (session.table(self.minutes_table)
+                        .withColumn("end", F.unix_micros("minute") + F.lit(MINUTE_MICROS))
+                        .where(F.col("end") > F.lit(final)))
+        self.open_minutes = {row["end"]: row.asDict() for row in open_minutes.collect()}
+        recent = (
+            session.table(self.alerts_table)
+            .where((F.col("alert_type") == F.lit(ACTIVITY_ALERT))
+                   & (F.unix_micros("alert_time") > F.lit(final - WINDOW_MICROS - self.cooldown_micros)))
+            .groupBy("user_id").agg(F.unix_micros(F.max("alert_time")).alias("last"))
+        )
+        self.last_alerted = {r["user_id"]: r["last"] for r in recent.collect()}
 
     # ------------------------------------------------------------------ windows
 
-    def _advance_watermark(self, session, batch_newest: int) -> int:
-        """The newest event time seen, minus the delay. After a restart it starts from the newest
-        minute gold holds: a little early, so a window may be marked final one minute later."""
+    def _merge_windows(self, session, changed, final: int, before: int | None, batch_id: int) -> None:
+        """Upsert the changed user windows with their absolute values, exactly once."""
+        from delta.tables import DeltaTable
         from pyspark.sql import functions as F
 
-        if self.newest_micros is None:
-            held = session.table(self.minutes.table).agg(F.unix_micros(F.max("minute")).alias("m")).first()["m"]
-            self.newest_micros = held
-        self.newest_micros = max(batch_newest, self.newest_micros or batch_newest)
-        return self.newest_micros - self.watermark_delay_micros
-
-    def _merge(self, session, source, window: _Window, watermark: int, earliest_start: int, batch_id: int) -> None:
-        """Add the batch's aggregates to ``window.table`` (insert new windows), exactly once."""
-        from delta.tables import DeltaTable
-
-        final = f"timestamp_micros({watermark})"
-        matched = " AND ".join(f"t.{key} = s.{key}" for key in window.keys)
-        # A condition on the target alone lets Delta skip every file of older windows.
-        recent = f"t.{window.start} >= timestamp_micros({earliest_start})"
-        updates = {
-            **merged_sums(window.sums),
-            "is_final": f"t.is_final OR {window.end('t')} <= {final}",
-            "updated_at": "current_timestamp()",
-        }
-        inserts = {column: f"s.{column}" for column in source.columns}
-        inserts.update({"is_final": f"{window.end('s')} <= {final}", "updated_at": "current_timestamp()"})
+        end = F.unix_micros("end")
+        source = changed.where(F.col("kind") == F.lit(USER_KIND)).select(
+            "user_id",
+            F.timestamp_micros(end - F.lit(WINDOW_MICROS)).alias("window_start"),
+            F.col("end").alias("window_end"),
+            "tx_count", "total_amount", "flagged_count",
+            (end <= F.lit(final)).alias("is_final"),
+            F.current_timestamp().alias("updated_at"),
+        )
+        condition = "t.user_id = s.user_id AND t.window_start = s.window_start"
+        if before is not None:  # only open windows change: Delta skips the files of final ones
+            condition += f" AND t.window_end > timestamp_micros({before})"
         with committed_once(session, self.app_id, batch_id):
             (
-                DeltaTable.forName(session, window.table).alias("t")
-                .merge(source.alias("s"), f"{matched} AND {recent}")
-                .whenMatchedUpdate(set=updates)
-                .whenNotMatchedInsert(values=inserts)
+                DeltaTable.forName(session, self.windows_table).alias("t")
+                .merge(source.alias("s"), condition)
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
                 .execute()
             )
 
-    def _finalize(self, session, watermark: int) -> None:
-        """Mark the windows the watermark has passed as final. Windows end on whole minutes, so
-        this commits only when the watermark enters a new minute; setting a flag to its final
-        value is harmless to repeat, so it needs no transaction id."""
+    def _write_minutes(self, session, changed: dict[int, dict], final: int, before: int | None,
+                       batch_id: int) -> int:
+        """Rewrite every minute still open before this batch, with this batch's values and
+        ``is_final`` (one ``replaceWhere`` commit, exactly once). Returns the rows the batch added."""
+        from pyspark.sql import functions as F
+
+        added = sum(row["tx_count"] - self.open_minutes.get(minute, {}).get("tx_count", 0)
+                    for minute, row in changed.items())
+        values = {**self.open_minutes, **changed}  # by the minute's end
+        since = before if before is not None else min(values) - 1
+        kept = sorted(end for end in values if end > since)
+        rows = [(end - MINUTE_MICROS, *(values[end][c] for c in MINUTE_COLUMNS), end <= final) for end in kept]
+        frame = session.createDataFrame(
+            rows, "minute BIGINT, tx_count BIGINT, flagged_count BIGINT, total_amount DOUBLE, flagged_amount DOUBLE, "
+                  "true_positives BIGINT, false_positives BIGINT, unknown_currency_count BIGINT, is_final BOOLEAN",
+        ).select(F.timestamp_micros("minute").alias("minute"), *MINUTE_COLUMNS, "is_final",
+                 F.current_timestamp().alias("updated_at"))
+        (
+            frame.write.format("delta").mode("overwrite")
+            .option("replaceWhere", f"minute > timestamp_micros({since - MINUTE_MICROS})")
+            .option("txnAppId", self.app_id).option("txnVersion", batch_id)
+            .saveAsTable(self.minutes_table)
+        )
+        self.open_minutes = {end: values[end] for end in kept if end > final}
+        return added
+
+    def _finalize(self, session, final: int) -> None:
+        """Mark the user windows the watermark has passed, and that no batch changed since, as
+        final. Windows start on whole minutes, so this commits once per minute at most; setting
+        a flag to its final value is harmless to repeat, so it needs no transaction id."""
         from delta.tables import DeltaTable
 
-        through = watermark - watermark % MINUTE_MICROS
+        through = final - final % MINUTE_MICROS
         if self.finalized_through is not None and through <= self.finalized_through:
             return
-        for window in (self.user_windows, self.minutes):
-            latest_start = through - window.length_micros
-            condition = f"NOT is_final AND {window.start} <= timestamp_micros({latest_start})"
-            if self.finalized_through is not None:  # only windows that ended since the last time
-                condition += f" AND {window.start} > timestamp_micros({self.finalized_through - window.length_micros})"
-            DeltaTable.forName(session, window.table).update(
-                condition, {"is_final": "true", "updated_at": "current_timestamp()"}
-            )
+        condition = f"NOT is_final AND window_end <= timestamp_micros({through})"
+        if self.finalized_through is not None:  # only windows that turned final since the last time
+            condition += f" AND window_end > timestamp_micros({self.finalized_through})"
+        DeltaTable.forName(session, self.windows_table).update(
+            condition, {"is_final": "true", "updated_at": "current_timestamp()"})
         self.finalized_through = through
 
     # ------------------------------------------------------------------ alerts
 
-    def _activity_alerts(self, session, windows, earliest_start: int) -> tuple:
-        """User-activity alerts for the windows this batch touched that now hold at least the
-        threshold, one per burst, and how many (None and 0 when there are none)."""
+    def _activity_alerts(self, session, busy: list, batch_id: int) -> int:
+        """Append an alert for each burst among the changed windows at the threshold; how many."""
         from pyspark.sql import functions as F
 
-        busy = session.table(self.user_windows.table).where(
-            (F.col("window_start") >= F.timestamp_micros(F.lit(earliest_start)))
-            & (F.col("tx_count") >= F.lit(self.threshold))
-        )
-        touched = windows.select("user_id", "window_start", "last_event_time")
-        busy_touched = busy.join(touched, ["user_id", "window_start"]).withColumn("_start", F.unix_micros("window_start"))
-        candidates = [
-            (r["user_id"], r["_at"], r["_start"], r["reason"])
-            for r in activity_alerts(busy_touched, "_start").withColumn("_at", F.unix_micros("alert_time")).collect()
-        ]
-        if not candidates:
-            return None, 0
-        kept = first_alert_per_burst(candidates, self._last_alerted(session, candidates), self.cooldown_micros)
+        candidates = [(r["user_id"], r["last_event_time"], r["end"] - WINDOW_MICROS, r) for r in busy]
+        kept = first_alert_per_burst(candidates, self.last_alerted or {}, self.cooldown_micros)
         if not kept:
-            return None, 0
-        rows = [(ACTIVITY_ALERT, None, user, None, reason, at) for user, at, _, reason in kept]
-        frame = session.createDataFrame(
-            rows, "alert_type STRING, transaction_id STRING, user_id STRING, fraud_score DOUBLE, reason STRING, _at BIGINT"
-        ).select("alert_type", "transaction_id", "user_id", "fraud_score", "reason",
-                 F.timestamp_micros("_at").alias("alert_time"))
-        return frame, len(kept)
+            return 0
+        rows = [(ACTIVITY_ALERT, None, user, None,
+                 activity_reason(r["tx_count"], r["flagged_count"], r["total_amount"], start), at)
+                for user, at, start, r in kept]
+        frame = session.createDataFrame(rows, ALERT_SCHEMA).select(
+            "alert_type", "transaction_id", "user_id", "fraud_score", "reason",
+            F.timestamp_micros("_at").alias("alert_time"))
+        append_once(frame, self.alerts_table, self.app_id, batch_id)
+        for user, at, *_ in kept:
+            self.last_alerted[user] = max(at, self.last_alerted.get(user, at))
+        horizon = (self.newest_minute or 0) - self.lateness_micros - WINDOW_MICROS - self.cooldown_micros
+        self.last_alerted = {user: at for user, at in self.last_alerted.items() if at > horizon}
+        _print_alerts(self.out, [(ACTIVITY_ALERT, _hhmmss(at), user, user, reason)
+                                 for _, _, user, _, reason, at in rows], len(rows), self.max_printed)
+        return len(rows)
 
-    def _last_alerted(self, session, candidates) -> dict:
-        """User -> time (epoch µs) of their latest activity alert that can still silence a candidate.
-
-        Read from ``gold.fraud_alerts``, which only this query writes activity alerts to: a
-        replayed micro-batch sees what the first attempt saw (its own append had not committed,
-        or is skipped), so the choice is the same.
-        """
-        from pyspark.sql import functions as F
-
-        since = min(at for _, at, *_ in candidates) - self.cooldown_micros
-        users = sorted({user for user, *_ in candidates})
-        previous = (
-            session.table(self.alerts_table)
-            .where((F.col("alert_type") == F.lit(ACTIVITY_ALERT)) & (F.unix_micros("alert_time") > F.lit(since))
-                   & F.col("user_id").isin(users))
-            .groupBy("user_id").agg(F.max(F.unix_micros("alert_time")).alias("last"))
-        )
-        return {r["user_id"]: r["last"] for r in previous.collect()}
-
-    def _print(self, alerts, total: int) -> None:
-        """Up to ``console_alerts_per_batch`` alerts on the console, times formatted by Spark in UTC."""
-        from pyspark.sql import functions as F
-
-        shown = (
-            alerts.orderBy("alert_time").limit(self.max_printed)
-            .select("alert_type", F.date_format("alert_time", "HH:mm:ss").alias("at"), "transaction_id", "user_id",
-                    "reason")
-            .collect()
-        ) if self.max_printed else []
-        for alert in shown:
-            who = alert["transaction_id"] or alert["user_id"]
-            print(f"ALERT {alert['alert_type']:<13} {alert['at']} {who} {alert['user_id']}: {alert['reason']}",
-                  file=self.out, flush=True)
-        if total > len(shown):
-            print(f"ALERT ... and {total - len(shown):,} more alerts in this batch", file=self.out, flush=True)
-
-    def _count(self, summary, watermark: int, raised: int) -> None:
+    def _count(self, rows: int, minutes: dict[int, dict], final: int, raised: int) -> None:
         stats = self.stats
         stats.batches += 1
-        stats.rows += summary["n"]
-        stats.model_alerts += summary["flagged"] or 0
+        stats.rows += rows
         stats.activity_alerts += raised
-        stats.watermark_micros = watermark
-        if summary["early_ingest"] is not None:
+        newest = max((row["newest_ingest"] for row in minutes.values() if row["newest_ingest"] is not None),
+                     default=None)
+        if newest is not None:
+            # The first rows this batch counted are about as old as the newest the one before counted.
+            oldest = self.newest_ingest if self.newest_ingest is not None and self.newest_ingest < newest else newest
             now = time.time()
-            stats.freshness.append((now, summary["n"], now - summary["early_ingest"] / 1e6))
+            stats.freshness.append((now, rows, now - oldest / 1e6))
+            self.newest_ingest = newest
+
+
+class ModelAlertWriter:
+    """The ``foreachBatch`` function of the ``gold_alerts`` query: one model alert per flagged
+    silver row, appended exactly once, the first few printed."""
+
+    def __init__(self, ctx: Context, app_id: str, out=None, stats: GoldStats | None = None):
+        self.app_id = app_id
+        self.out = out or sys.stdout
+        self.alerts_table = table_name(ctx, GOLD_FRAUD_ALERTS)
+        self.max_printed = ctx.settings.streams.console_alerts_per_batch
+        self.stats = stats or GoldStats()
+
+    def __call__(self, flagged, batch_id: int) -> None:
+        from pyspark.sql import functions as F
+
+        alerts = model_alerts(flagged).persist()
+        try:
+            shown = (
+                alerts.orderBy("alert_time").limit(max(self.max_printed, 1))
+                .select("alert_type", F.date_format("alert_time", "HH:mm:ss").alias("at"), "transaction_id",
+                        "user_id", "reason").collect()
+            )
+            if not shown:
+                return
+            append_once(alerts, self.alerts_table, self.app_id, batch_id)
+            # Counted by the append's own metrics would need the table's history; a count of the cached rows is cheap.
+            total = alerts.count() if len(shown) >= self.max_printed else len(shown)
+        finally:
+            alerts.unpersist()
+        _print_alerts(self.out, [tuple(r) for r in shown], total, self.max_printed)
+        self.stats.model_alerts += total
+
+
+def _hhmmss(micros: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(micros / 1e6, tz=timezone.utc).strftime("%H:%M:%S")
+
+
+def _print_alerts(out, alerts: list[tuple], total: int, max_printed: int) -> None:
+    """Up to ``max_printed`` alerts ``(type, HH:MM:SS UTC, transaction or user, user, reason)`` on the console."""
+    shown = sorted(alerts, key=lambda a: a[1])[:max_printed]
+    for kind, at, who, user, reason in shown:
+        print(f"ALERT {kind:<13} {at} {who or user} {user}: {reason}", file=out, flush=True)
+    if total > len(shown):
+        print(f"ALERT ... and {total - len(shown):,} more alerts in this batch", file=out, flush=True)
 
 
 def check_checkpoint(ctx: Context) -> None:
-    """Refuse a home whose gold was written by the former append-only queries: the live query
-    would read silver from the start and add every window to the ones already there."""
+    """Refuse a home whose gold was written by an earlier fraudlake: the stateful query would
+    read silver from the start and write over windows whose sums it had not seen."""
     from pathlib import Path
 
     former = [name for name in FORMER_QUERIES if Path(ctx.paths.checkpoint(name)).exists()]
     if former and not Path(ctx.paths.checkpoint(QUERY_NAME)).exists():
         raise FraudlakeError(
-            "gold in this home was written by an earlier fraudlake (one append-only query per table, "
-            f"checkpoints {', '.join(former)}); gold is now kept live by one query. Rebuild it from silver: "
-            f"remove the gold tables' folders under {ctx.paths.warehouse}/gold and those checkpoints, then run again"
+            f"gold in this home was written by an earlier fraudlake (checkpoints {', '.join(former)}); gold is now "
+            "kept by a stateful query. Rebuild it from silver: remove the gold tables' folders under "
+            f"{ctx.paths.warehouse}/gold and those checkpoints, then run again"
         )
 
 
-def start_gold(spark, ctx: Context, out=None, available_now: bool = False):
-    """Start the gold query; returns ``(query, writer)`` (the writer holds live stats).
+def start_gold(spark, ctx: Context, out=None, available_now: bool = False) -> tuple[dict, GoldStats]:
+    """Start gold's two queries; returns ``({name: query}, stats)`` (the stats are live).
 
     Gold reads silver's appends. A re-score (``fraudlake rescore``) updates silver rows in
     place and raises its own alerts, so its commits are skipped rather than failing the
-    stream. ``available_now`` processes what silver holds, then stops.
+    streams. ``available_now`` processes what silver holds, then stops.
     """
+    from pyspark.sql import functions as F
+
     check_checkpoint(ctx)
+    stats = GoldStats()
+    trigger = ctx.settings.streams.gold_trigger_seconds
+    queries = {}
+
+    def silver():
+        return spark.readStream.option("skipChangeCommits", "true").table(table_name(ctx, SILVER_SCORED))
+
     checkpoint = ctx.paths.checkpoint(QUERY_NAME)
-    writer = GoldBatchWriter(ctx, writer_app_id(checkpoint, QUERY_NAME), out)
-    silver = spark.readStream.option("skipChangeCommits", "true").table(table_name(ctx, SILVER_SCORED))
-    stream = silver.writeStream.queryName(QUERY_NAME).foreachBatch(writer).option("checkpointLocation", checkpoint)
-    return triggered(stream, ctx.settings.streams.gold_trigger_seconds, available_now).start(), writer
+    windows = GoldBatchWriter(ctx, writer_app_id(checkpoint, QUERY_NAME), out, stats)
+    stream = (live_windows(silver(), ctx.settings.streams.watermark_seconds).writeStream.queryName(QUERY_NAME)
+              .outputMode("update").foreachBatch(windows).option("checkpointLocation", checkpoint))
+    queries["gold"] = triggered(stream, trigger, available_now).start()
+
+    checkpoint = ctx.paths.checkpoint(ALERTS_QUERY_NAME)
+    alerts = ModelAlertWriter(ctx, writer_app_id(checkpoint, ALERTS_QUERY_NAME), out, stats)
+    stream = (silver().where(F.col("is_flagged")).writeStream.queryName(ALERTS_QUERY_NAME)
+              .foreachBatch(alerts).option("checkpointLocation", checkpoint))
+    queries["alerts"] = triggered(stream, trigger, available_now).start()
+    return queries, stats

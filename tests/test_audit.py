@@ -85,8 +85,8 @@ def scored(spark, tmp_path_factory):
     records.coalesce(1).write.mode("overwrite").json(str(landing / "simulated"))
     (landing / "bad.json").write_text(json.dumps(BAD) + "\n")
     catch_up(spark, ctx, ("bronze", "silver"), landing=str(landing))
-    gold, _ = start_gold(spark, ctx, available_now=True)
-    gold.awaitTermination()
+    for query in start_gold(spark, ctx, available_now=True)[0].values():
+        query.awaitTermination()
     silver = table_name(ctx, SILVER_SCORED)
     before = _version(spark, silver)
 
