@@ -231,7 +231,8 @@ def left_behind(spark, ctx: Context, layers) -> dict[str, int]:
 
     Read from the tables, so it holds whoever wrote them: silver's backlog is the bronze
     rows in neither silver table; gold's, the silver rows not yet counted in
-    ``gold.dashboard_minute.tx_count`` (gold counts every silver row it has read there).
+    ``gold.dashboard_minute.tx_count`` (gold counts there every silver row it has read,
+    except rows that came after their minute was final: those stay in this count).
     Bronze has none to report (its sources are outside the lakehouse).
 
     >>> left_behind(spark, ctx, ("bronze", "silver", "gold"))  # doctest: +SKIP
