@@ -309,22 +309,19 @@ class ModelAlertWriter:
     def __call__(self, flagged, batch_id: int) -> None:
         from pyspark.sql import functions as F
 
-        alerts = model_alerts(flagged).persist()
-        try:
-            shown = (
-                alerts.orderBy("alert_time").limit(max(self.max_printed, 1))
-                .select("alert_type", F.date_format("alert_time", "HH:mm:ss").alias("at"), "transaction_id",
-                        "user_id", "reason").collect()
-            )
-            if not shown:
-                return
-            append_once(alerts, self.alerts_table, self.app_id, batch_id)
-            # Counted by the append's own metrics would need the table's history; a count of the cached rows is cheap.
-            total = alerts.count() if len(shown) >= self.max_printed else len(shown)
-        finally:
-            alerts.unpersist()
-        _print_alerts(self.out, [tuple(r) for r in shown], total, self.max_printed)
-        self.stats.model_alerts += total
+        # Flagged rows are a few percent of a batch: one job brings them to the driver, and the
+        # append writes them from there (no cache, no second pass over silver's files).
+        alerts = [tuple(r) for r in model_alerts(flagged).withColumn("_at", F.unix_micros("alert_time"))
+                  .drop("alert_time").collect()]
+        if not alerts:
+            return
+        frame = flagged.sparkSession.createDataFrame(alerts, ALERT_SCHEMA).select(
+            "alert_type", "transaction_id", "user_id", "fraud_score", "reason",
+            F.timestamp_micros("_at").alias("alert_time"))
+        append_once(frame, self.alerts_table, self.app_id, batch_id)
+        _print_alerts(self.out, [(kind, _hhmmss(at), tx, user, reason) for kind, tx, user, _, reason, at in alerts],
+                      len(alerts), self.max_printed)
+        self.stats.model_alerts += len(alerts)
 
 
 def _hhmmss(micros: int) -> str:

@@ -245,7 +245,9 @@ def test_page_shows_the_sql_count_of_scored_transactions(lakehouse, dashboard, b
     assert "newest transaction scored" in _text(browser, "freshness")
     from selenium.webdriver.common.by import By
 
-    bars = browser.find_elements(By.CSS_SELECTOR, "#fig-volume .trace.bars .point")
+    # The figures refresh in their own callback, after the total: wait for the minutes' bars.
+    bars = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#fig-volume .trace.bars .point"), 120,
+                    "the volume figure's bars", browser)
     assert len(bars) >= 20  # the closed minutes of the 40-minute history
     shot = tmp_path / "dashboard.png"
     browser.save_screenshot(str(shot))
