@@ -65,7 +65,10 @@ def test_run_survives_kill_9_and_keeps_every_invariant(tmp_path):
     # A short watermark, so windows turn final within the run however quickly the machine reaches
     # the kill: the rate source stamps events with the wall clock, and a window is final only once
     # the newest event is past its end plus the watermark.
-    run = ["run", "--layers", "bronze,silver,gold", "--source", "rate", "--rate", "2000",
+    # 400 rows/s, well below what the three layers keep up with on 2 cores: after the restart the rate
+    # source's first batch holds every row of the downtime (the kill, then a JVM start), and the run
+    # must commit it and drain before it stops (at 1,000 and 2,000 rows/s a slow machine could not).
+    run = ["run", "--layers", "bronze,silver,gold", "--source", "rate", "--rate", "400",
            "--set", "streams.watermark_seconds=5"]
 
     victim = subprocess.Popen(
@@ -89,7 +92,7 @@ def test_run_survives_kill_9_and_keeps_every_invariant(tmp_path):
     # One `sql` command for both checks: each command is a JVM start.
     both = f"SELECT * FROM ({INVARIANTS_SQL}) CROSS JOIN ({GOLD_SQL})"
     [row] = json.loads(run_cli("sql", both, "--format", "json", home=home).stdout)
-    assert row["bronze"] > 60_000
+    assert row["bronze"] > 20_000
     assert row["bronze"] == row["silver"] + row["quarantine"], row
     assert row["silver"] == row["silver_ids"], row
     assert row["unscored"] == 0
