@@ -62,3 +62,12 @@ def shown_utc(value: datetime | None) -> datetime | None:
 def row_in_utc(mapping: dict[str, Any]) -> dict[str, Any]:
     """A collected row's values (``Row.asDict()``) with every datetime as naive UTC, for showing."""
     return {key: shown_utc(from_row(v)) if isinstance(v, datetime) else v for key, v in mapping.items()}
+
+
+def utc_clock(micros: int, fmt: str = "%H:%M:%S") -> str:
+    """An instant given as epoch microseconds, formatted in UTC (``fmt`` as for ``strftime``).
+
+    >>> utc_clock(1_772_355_600_000_000, "%H:%M")
+    '09:00'
+    """
+    return datetime.fromtimestamp(micros / 1e6, tz=timezone.utc).strftime(fmt)

@@ -10,8 +10,6 @@ with their absolute values.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 WINDOW = "5 minutes"
 WINDOW_MINUTES = 5
 MINUTE_MICROS = 60_000_000
@@ -144,11 +142,10 @@ def activity_reason(tx_count: int, flagged_count: int, total_amount: float | Non
     >>> activity_reason(8, 1, 420.5, 1_772_355_600_000_000)
     '8 transactions (1 flagged, 420.50 USD) between 09:00 and 09:05 UTC'
     """
-    def hhmm(micros: int) -> str:
-        return datetime.fromtimestamp(micros / 1e6, tz=timezone.utc).strftime("%H:%M")
+    from fraudlake.timeutil import utc_clock
 
     return (f"{tx_count} transactions ({flagged_count} flagged, {total_amount or 0.0:.2f} USD) "
-            f"between {hhmm(start_micros)} and {hhmm(start_micros + WINDOW_MICROS)} UTC")
+            f"between {utc_clock(start_micros, '%H:%M')} and {utc_clock(start_micros + WINDOW_MICROS, '%H:%M')} UTC")
 
 
 def first_alert_per_burst(candidates, last_alerted: dict, cooldown_micros: int) -> list:

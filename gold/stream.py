@@ -59,6 +59,7 @@ from fraudlake.tables import (
     SILVER_SCORED,
     table_name,
 )
+from fraudlake.timeutil import utc_clock
 
 QUERY_NAME = "gold_windows"
 ALERTS_QUERY_NAME = "gold_alerts"
@@ -259,7 +260,6 @@ class GoldBatchWriter:
 
     def _activity_alerts(self, session, busy: list, batch_id: int) -> int:
         """Append an alert for each burst among the changed windows at the threshold; how many."""
-        from pyspark.sql import functions as F
 
         candidates = [(r["user_id"], r["last_event_time"], r["end"] - WINDOW_MICROS, r) for r in busy]
         kept = first_alert_per_burst(candidates, self.last_alerted or {}, self.cooldown_micros)
@@ -268,16 +268,12 @@ class GoldBatchWriter:
         rows = [(ACTIVITY_ALERT, None, user, None,
                  activity_reason(r["tx_count"], r["flagged_count"], r["total_amount"], start), at)
                 for user, at, start, r in kept]
-        frame = session.createDataFrame(rows, ALERT_SCHEMA).select(
-            "alert_type", "transaction_id", "user_id", "fraud_score", "reason",
-            F.timestamp_micros("_at").alias("alert_time"))
-        append_once(frame, self.alerts_table, self.app_id, batch_id)
+        append_once(_alerts_frame(session, rows), self.alerts_table, self.app_id, batch_id)
         for user, at, *_ in kept:
             self.last_alerted[user] = max(at, self.last_alerted.get(user, at))
         horizon = (self.newest_minute or 0) - self.lateness_micros - WINDOW_MICROS - self.cooldown_micros
         self.last_alerted = {user: at for user, at in self.last_alerted.items() if at > horizon}
-        _print_alerts(self.out, [(ACTIVITY_ALERT, _hhmmss(at), user, user, reason)
-                                 for _, _, user, _, reason, at in rows], len(rows), self.max_printed)
+        _print_alerts(self.out, rows, self.max_printed)
         return len(rows)
 
     def _count(self, rows: int, minutes: dict[int, dict], final: int, raised: int) -> None:
@@ -315,28 +311,29 @@ class ModelAlertWriter:
                   .drop("alert_time").collect()]
         if not alerts:
             return
-        frame = flagged.sparkSession.createDataFrame(alerts, ALERT_SCHEMA).select(
-            "alert_type", "transaction_id", "user_id", "fraud_score", "reason",
-            F.timestamp_micros("_at").alias("alert_time"))
-        append_once(frame, self.alerts_table, self.app_id, batch_id)
-        _print_alerts(self.out, [(kind, _hhmmss(at), tx, user, reason) for kind, tx, user, _, reason, at in alerts],
-                      len(alerts), self.max_printed)
+        append_once(_alerts_frame(flagged.sparkSession, alerts), self.alerts_table, self.app_id, batch_id)
+        _print_alerts(self.out, alerts, self.max_printed)
         self.stats.model_alerts += len(alerts)
 
 
-def _hhmmss(micros: int) -> str:
-    from datetime import datetime, timezone
+def _alerts_frame(session, rows: list[tuple]):
+    """``gold.fraud_alerts`` rows from tuples ``(type, transaction_id, user_id, fraud_score, reason,
+    alert time in epoch µs)`` collected or made on the driver."""
+    from pyspark.sql import functions as F
 
-    return datetime.fromtimestamp(micros / 1e6, tz=timezone.utc).strftime("%H:%M:%S")
+    return session.createDataFrame(rows, ALERT_SCHEMA).select(
+        "alert_type", "transaction_id", "user_id", "fraud_score", "reason",
+        F.timestamp_micros("_at").alias("alert_time"))
 
 
-def _print_alerts(out, alerts: list[tuple], total: int, max_printed: int) -> None:
-    """Up to ``max_printed`` alerts ``(type, HH:MM:SS UTC, transaction or user, user, reason)`` on the console."""
-    shown = sorted(alerts, key=lambda a: a[1])[:max_printed]
-    for kind, at, who, user, reason in shown:
-        print(f"ALERT {kind:<13} {at} {who or user} {user}: {reason}", file=out, flush=True)
-    if total > len(shown):
-        print(f"ALERT ... and {total - len(shown):,} more alerts in this batch", file=out, flush=True)
+def _print_alerts(out, alerts: list[tuple], max_printed: int) -> None:
+    """The earliest ``max_printed`` of a batch's alerts (tuples as for :func:`_alerts_frame`) on the
+    console, times in UTC, and how many more there are."""
+    shown = sorted(alerts, key=lambda a: a[5])[:max_printed]
+    for kind, transaction, user, _, reason, at in shown:
+        print(f"ALERT {kind:<13} {utc_clock(at)} {transaction or user} {user}: {reason}", file=out, flush=True)
+    if len(alerts) > len(shown):
+        print(f"ALERT ... and {len(alerts) - len(shown):,} more alerts in this batch", file=out, flush=True)
 
 
 def check_checkpoint(ctx: Context) -> None:
