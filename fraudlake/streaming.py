@@ -26,6 +26,8 @@ from fraudlake.output import note
 DRAIN_SECONDS = 90.0
 # How long a source may take to commit what arrived until the stop.
 SOURCE_STOP_SECONDS = 30.0
+# After that, how long it may take to reach its next batch boundary before it is cut mid-batch.
+SOURCE_GRACE_SECONDS = 90.0
 
 
 @contextmanager
@@ -419,25 +421,37 @@ def stop_between_batches(queries, timeout: float = 30.0) -> list:
     return _stop_when(queries, lambda query: not query.status.get("isTriggerActive"), timeout)
 
 
-def stop_after_next_batch(queries, timeout: float = 30.0) -> list:
-    """Stop sources once they have committed what arrived until now; returns those stopped at ``timeout``.
+def stop_after_next_batch(queries, timeout: float = 30.0, grace: float = 90.0) -> list:
+    """Stop sources once they have committed what arrived until now; returns those stopped mid-batch.
 
     Each query gets one more micro-batch (it reads up to the present), unless it reports
     nothing to read; so a timed ``ingest --rate R --duration S`` lands about R × S rows.
     A query that runs its batches back to back (each longer than its trigger interval)
     is never seen between two; it stops once a second batch has committed, interrupting
-    one that began after the request (replayed from the checkpoint by the next run).
+    one that has just begun (replayed from the checkpoint by the next run).
+
+    A query that has not read up to the present after ``timeout`` (batches slower than
+    that, e.g. on a busy machine) stops at its next batch boundary instead, so a query
+    that writes two tables per batch (bronze and silver) is not cut between them; only
+    one still inside a batch ``grace`` seconds later is stopped mid-batch.
     """
     seen = {id(q): (q.lastProgress or {}).get("batchId", -1) for q in queries}
+    soft_deadline = time.monotonic() + timeout
+    at_deadline: dict[int, int] = {}
 
     def read_up_to_now(query) -> bool:
         status, progress = query.status, query.lastProgress or {}
-        committed = progress.get("batchId", -1) - seen[id(query)]
+        batch_id = progress.get("batchId", -1)
+        committed = batch_id - seen[id(query)]
+        if time.monotonic() >= soft_deadline:
+            first = at_deadline.setdefault(id(query), batch_id)
+            if not status.get("isTriggerActive") or batch_id > first:
+                return True  # between batches, or one has just committed and the next just begun
         if status.get("isTriggerActive"):
             return committed >= 2
         return not status.get("isDataAvailable") or committed >= 1
 
-    return _stop_when(queries, read_up_to_now, timeout)
+    return _stop_when(queries, read_up_to_now, timeout + grace)
 
 
 def _caught_up(query, since: float, interval: float) -> bool:
@@ -469,11 +483,11 @@ def drain_in_stages(queries: dict, stages: list[list[str]], intervals: dict[str,
     """
     reached: dict[str, float] = {}
     sources = [name for name in stages[0] if name in queries]
-    for query in stop_after_next_batch([queries[name] for name in sources], SOURCE_STOP_SECONDS):
+    for query in stop_after_next_batch([queries[name] for name in sources], SOURCE_STOP_SECONDS, SOURCE_GRACE_SECONDS):
         name = next(name for name in sources if queries[name] is query)
-        note(f"{name} had not committed a batch begun after the stop within {SOURCE_STOP_SECONDS:g} s: "
+        note(f"{name} was still inside a batch {SOURCE_STOP_SECONDS + SOURCE_GRACE_SECONDS:g} s after the stop: "
              "stopped mid-batch; its next run replays that batch")
-        reached[name] = SOURCE_STOP_SECONDS
+        reached[name] = SOURCE_STOP_SECONDS + SOURCE_GRACE_SECONDS
     for stage in stages[1:]:
         waiting = [name for name in stage if name in queries]
         limit = drain_limit(timeout, (intervals.get(name, 0.0) for name in waiting))

@@ -20,6 +20,7 @@ from fraudlake.streaming import (
     progress_event,
     progress_printer,
     run_queries,
+    stop_after_next_batch,
 )
 
 WHOLE_PIPELINE = IntervalProgress(
@@ -287,6 +288,34 @@ def test_a_source_that_is_never_between_batches_stops_after_two_more_not_at_the_
     assert drain_in_stages({"bronze": source}, [["bronze"]], {}) == {}
     assert not source.isActive
     assert source.recentProgress[-1]["batchId"] <= 3
+
+
+class SlowSource(FakeQuery):
+    """A source whose batches take longer than the stop allows: each commits after 20 looks,
+    and writes a first table 5 looks in (like the combined bronze + silver query)."""
+
+    def __init__(self):
+        super().__init__("slow", [report("slow", 0, 10)])
+        self.looks = 0
+        self.stopped_after_looks = None
+
+    @property
+    def status(self):
+        self.looks += 1
+        if self.looks == 20:
+            self.recentProgress.append(report("slow", self.recentProgress[-1]["batchId"] + 1, 10))
+            self.looks = 0
+        return {"isTriggerActive": True, "isDataAvailable": True}
+
+    def stop(self):
+        self.stopped_after_looks = self.looks
+        super().stop()
+
+
+def test_a_source_slower_than_the_stop_limit_is_stopped_at_a_batch_boundary_not_between_its_writes(capsys):
+    source = SlowSource()
+    assert stop_after_next_batch([source], timeout=0.0, grace=30.0) == []
+    assert source.stopped_after_looks == 0  # the batch had just begun: nothing of it written yet
 
 
 def test_run_reports_the_queries_and_the_drain_limit_per_query():
