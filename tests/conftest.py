@@ -1,13 +1,23 @@
-"""One session-scoped local Spark + Delta for every JVM test; a temp home per test."""
+"""One session-scoped local Spark + Delta for every JVM test; a temp home per test.
+
+The whole suite runs with the host in a time zone off UTC (``Asia/Kolkata``, a half-hour
+offset; ``FRAUDLAKE_TEST_TZ`` chooses another): a machine in UTC hides a local time
+mislabelled as UTC, and here such a time shows as wrong in whichever test meets it. The
+JVM, the dashboard and every ``fraudlake`` subprocess the tests start inherit the zone.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+os.environ["TZ"] = os.environ.get("FRAUDLAKE_TEST_TZ", "Asia/Kolkata")
+time.tzset()
 
 from fraudlake.conf.settings import Settings
 from fraudlake.settings import Context, Paths

@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 
 from fraudlake.bronze.ingest import RECORD_NAMES, start_bronze_ingest
 from fraudlake.tables import BRONZE_TRANSACTIONS, ensure_tables, table_name
+from fraudlake.timeutil import from_row, shown_utc
 
 pytestmark = pytest.mark.spark
 
@@ -61,7 +62,7 @@ def test_every_non_empty_line_is_one_bronze_row(spark, ctx, tmp_path):
     rows = {r["_raw"]: r for r in bronze.collect()}
     good = rows[json.dumps(GOOD)]
     assert (good["transaction_id"], good["amount"], good["country"]) == ("tx-good-1", 42.5, "DE")
-    assert good["event_time"].isoformat().startswith("2026-03-01T12:30")
+    assert shown_utc(from_row(good["event_time"])).isoformat().startswith("2026-03-01T12:30")
     csv_good = next(r for raw, r in rows.items() if raw.startswith("tx-csv-1,"))
     assert (csv_good["amount"], csv_good["currency"], csv_good["label_is_fraud"]) == (60.0, "USD", 0)
     # Unparseable values are null in the typed columns; the text survives in _raw.

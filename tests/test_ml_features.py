@@ -10,6 +10,7 @@ import pytest
 from fraudlake.errors import FraudlakeError
 from fraudlake.ml import data
 from fraudlake.ml.features import MODEL_INPUT_COLUMNS, add_amount_features, add_features, add_time_features
+from fraudlake.timeutil import from_row
 
 pytestmark = pytest.mark.spark
 
@@ -52,8 +53,9 @@ def test_time_features_agree_with_spark_sql_and_ignore_the_session_time_zone(spa
         F.timestamp_seconds(F.lit(1_767_225_600) + F.col("id") * 7_919).alias("event_time")  # ~every 2.2 h
     )
     in_utc = add_time_features(frame).collect()
-    # Under UTC the features are Spark SQL's own hour() and dayofweek().
-    assert all(r.tx_hour == r.event_time.hour for r in in_utc)
+    # The features are the UTC hour of the instant (collect() gives the host's local time: from_row).
+    assert all(r.tx_hour == from_row(r.event_time).hour for r in in_utc)
+    # Under a UTC session they are Spark SQL's own hour() and dayofweek().
     mismatches = (
         add_time_features(frame)
         .where((F.col("tx_hour") != F.hour("event_time")) | (F.col("tx_day_of_week") != F.dayofweek("event_time")))
@@ -111,7 +113,7 @@ def test_optional_columns_absent_or_null_become_null(spark):
     rows = {r.transaction_id: r for r in bronze.collect()}
     assert rows["t1"].amount == 12.5 and rows["t1"].merchant_category is None and rows["t1"].channel is None
     assert rows["t2"].channel == "online"
-    assert rows["t1"].event_time == datetime(2026, 1, 1, 3, 0)  # session time zone is UTC
+    assert from_row(rows["t1"].event_time) == datetime(2026, 1, 1, 3, 0, tzinfo=timezone.utc)
     features = data.to_pandas(data.labelled_features(bronze))
     assert features["tx_hour"].tolist() == [3, 13] and features["country"].isna().all()
 

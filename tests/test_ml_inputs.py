@@ -7,7 +7,7 @@ In-process through ``fraudlake.cli.main`` on the session fixture; small and fast
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pandas as pd
 import pyarrow as pa
@@ -18,6 +18,7 @@ from pyspark.testing import assertDataFrameEqual
 from fraudlake.errors import FraudlakeError
 from fraudlake.ml import data
 from fraudlake.simulator import generate_batch
+from fraudlake.timeutil import from_row
 from tests.conftest import fraudlake, make_context
 
 pytestmark = pytest.mark.spark
@@ -94,10 +95,11 @@ def test_nanoseconds_floor_to_microseconds_at_the_right_instant(spark, tmp_path)
     path = tmp_path / "precise.parquet"
     frame.to_parquet(path)
     rows = {r.transaction_id: r for r in data.read_transactions(spark, str(path)).collect()}
-    # Spark returns the session's (UTC) wall clock as naive datetimes.
-    assert rows["ns"].event_time == datetime(2026, 1, 2, 10, 0, 0, 123456)
-    assert rows["before_1970"].event_time == datetime(1969, 12, 31, 23, 59, 59, 999999)
-    assert rows["zone"].event_time_zone == datetime(2026, 1, 2, 15, 0)  # 10:00 in New York is 15:00 UTC
+    # collect() gives the host's local wall clock, naive: from_row makes it the UTC instant.
+    assert from_row(rows["ns"].event_time) == datetime(2026, 1, 2, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    assert from_row(rows["before_1970"].event_time) == datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    # 10:00 in New York is 15:00 UTC
+    assert from_row(rows["zone"].event_time_zone) == datetime(2026, 1, 2, 15, 0, tzinfo=timezone.utc)
 
 
 def test_csv_with_iso_8601_times_trains(spark, history, tmp_path, capsys):
