@@ -67,10 +67,11 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     # A short watermark, so windows turn final within the run however quickly the machine reaches
     # the kill: the rate source stamps events with the wall clock, and a window is final only once
     # the newest event is past its end plus the watermark.
-    # 400 rows/s, well below what the three layers keep up with on 2 cores: after the restart the rate
+    # 100 rows/s, well below what the three layers keep up with on 2 cores: after the restart the rate
     # source's first batch holds every row of the downtime (the kill, then a JVM start), and the run
-    # must commit it and drain before it stops (at 1,000 and 2,000 rows/s a slow machine could not).
-    run = ["run", "--layers", "bronze,silver,gold", "--source", "rate", "--rate", "400",
+    # must commit it and drain before it stops (at 400 rows/s on a machine with a quarter of its CPU
+    # stolen, each combined batch took 35 s and the restarted run 4 minutes).
+    run = ["run", "--layers", "bronze,silver,gold", "--source", "rate", "--rate", "100",
            "--set", "streams.watermark_seconds=5"]
 
     victim = subprocess.Popen(
@@ -96,7 +97,7 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     code, out, err = fraudlake(capsys, home, "sql", both, "--format", "json")
     assert code == 0, err
     [row] = json.loads(out)
-    assert row["bronze"] > 20_000  # 400 rows/s before the kill, through the downtime and after
+    assert row["bronze"] > 5_000  # 100 rows/s before the kill, through the downtime and after
     assert row["bronze"] == row["silver"] + row["quarantine"], row
     assert row["silver"] == row["silver_ids"], row
     assert row["unscored"] == 0
