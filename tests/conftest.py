@@ -71,3 +71,26 @@ def run_cli(*args: str, home: Path, timeout: float = 300, env: dict | None = Non
     if check and result.returncode != 0:
         raise AssertionError(f"fraudlake {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
     return result
+
+
+WORKER_ENV = ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
+
+
+def console_outside_its_environment(tmp_path: Path, home: Path) -> tuple[Path, dict[str, str]]:
+    """The ``fraudlake`` console script and an environment as pipx, cron or a service manager
+    give it: started by its absolute path, with a ``python3`` first on PATH that lacks pandas
+    (this interpreter without site-packages), so Spark's Python workers must be told which
+    interpreter to run."""
+    script = Path(sys.executable).parent / "fraudlake"
+    assert script.is_file(), f"no console script next to {sys.executable}"
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    for name in ("python3", "python"):
+        shim = shims / name
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+        shim.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in (*WORKER_ENV, "FRAUDLAKE_CONF")}
+    env.update(FRAUDLAKE_HOME=str(home), PATH=f"{shims}{os.pathsep}{os.environ['PATH']}")
+    lacks_pandas = subprocess.run(["python3", "-c", "import pandas"], env=env, capture_output=True)
+    assert lacks_pandas.returncode != 0, "the python3 first on PATH imports pandas: the test would prove nothing"
+    return script, env

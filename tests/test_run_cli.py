@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import fraudlake, run_cli
+from tests.conftest import console_outside_its_environment, fraudlake, run_cli
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -61,9 +60,11 @@ def _commits(table: Path) -> int:
 
 def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     home = tmp_path / "home"
-    # Training and the final SQL run in this process (the session's JVM): only the run is a
-    # separate process, the one killed and restarted.
+    # Training and the final SQL run in this process (the session's JVM). The run, the process
+    # killed and restarted, is the console script outside its environment: the first python3 on
+    # PATH lacks pandas, so scoring works only if Spark's workers run fraudlake's interpreter.
     assert fraudlake(capsys, home, "train", "--samples", "5000", "--model", "gradient_boosting")[0] == 0
+    script, env = console_outside_its_environment(tmp_path, home)
     # A short watermark, so windows turn final within the run however quickly the machine reaches
     # the kill: the rate source stamps events with the wall clock, and a window is final only once
     # the newest event is past its end plus the watermark.
@@ -71,13 +72,11 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     # source's first batch holds every row of the downtime (the kill, then a JVM start), and the run
     # must commit it and drain before it stops (at 400 rows/s on a machine with a quarter of its CPU
     # stolen, each combined batch took 35 s and the restarted run 4 minutes).
-    run = ["run", "--layers", "bronze,silver,gold", "--source", "rate", "--rate", "100",
+    run = [str(script), "run", "--layers", "bronze,silver,gold", "--source", "rate", "--rate", "100",
            "--set", "streams.watermark_seconds=5"]
 
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "fraudlake.cli", *run], env={**os.environ, "FRAUDLAKE_HOME": str(home)},
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    victim = subprocess.Popen(run, env=env, cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     alerts = home / "warehouse" / "gold" / "fraud_alerts"
     try:
         deadline = time.time() + 240
@@ -89,9 +88,13 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
         victim.wait(30)
 
     # 60 s more: events span two minute boundaries, so some windows are final and some open.
-    result = run_cli(*run, "--duration", "60", "--format", "json", home=home)
+    result = subprocess.run([*run, "--duration", "60", "--format", "json"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"the restarted run exited {result.returncode}:\n{result.stderr[-4000:]}"
     summary = json.loads(result.stdout)
     assert summary["model_versions"] == ["fraud_detector v1"]
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events][:1] == ["start"] and "progress" in {e["event"] for e in events}
 
     both = f"SELECT * FROM ({INVARIANTS_SQL}) CROSS JOIN ({GOLD_SQL})"
     code, out, err = fraudlake(capsys, home, "sql", both, "--format", "json")
