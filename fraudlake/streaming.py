@@ -421,7 +421,7 @@ def stop_between_batches(queries, timeout: float = 30.0) -> list:
     return _stop_when(queries, lambda query: not query.status.get("isTriggerActive"), timeout)
 
 
-def stop_after_next_batch(queries, timeout: float = 30.0, grace: float = 90.0) -> list:
+def stop_after_next_batch(queries, timeout: float = SOURCE_STOP_SECONDS, grace: float = SOURCE_GRACE_SECONDS) -> list:
     """Stop sources once they have committed what arrived until now; returns those stopped mid-batch.
 
     Each query gets one more micro-batch (it reads up to the present), unless it reports
@@ -483,7 +483,7 @@ def drain_in_stages(queries: dict, stages: list[list[str]], intervals: dict[str,
     """
     reached: dict[str, float] = {}
     sources = [name for name in stages[0] if name in queries]
-    for query in stop_after_next_batch([queries[name] for name in sources], SOURCE_STOP_SECONDS, SOURCE_GRACE_SECONDS):
+    for query in stop_after_next_batch([queries[name] for name in sources]):
         name = next(name for name in sources if queries[name] is query)
         note(f"{name} was still inside a batch {SOURCE_STOP_SECONDS + SOURCE_GRACE_SECONDS:g} s after the stop: "
              "stopped mid-batch; its next run replays that batch")

@@ -291,8 +291,9 @@ def test_a_source_that_is_never_between_batches_stops_after_two_more_not_at_the_
 
 
 class SlowSource(FakeQuery):
-    """A source whose batches take longer than the stop allows: each commits after 20 looks,
-    and writes a first table 5 looks in (like the combined bronze + silver query)."""
+    """A source whose batches take longer than the stop allows: each commits after 20 looks.
+    Like the combined bronze + silver query, it writes its first table early in a batch, so
+    only a stop at the look right after a commit leaves no batch half written."""
 
     def __init__(self):
         super().__init__("slow", [report("slow", 0, 10)])
@@ -312,7 +313,7 @@ class SlowSource(FakeQuery):
         super().stop()
 
 
-def test_a_source_slower_than_the_stop_limit_is_stopped_at_a_batch_boundary_not_between_its_writes(capsys):
+def test_a_source_slower_than_the_stop_limit_is_stopped_at_a_batch_boundary_not_between_its_writes():
     source = SlowSource()
     assert stop_after_next_batch([source], timeout=0.0, grace=30.0) == []
     assert source.stopped_after_looks == 0  # the batch had just begun: nothing of it written yet
