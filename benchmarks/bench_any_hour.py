@@ -54,21 +54,26 @@ def main() -> None:
         )
         per_hour = {
             int(r["hour"]): round(float(r["share"]), 5)
-            for r in score_transactions(moved, scorer).groupBy("hour")
-            .agg(F.avg(F.col("is_flagged").cast("double")).alias("share")).collect()
+            for r in score_transactions(moved, scorer)
+            .groupBy("hour")
+            .agg(F.avg(F.col("is_flagged").cast("double")).alias("share"))
+            .collect()
         }
         as_generated = score_transactions(rows, scorer).agg(F.avg(F.col("is_flagged").cast("double"))).first()[0]
         spark.stop()
     shares = [per_hour[h] for h in range(24)]
-    path = write_results("any_hour", {
-        "model": f"gradient_boosting v{trained['version']}",
-        "training_rows": args.samples,
-        "rows": args.rows,
-        "flag_share_as_generated": round(float(as_generated), 5),
-        "flag_share_by_utc_hour": {f"{h:02d}:00": per_hour[h] for h in range(24)},
-        "spread_max_minus_min": round(max(shares) - min(shares), 5),
-        "before_one_clock": {"23:00": 0.0076, "03:00": 0.991, "14:00": 0.0085},
-    })
+    path = write_results(
+        "any_hour",
+        {
+            "model": f"gradient_boosting v{trained['version']}",
+            "training_rows": args.samples,
+            "rows": args.rows,
+            "flag_share_as_generated": round(float(as_generated), 5),
+            "flag_share_by_utc_hour": {f"{h:02d}:00": per_hour[h] for h in range(24)},
+            "spread_max_minus_min": round(max(shares) - min(shares), 5),
+            "before_one_clock": {"23:00": 0.0076, "03:00": 0.991, "14:00": 0.0085},
+        },
+    )
     print(path.read_text())
 
 

@@ -66,11 +66,11 @@ WARM_UP_SHARE = 1 / 3
 # is reported as "(rest)".
 STEP_TARGETS = (
     {
-        # Bronze and silver in one query (fraudlake.pipeline): the bronze append, then the steps of
+        # Bronze and silver in one query (fraudlake.orchestration.pipeline): the bronze append, then the steps of
         # silver's writer, which it calls (timed as steps of this batch, not as a batch of their own).
-        "batch": "fraudlake.pipeline:IngestAndScore.__call__",
+        "batch": "fraudlake.orchestration.pipeline:IngestAndScore.__call__",
         "steps": {
-            "fraudlake.pipeline:append_once": "append_once",
+            "fraudlake.orchestration.pipeline:append_once": "append_once",
             "fraudlake.silver.stream:validate": "validate",
             "fraudlake.silver.stream:SilverBatchWriter._scored_ids_near": "_scored_ids_near",
             "fraudlake.silver.stream:SilverBatchWriter._quarantined_near": "_quarantined_near",
@@ -79,8 +79,12 @@ STEP_TARGETS = (
             "fraudlake.silver.stream:append_once": "append_once",
             "fraudlake.silver.stream:SilverBatchWriter._count": "_count",
         },
-        "actions": {"persist": "persist", "collect": "reasons collect", "first": "bounds agg",
-                    "unpersist": "unpersist"},
+        "actions": {
+            "persist": "persist",
+            "collect": "reasons collect",
+            "first": "bounds agg",
+            "unpersist": "unpersist",
+        },
     },
     {
         "batch": "fraudlake.silver.stream:SilverBatchWriter.__call__",
@@ -92,8 +96,12 @@ STEP_TARGETS = (
             "fraudlake.silver.stream:append_once": "append_once",
             "fraudlake.silver.stream:SilverBatchWriter._count": "_count",
         },
-        "actions": {"persist": "persist", "collect": "reasons collect", "first": "totals agg",
-                    "unpersist": "unpersist"},
+        "actions": {
+            "persist": "persist",
+            "collect": "reasons collect",
+            "first": "totals agg",
+            "unpersist": "unpersist",
+        },
     },
     {
         "batch": "fraudlake.gold.stream:GoldBatchWriter.__call__",
@@ -120,8 +128,11 @@ def summary(values, digits: int = 1) -> dict:
     if not len(values):
         return {"mean": None, "p50": None, "p95": None}
     array = np.asarray(values, dtype=float)
-    return {"mean": round(float(array.mean()), digits), "p50": round(float(np.percentile(array, 50)), digits),
-            "p95": round(float(np.percentile(array, 95)), digits)}
+    return {
+        "mean": round(float(array.mean()), digits),
+        "p50": round(float(np.percentile(array, 50)), digits),
+        "p95": round(float(np.percentile(array, 95)), digits),
+    }
 
 
 def loadavg() -> list[float]:
@@ -210,7 +221,8 @@ def query_profiles(listener, queries: dict, intervals: dict, window: tuple[float
             "batches_with_rows": sum(1 for r in measured if r["rows"]),
             "rows_per_batch_mean": round(sum(r["rows"] for r in measured) / len(measured), 1) if measured else None,
             "seconds_between_batch_starts_mean": (
-                round((starts[-1] - starts[0]) / (len(starts) - 1), 2) if len(starts) > 1 else None),
+                round((starts[-1] - starts[0]) / (len(starts) - 1), 2) if len(starts) > 1 else None
+            ),
             "jobs_per_batch": summary([r["jobs"] for r in measured]),
             "duration_ms": {k: summary([r["durations"][k] for r in measured if k in r["durations"]]) for k in keys},
         }
@@ -241,16 +253,21 @@ class StepTimer:
             owner, attr = self._resolve(target["batch"])
             if owner is None:
                 continue
-            self._patch(owner, attr, self._batch_wrapper(getattr(owner, attr), target.get("actions", {})),
-                        target["batch"])
+            self._patch(
+                owner, attr, self._batch_wrapper(getattr(owner, attr), target.get("actions", {})), target["batch"]
+            )
             for spec, label in target["steps"].items():
                 owner, attr = self._resolve(spec)
                 if owner is not None:
                     self._patch(owner, attr, self._step_wrapper(getattr(owner, attr), label), spec)
         for method in sorted({m for t in targets for m in t.get("actions", {})}):
             if method in vars(frame):
-                self._patch(frame, method, self._action_wrapper(getattr(frame, method), method),
-                            f"{frame.__module__}.{frame.__qualname__}.{method}")
+                self._patch(
+                    frame,
+                    method,
+                    self._action_wrapper(getattr(frame, method), method),
+                    f"{frame.__module__}.{frame.__qualname__}.{method}",
+                )
             else:
                 self.missing.append(f"{frame.__module__}.{frame.__qualname__}.{method}")
 
@@ -288,8 +305,13 @@ class StepTimer:
             outer = getattr(timer.local, "batch", None)
             if outer is not None:  # a subclass calling its parent's __call__: time once
                 return original(writer, batch, batch_id, *args, **kwargs)
-            record = {"query_id": timer.context.getLocalProperty("sql.streaming.queryId"),
-                      "writer": type(writer).__name__, "batch_id": batch_id, "started": time.time(), "steps": []}
+            record = {
+                "query_id": timer.context.getLocalProperty("sql.streaming.queryId"),
+                "writer": type(writer).__name__,
+                "batch_id": batch_id,
+                "started": time.time(),
+                "steps": [],
+            }
             timer.local.batch, timer.local.depth, timer.local.actions = record, 0, actions
             began = time.perf_counter()
             try:
@@ -367,8 +389,11 @@ class StepTimer:
                 steps[label] = {"batches": len(per_batch), **summary(per_batch)}
             rest = [r["total_ms"] - sum(ms for _, ms in r["steps"]) for r in records]
             steps["(rest)"] = {"batches": len(rest), **summary(rest)}
-            result[key] = {"batches": len(records), "foreachBatch_total_ms": summary([r["total_ms"] for r in records]),
-                           "steps_ms": steps}
+            result[key] = {
+                "batches": len(records),
+                "foreachBatch_total_ms": summary([r["total_ms"] for r in records]),
+                "steps_ms": steps,
+            }
         return result
 
 
@@ -385,7 +410,6 @@ def fresh_context(base):
 def with_model(spark, ctx) -> None:
     """A small model registered as the champion (as bench_pipeline.py trains it)."""
     from fraudlake.ml.train import train_model
-
     from fraudlake.tables import ensure_tables
 
     ensure_tables(spark, ctx)
@@ -398,8 +422,15 @@ def code_under_test(spark) -> dict:
 
     from pyspark.sql import functions as F
 
-    driver = {name: importlib.import_module(name).__file__
-              for name in ("fraudlake", "fraudlake.silver.stream", "fraudlake.gold.stream", "fraudlake.pipeline")}
+    driver = {
+        name: importlib.import_module(name).__file__
+        for name in (
+            "fraudlake",
+            "fraudlake.silver.stream",
+            "fraudlake.gold.stream",
+            "fraudlake.orchestration.pipeline",
+        )
+    }
 
     @F.udf("string")
     def worker_module(_):
@@ -413,10 +444,10 @@ def code_under_test(spark) -> dict:
 
 def stop(pipeline) -> None:
     """Sources first, then each layer once it has caught up (falls back to a plain stop)."""
-    from fraudlake.streaming import stop_between_batches
+    from fraudlake.orchestration.streaming import stop_between_batches
 
     try:
-        from fraudlake.streaming import drain_in_stages
+        from fraudlake.orchestration.streaming import drain_in_stages
 
         if getattr(pipeline, "stages", None):
             drain_in_stages(pipeline.queries, pipeline.stages, getattr(pipeline, "intervals", {}) or {})
@@ -431,29 +462,40 @@ def silver_latency(spark, ctx, measured_from: float) -> dict:
     from fraudlake.tables import SILVER_SCORED, table_name
 
     changes = (
-        spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0)
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", 0)
         .table(table_name(ctx, SILVER_SCORED))
-        .where((F.col("_change_type") == "insert")
-               & (F.col("_ingest_time") >= F.timestamp_micros(F.lit(int(measured_from * 1_000_000)))))
+        .where(
+            (F.col("_change_type") == "insert")
+            & (F.col("_ingest_time") >= F.timestamp_micros(F.lit(int(measured_from * 1_000_000))))
+        )
     )
     committed = F.col("_commit_timestamp").cast("double")
     row = changes.select(
         F.count("*").alias("rows"),
-        F.percentile(committed - F.col("_ingest_time").cast("double"), F.array(*map(F.lit, (0.5, 0.95, 0.99))))
-        .alias("ingest"),
-        F.percentile(committed - F.col("event_time").cast("double"), F.array(*map(F.lit, (0.5, 0.95, 0.99))))
-        .alias("event"),
+        F.percentile(committed - F.col("_ingest_time").cast("double"), F.array(*map(F.lit, (0.5, 0.95, 0.99)))).alias(
+            "ingest"
+        ),
+        F.percentile(committed - F.col("event_time").cast("double"), F.array(*map(F.lit, (0.5, 0.95, 0.99)))).alias(
+            "event"
+        ),
     ).first()
 
     def quantiles(values) -> dict:
-        return {p: round(v, 2) for p, v in zip(("p50", "p95", "p99"), values or (None,) * 3) if v is not None}
+        return {
+            p: round(v, 2) for p, v in zip(("p50", "p95", "p99"), values or (None,) * 3, strict=True) if v is not None
+        }
 
-    return {"rows_measured": row["rows"], "ingest_to_silver_commit_seconds": quantiles(row["ingest"]),
-            "event_to_silver_commit_seconds": quantiles(row["event"])}
+    return {
+        "rows_measured": row["rows"],
+        "ingest_to_silver_commit_seconds": quantiles(row["ingest"]),
+        "event_to_silver_commit_seconds": quantiles(row["event"]),
+    }
 
 
 def run(spark, base, args) -> dict:
-    from fraudlake.pipeline import LAYERS, start_pipeline
+    from fraudlake.orchestration.pipeline import LAYERS, start_pipeline
 
     ctx = fresh_context(base)
     load = {"start": loadavg(), "java_processes_start": java_processes()}
@@ -476,16 +518,25 @@ def run(spark, base, args) -> dict:
                     load_samples.append(os.getloadavg()[0])
                     failed = [n for n, q in pipeline.queries.items() if not q.isActive]
                     if failed:
-                        raise RuntimeError(f"queries stopped early: {failed}: {pipeline.queries[failed[0]].exception()}")
+                        raise RuntimeError(
+                            f"queries stopped early: {failed}: {pipeline.queries[failed[0]].exception()}"
+                        )
                 ended = time.time()
             finally:
                 stop(pipeline)
         window = (started + WARM_UP_SHARE * args.seconds, ended)
-        load.update(end=loadavg(), java_processes_end=java_processes(),
-                    one_minute_during_run={"min": round(min(load_samples), 2), "max": round(max(load_samples), 2)})
+        load.update(
+            end=loadavg(),
+            java_processes_end=java_processes(),
+            one_minute_during_run={"min": round(min(load_samples), 2), "max": round(max(load_samples), 2)},
+        )
         result = {
-            "rate": args.rate, "seconds": args.seconds, "master": args.master, "code_note": args.code_note,
-            "code_under_test": code, "load_average": load,
+            "rate": args.rate,
+            "seconds": args.seconds,
+            "master": args.master,
+            "code_note": args.code_note,
+            "code_under_test": code,
+            "load_average": load,
             "measured_window_seconds": [round(window[0] - started, 1), round(window[1] - started, 1)],
             "queries": query_profiles(listener, pipeline.queries, getattr(pipeline, "intervals", {}) or {}, window),
         }
@@ -502,7 +553,7 @@ def run(spark, base, args) -> dict:
 
 
 HOW_MEASURED = (
-    "Whole pipeline (fraudlake.pipeline.start_pipeline, every layer, rate source) on a fresh home with a "
+    "Whole pipeline (fraudlake.orchestration.pipeline.start_pipeline, every layer, rate source) on a fresh home with a "
     "gradient_boosting champion trained on 20k simulated rows; profiled over micro-batches whose trigger started "
     "between measured_window_seconds (after a warm-up third, before the sources stop; the drain after is not "
     "profiled). queries.*.duration_ms: the durationMs entries of each batch's progress report (StreamingQueryListener, "
@@ -522,8 +573,10 @@ def print_table(result: dict) -> None:
     print(f"{'query':<24}{'batches':>8}{'trigger ms':>12}{'addBatch ms':>13}{'jobs/batch':>12}")
     for name, q in result["queries"].items():
         d = q["duration_ms"]
-        print(f"{name:<24}{q['batches']:>8}{(d.get('triggerExecution') or {}).get('mean') or 0:>12.0f}"
-              f"{(d.get('addBatch') or {}).get('mean') or 0:>13.0f}{q['jobs_per_batch']['mean'] or 0:>12.1f}")
+        print(
+            f"{name:<24}{q['batches']:>8}{(d.get('triggerExecution') or {}).get('mean') or 0:>12.0f}"
+            f"{(d.get('addBatch') or {}).get('mean') or 0:>13.0f}{q['jobs_per_batch']['mean'] or 0:>12.1f}"
+        )
     for key, profile in (result.get("foreach_batch_steps") or {}).items():
         print(f"{key}: {profile['batches']} batches, foreachBatch mean {profile['foreachBatch_total_ms']['mean']} ms")
         for label, s in profile["steps_ms"].items():

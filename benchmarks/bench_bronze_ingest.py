@@ -68,7 +68,9 @@ def trial(spark, base: Context, rate: int, seconds: float, trigger: float) -> di
         "batches": len(measured),
         "rows": rows,
         "committed_rows_per_second": round(committed_rate),
-        "processed_rows_per_second_median": round(sorted(p["processedRowsPerSecond"] for p in measured)[len(measured) // 2]),
+        "processed_rows_per_second_median": round(
+            sorted(p["processedRowsPerSecond"] for p in measured)[len(measured) // 2]
+        ),
         "batch_seconds_median": round(sorted(durations)[len(durations) // 2], 2),
         "batch_seconds_max": round(max(durations), 2),
     }
@@ -94,8 +96,13 @@ def main() -> None:
     sustained = max((t["rate"] for t in trials if t["kept_up"]), default=0)
     path = write_results(
         "bronze_ingest",
-        {"master": args.master, "seconds_per_trial": args.seconds, "trigger_seconds": args.trigger,
-         "sustained_rows_per_second": sustained, "trials": trials},
+        {
+            "master": args.master,
+            "seconds_per_trial": args.seconds,
+            "trigger_seconds": args.trigger,
+            "sustained_rows_per_second": sustained,
+            "trials": trials,
+        },
     )
     print(f"sustained bronze ingest on {args.master}: {sustained:,} rows/s -> {path}")
 

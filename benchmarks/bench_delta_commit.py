@@ -36,8 +36,13 @@ def appends(spark, folder: str, interval: int, commits: int, rows: int) -> list[
     seconds = []
     for version in range(1, commits + 1):
         began = time.perf_counter()
-        (frame.write.format("delta").mode("append").option("txnAppId", "bench").option("txnVersion", version)
-         .save(folder))
+        (
+            frame.write.format("delta")
+            .mode("append")
+            .option("txnAppId", "bench")
+            .option("txnVersion", version)
+            .save(folder)
+        )
         seconds.append(time.perf_counter() - began)
     return seconds[WARM_UP:]
 
@@ -46,8 +51,13 @@ def quantiles(values: list[float]) -> dict:
     import numpy as np
 
     array = np.asarray(values)
-    return {"p50": round(float(np.percentile(array, 50)), 3), "p95": round(float(np.percentile(array, 95)), 3),
-            "max": round(float(array.max()), 3), "mean": round(float(array.mean()), 3), "appends": len(values)}
+    return {
+        "p50": round(float(np.percentile(array, 50)), 3),
+        "p95": round(float(np.percentile(array, 95)), 3),
+        "max": round(float(array.max()), 3),
+        "mean": round(float(array.mean()), 3),
+        "appends": len(values),
+    }
 
 
 def main() -> None:
@@ -62,12 +72,17 @@ def main() -> None:
     results = {}
     for interval in (int(x) for x in args.intervals.split(",")):
         results[f"checkpointInterval={interval}"] = quantiles(
-            appends(spark, f"{home}/t{interval}", interval, args.commits, args.rows))
+            appends(spark, f"{home}/t{interval}", interval, args.commits, args.rows)
+        )
         print(interval, results[f"checkpointInterval={interval}"], flush=True)
-    path = write_results("delta_commit_cost", {
-        "how_measured": __doc__.split("\n\n")[1].replace("\n", " "), "rows_per_append": args.rows,
-        "seconds_per_append": results,
-    })
+    path = write_results(
+        "delta_commit_cost",
+        {
+            "how_measured": __doc__.split("\n\n")[1].replace("\n", " "),
+            "rows_per_append": args.rows,
+            "seconds_per_append": results,
+        },
+    )
     print(f"-> {path}")
 
 

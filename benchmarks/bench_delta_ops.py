@@ -54,33 +54,59 @@ def main() -> None:
     spark.sql(f"CREATE TABLE p (day DATE, minute TIMESTAMP, n BIGINT) USING delta PARTITIONED BY (day) {PROPERTIES}")
 
     def one_row(micros: int):
-        return spark.range(1).select(F.timestamp_micros(F.lit(micros)).alias("minute"), F.lit(1).cast("long").alias("n"))
+        return spark.range(1).select(
+            F.timestamp_micros(F.lit(micros)).alias("minute"), F.lit(1).cast("long").alias("n")
+        )
 
     def merge(i: int) -> None:
-        (DeltaTable.forName(spark, "t").alias("t").merge(one_row(i // 2 * MINUTE).alias("s"), "t.minute = s.minute")
-         .whenMatchedUpdate(set={"n": "t.n + s.n"}).whenNotMatchedInsertAll().execute())
+        (
+            DeltaTable.forName(spark, "t")
+            .alias("t")
+            .merge(one_row(i // 2 * MINUTE).alias("s"), "t.minute = s.minute")
+            .whenMatchedUpdate(set={"n": "t.n + s.n"})
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
 
     def append(i: int) -> None:
-        (one_row(10**12 + i).write.format("delta").mode("append").option("txnAppId", "bench").option("txnVersion", i)
-         .saveAsTable("t"))
+        (
+            one_row(10**12 + i)
+            .write.format("delta")
+            .mode("append")
+            .option("txnAppId", "bench")
+            .option("txnVersion", i)
+            .saveAsTable("t")
+        )
 
     def filtered_read(i: int) -> None:
         spark.table("t").where(F.col("minute") >= F.timestamp_micros(F.lit(i * MINUTE))).agg(F.max("n")).first()
 
     def replace_where(i: int) -> None:
         start = 2 * 10**12 + i // 2 * MINUTE
-        (one_row(start).write.format("delta").mode("overwrite").option("replaceWhere", f"minute >= timestamp_micros({start})")
-         .saveAsTable("t"))
+        (
+            one_row(start)
+            .write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", f"minute >= timestamp_micros({start})")
+            .saveAsTable("t")
+        )
 
     def partition_overwrite(i: int) -> None:
         day = spark.range(1440).select(
             F.date_add(F.lit("2026-01-01").cast("date"), F.lit(i % 3)).alias("day"),
-            F.timestamp_micros(F.col("id") * MINUTE).alias("minute"), F.lit(1).cast("long").alias("n"))
+            F.timestamp_micros(F.col("id") * MINUTE).alias("minute"),
+            F.lit(1).cast("long").alias("n"),
+        )
         day.write.format("delta").mode("overwrite").option("partitionOverwriteMode", "dynamic").saveAsTable("p")
 
     results = {}
-    for label, operation in [("merge", merge), ("append", append), ("filtered read", filtered_read),
-                             ("replaceWhere", replace_where), ("partition overwrite", partition_overwrite)]:
+    for label, operation in [
+        ("merge", merge),
+        ("append", append),
+        ("filtered read", filtered_read),
+        ("replaceWhere", replace_where),
+        ("partition overwrite", partition_overwrite),
+    ]:
         millis, jobs = [], []
         for i in range(args.repeats + WARM_UP):
             group = f"bench-{label}-{i}"
@@ -90,12 +116,20 @@ def main() -> None:
             if i >= WARM_UP:
                 millis.append((time.perf_counter() - began) * 1000)
                 jobs.append(len(sc.statusTracker().getJobIdsForGroup(group)))
-        results[label] = {"calls": len(millis), "ms_p50": round(statistics.median(millis)),
-                          "ms_max": round(max(millis)), "jobs_p50": statistics.median(jobs)}
+        results[label] = {
+            "calls": len(millis),
+            "ms_p50": round(statistics.median(millis)),
+            "ms_max": round(max(millis)),
+            "jobs_p50": statistics.median(jobs),
+        }
         print(f"{label:<20} {results[label]}", flush=True)
     sc.setJobGroup("", "")
-    print(write_results(args.out, {"how_measured": __doc__.split("\n\n")[1].replace("\n", " "), "master": sc.master,
-                                   "operations": results}))
+    print(
+        write_results(
+            args.out,
+            {"how_measured": __doc__.split("\n\n")[1].replace("\n", " "), "master": sc.master, "operations": results},
+        )
+    )
     spark.stop()
 
 

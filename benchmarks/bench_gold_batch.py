@@ -49,7 +49,8 @@ def silver_rows(spark, first_second: int, seconds: int, rate: int, threshold: in
         F.format_string("tx%012d", F.col("id") + F.lit(first_second * rate)).alias("transaction_id"),
         # One user per batch bursts past the threshold; the rest are spread over 1M users.
         F.when(F.col("id") < threshold, F.format_string("burst%06d", F.lit(first_second)))
-        .otherwise(F.format_string("user%07d", (F.rand(first_second) * 1_000_000).cast("int"))).alias("user_id"),
+        .otherwise(F.format_string("user%07d", (F.rand(first_second) * 1_000_000).cast("int")))
+        .alias("user_id"),
         F.timestamp_micros(F.lit(base) + F.col("id") * F.lit(1_000_000 // rate)).alias("event_time"),
         F.current_timestamp().alias("_ingest_time"),
         (F.rand(first_second + 1) * 200).alias("amount"),
@@ -75,9 +76,12 @@ def instrument(writer_cls, helpers_module, timings: dict) -> None:
             try:
                 return fn(*args, **kwargs)
             finally:
-                tables = [a.table for a in args if isinstance(getattr(a, "table", None), str)]  # which gold table a step wrote
+                tables = [
+                    a.table for a in args if isinstance(getattr(a, "table", None), str)
+                ]  # which gold table a step wrote
                 label = f"{name}({tables[0]})" if tables else name
                 timings.setdefault(label, []).append((time.perf_counter() - started) * 1000)
+
         return wrapper
 
     for name, value in list(vars(writer_cls).items()):
@@ -134,13 +138,20 @@ def main(argv=None) -> int:
 
     def summary(values):
         ordered = sorted(values)
-        return {"calls": len(values), "mean": round(statistics.fmean(values), 1),
-                "p50": round(ordered[len(ordered) // 2], 1), "max": round(ordered[-1], 1)}
+        return {
+            "calls": len(values),
+            "mean": round(statistics.fmean(values), 1),
+            "p50": round(ordered[len(ordered) // 2], 1),
+            "max": round(ordered[-1], 1),
+        }
 
     payload = {
         "how_measured": __doc__.split("\n\n")[2].replace("\n", " "),
-        "rate": args.rate, "batch_seconds": args.batch_seconds, "rows_per_batch": args.rate * args.batch_seconds,
-        "history_minutes": args.history_minutes, "code_note": args.code_note,
+        "rate": args.rate,
+        "batch_seconds": args.batch_seconds,
+        "rows_per_batch": args.rate * args.batch_seconds,
+        "history_minutes": args.history_minutes,
+        "code_note": args.code_note,
         "batch_total_ms": summary(totals),
         "steps_ms": {name: summary(values) for name, values in timings.items()},
     }

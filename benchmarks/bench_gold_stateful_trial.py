@@ -50,7 +50,9 @@ def main() -> None:
                  TBLPROPERTIES ('delta.enableDeletionVectors' = 'true', 'delta.checkpointInterval' = '100')""")
 
     rows = (
-        spark.readStream.format("rate").option("rowsPerSecond", args.rate).load()
+        spark.readStream.format("rate")
+        .option("rowsPerSecond", args.rate)
+        .load()
         .select(
             F.col("timestamp").alias("event_time"),
             F.format_string("user%07d", (F.rand() * 1_000_000).cast("int")).alias("user_id"),
@@ -60,17 +62,27 @@ def main() -> None:
     )
     minute = F.date_trunc("minute", "event_time")
     keys = F.array(
-        *[F.struct(F.lit("user").alias("kind"), F.col("user_id").alias("user_id"),
-                   (minute - F.make_dt_interval(mins=F.lit(k))).alias("start")) for k in range(5)],
+        *[
+            F.struct(
+                F.lit("user").alias("kind"),
+                F.col("user_id").alias("user_id"),
+                (minute - F.make_dt_interval(mins=F.lit(k))).alias("start"),
+            )
+            for k in range(5)
+        ],
         F.struct(F.lit("minute").alias("kind"), F.lit(None).cast("string").alias("user_id"), minute.alias("start")),
     )
     aggregated = (
-        rows.select("*", F.explode(keys).alias("k")).select("k.*", "event_time", "amount_usd", "is_flagged")
+        rows.select("*", F.explode(keys).alias("k"))
+        .select("k.*", "event_time", "amount_usd", "is_flagged")
         .withWatermark("start", "7 minutes")
         .groupBy("kind", "user_id", "start")
-        .agg(F.count("*").alias("tx_count"), F.sum("amount_usd").alias("total_amount"),
-             F.sum(F.col("is_flagged").cast("long")).alias("flagged_count"),
-             F.max("event_time").alias("last_event_time"))
+        .agg(
+            F.count("*").alias("tx_count"),
+            F.sum("amount_usd").alias("total_amount"),
+            F.sum(F.col("is_flagged").cast("long")).alias("flagged_count"),
+            F.max("event_time").alias("last_event_time"),
+        )
     )
 
     steps: dict[str, list[float]] = {"alerts collect": [], "merge": [], "foreachBatch": []}
@@ -86,9 +98,14 @@ def main() -> None:
         session.conf.set("spark.databricks.delta.write.txnAppId", "trial")
         session.conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
         try:
-            (DeltaTable.forName(session, "windows").alias("t")
-             .merge(changed.alias("s"), "t.kind = s.kind AND t.user_id <=> s.user_id AND t.start = s.start")
-             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+            (
+                DeltaTable.forName(session, "windows")
+                .alias("t")
+                .merge(changed.alias("s"), "t.kind = s.kind AND t.user_id <=> s.user_id AND t.start = s.start")
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
         finally:
             session.conf.unset("spark.databricks.delta.write.txnAppId")
             session.conf.unset("spark.databricks.delta.write.txnVersion")
@@ -100,27 +117,42 @@ def main() -> None:
             steps["foreachBatch"].append((t2 - t0) * 1000)
         del busy
 
-    query = (aggregated.writeStream.outputMode("update").foreachBatch(write)
-             .option("checkpointLocation", f"{home}/checkpoint").trigger(processingTime=f"{args.trigger} seconds")
-             .start())
+    query = (
+        aggregated.writeStream.outputMode("update")
+        .foreachBatch(write)
+        .option("checkpointLocation", f"{home}/checkpoint")
+        .trigger(processingTime=f"{args.trigger} seconds")
+        .start()
+    )
     time.sleep(args.seconds)
     query.stop()
     reports = [p for p in query.recentProgress if p["timestamp"] and p["numInputRows"]]
-    measured = reports[len(reports) // 3:]
+    measured = reports[len(reports) // 3 :]
 
     def summary(values):
         ordered = sorted(values)
-        return {"n": len(values), "mean": round(statistics.fmean(values), 1),
-                "p50": round(ordered[len(ordered) // 2], 1), "max": round(ordered[-1], 1)} if values else None
+        return (
+            {
+                "n": len(values),
+                "mean": round(statistics.fmean(values), 1),
+                "p50": round(ordered[len(ordered) // 2], 1),
+                "max": round(ordered[-1], 1),
+            }
+            if values
+            else None
+        )
 
     payload = {
         "how_measured": __doc__.split("\n\n")[1].replace("\n", " "),
-        "rate": args.rate, "seconds": args.seconds, "trigger_seconds": args.trigger,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "trigger_seconds": args.trigger,
         "batches": summary([p["durationMs"]["triggerExecution"] for p in measured]),
         "rows_per_batch": summary([p["numInputRows"] for p in measured]),
         "state_rows": summary([sum(o.get("numRowsTotal", 0) for o in p.get("stateOperators", [])) for p in measured]),
-        "state_commit_ms": summary([sum(o.get("commitTimeMs", 0) for o in p.get("stateOperators", []))
-                                    for p in measured]),
+        "state_commit_ms": summary(
+            [sum(o.get("commitTimeMs", 0) for o in p.get("stateOperators", [])) for p in measured]
+        ),
         "foreach_batch_steps_ms": {name: summary(values) for name, values in steps.items()},
     }
     for key in ("batches", "rows_per_batch", "state_rows", "state_commit_ms"):

@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results
-from fraudlake.pipeline import LAYERS, parse_layers
+from fraudlake.orchestration.pipeline import LAYERS, parse_layers
 from fraudlake.settings import Context, Paths, parse_settings
 from fraudlake.spark import get_spark
 from fraudlake.tables import (
@@ -67,7 +67,7 @@ def with_model(spark, ctx: Context) -> None:
 
 
 def _started(spark, base: Context, profile: str, rate: int, layers=None):
-    from fraudlake.pipeline import start_pipeline
+    from fraudlake.orchestration.pipeline import start_pipeline
 
     ctx = fresh_context(base)
     data = ctx.settings.model_dump()  # leaves out values a profile filled in
@@ -86,12 +86,16 @@ def committed_rows(spark, ctx: Context) -> dict:
         return spark.table(table_name(ctx, spec)).count()
 
     gold = spark.table(table_name(ctx, GOLD_DASHBOARD_MINUTE)).agg(F.sum("tx_count")).first()[0] or 0
-    return {"bronze": count(BRONZE_TRANSACTIONS), "silver": count(SILVER_SCORED) + count(SILVER_QUARANTINE),
-            "gold": int(gold), "silver_scored": count(SILVER_SCORED)}
+    return {
+        "bronze": count(BRONZE_TRANSACTIONS),
+        "silver": count(SILVER_SCORED) + count(SILVER_QUARANTINE),
+        "gold": int(gold),
+        "silver_scored": count(SILVER_SCORED),
+    }
 
 
 def capacity_trial(spark, base: Context, profile: str, rate: int, seconds: float) -> dict:
-    from fraudlake.streaming import stop_between_batches
+    from fraudlake.orchestration.streaming import stop_between_batches
 
     ctx, pipeline = _started(spark, base, profile, rate)
     samples = []
@@ -112,9 +116,19 @@ def capacity_trial(spark, base: Context, profile: str, rate: int, seconds: float
     for upstream, downstream in (("bronze", "silver"), ("silver_scored", "gold")):
         backlog[downstream] = int((last[upstream] - last[downstream]) - (first[upstream] - first[downstream]))
     kept_up = all(growth < batch_rows for growth in backlog.values())
-    return {"rate": rate, "kept_up": kept_up, "backlog_growth_rows": backlog, "allowed_growth_rows": int(batch_rows),
-            "rows_per_second": {name: round((last[name] - first[name]) / (t1 - t0)) for name in ("bronze", "silver", "gold")},
-            "backlog_at_end_rows": {"silver": last["bronze"] - last["silver"], "gold": last["silver_scored"] - last["gold"]}}
+    return {
+        "rate": rate,
+        "kept_up": kept_up,
+        "backlog_growth_rows": backlog,
+        "allowed_growth_rows": int(batch_rows),
+        "rows_per_second": {
+            name: round((last[name] - first[name]) / (t1 - t0)) for name in ("bronze", "silver", "gold")
+        },
+        "backlog_at_end_rows": {
+            "silver": last["bronze"] - last["silver"],
+            "gold": last["silver_scored"] - last["gold"],
+        },
+    }
 
 
 def run_capacity(spark, base: Context, args) -> dict:
@@ -126,8 +140,12 @@ def run_capacity(spark, base: Context, args) -> dict:
         if not trial["kept_up"]:
             break
     sustained = max((t["rate"] for t in trials if t["kept_up"]), default=0)
-    return {"profile": args.profile, "seconds_per_trial": args.seconds, "sustained_rows_per_second": sustained,
-            "trials": trials}
+    return {
+        "profile": args.profile,
+        "seconds_per_trial": args.seconds,
+        "sustained_rows_per_second": sustained,
+        "trials": trials,
+    }
 
 
 def _percentiles(frame, column: str) -> dict:
@@ -140,7 +158,7 @@ def _percentiles(frame, column: str) -> dict:
 def run_latency(spark, base: Context, args) -> dict:
     from pyspark.sql import functions as F
 
-    from fraudlake.streaming import stop_between_batches
+    from fraudlake.orchestration.streaming import stop_between_batches
 
     ctx, pipeline = _started(spark, base, args.profile, args.rate, parse_layers(args.layers))
     minutes_table = table_name(ctx, GOLD_DASHBOARD_MINUTE)
@@ -153,28 +171,40 @@ def run_latency(spark, base: Context, args) -> dict:
             first_seen.setdefault(row["m"], now)
     stop_between_batches(list(pipeline.queries.values()))
 
-    changes = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).table(
-        table_name(ctx, SILVER_SCORED)
+    changes = (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", 0)
+        .table(table_name(ctx, SILVER_SCORED))
     )
     begin = changes.agg(F.min("_ingest_time")).first()[0]
     warm_from = F.lit(begin) + F.expr(f"INTERVAL {int(args.seconds / 3)} SECONDS")
     warm = changes.where(F.col("_ingest_time") >= warm_from)
-    seconds = lambda later, earlier: (F.unix_micros(later) - F.unix_micros(earlier)) / 1e6
+
+    def seconds(later, earlier):
+        return (F.unix_micros(later) - F.unix_micros(earlier)) / 1e6
+
     ingest_to_silver = warm.select(seconds("_commit_timestamp", "_ingest_time").alias("s"))
     event_to_silver = warm.select(seconds("_commit_timestamp", "event_time").alias("s"))
 
     silver = spark.table(table_name(ctx, SILVER_SCORED)).select("user_id", "event_time", "_ingest_time")
     alerts = (
-        spark.table(table_name(ctx, GOLD_FRAUD_ALERTS)).where("alert_type = 'user_activity'")
+        spark.table(table_name(ctx, GOLD_FRAUD_ALERTS))
+        .where("alert_type = 'user_activity'")
         .select("user_id", "alert_time", F.col("_metadata.file_modification_time").alias("written"))
         .join(silver.withColumnRenamed("event_time", "alert_time"), ["user_id", "alert_time"])
         .where(F.col("_ingest_time") >= warm_from)
         .select(seconds("written", "_ingest_time").alias("s"))
     )
-    warm_minutes = sorted(m for m in first_seen if m >= begin.timestamp() + args.seconds / 3 and m + 60 <= max(first_seen))
+    warm_minutes = sorted(
+        m for m in first_seen if m >= begin.timestamp() + args.seconds / 3 and m + 60 <= max(first_seen)
+    )
     minute_delays = sorted(first_seen[m] - m for m in warm_minutes)
     result = {
-        "profile": args.profile, "layers": args.layers, "rate": args.rate, "seconds": args.seconds,
+        "profile": args.profile,
+        "layers": args.layers,
+        "rate": args.rate,
+        "seconds": args.seconds,
         "ingest_to_silver_commit_seconds": _percentiles(ingest_to_silver, "s"),
         "event_to_silver_commit_seconds": _percentiles(event_to_silver, "s"),
         "ingest_to_activity_alert_seconds": _percentiles(alerts, "s"),
@@ -193,7 +223,6 @@ def run_scoring(spark, base: Context, args) -> dict:
     """Silver over a fixed bronze backlog: vectorised pyfunc UDF vs a row-at-a-time Python UDF."""
     from fraudlake.ml.serving import ModelScorer, load_scorer
     from fraudlake.silver.stream import start_silver
-
     from fraudlake.simulator import generate_batch
 
     results = {}
@@ -210,14 +239,18 @@ def run_scoring(spark, base: Context, args) -> dict:
 
             # Workers load the model from a local copy: they have no registry connection.
             local_model = mlflow.artifacts.download_artifacts(scorer.model_uri)
-            scorer = ModelScorer(_row_udf(local_model), scorer.model_uri, scorer.model_name,
-                                 scorer.model_version, scorer.flag_threshold)
+            scorer = ModelScorer(
+                _row_udf(local_model), scorer.model_uri, scorer.model_name, scorer.model_version, scorer.flag_threshold
+            )
         started = time.monotonic()
         query, writer = start_silver(spark, ctx, scorer, available_now=True)
         query.awaitTermination()
         elapsed = time.monotonic() - started
-        results[method] = {"rows": writer.stats.scored, "seconds": round(elapsed, 1),
-                           "rows_per_second": round(writer.stats.scored / elapsed)}
+        results[method] = {
+            "rows": writer.stats.scored,
+            "seconds": round(elapsed, 1),
+            "rows_per_second": round(writer.stats.scored / elapsed),
+        }
         print(method, results[method], flush=True)
         shutil.rmtree(ctx.paths.home, ignore_errors=True)
     return results
@@ -243,8 +276,12 @@ def _row_udf(model_path: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["capacity", "latency", "scoring"])
-    parser.add_argument("--profile", choices=["latency", "throughput"], default=None,
-                        help="stream profile (default: throughput for capacity, latency for latency)")
+    parser.add_argument(
+        "--profile",
+        choices=["latency", "throughput"],
+        default=None,
+        help="stream profile (default: throughput for capacity, latency for latency)",
+    )
     parser.add_argument("--rates", default="5000,10000,20000,40000")
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=120)
@@ -252,8 +289,11 @@ def main() -> None:
     parser.add_argument("--row-udf-rows", type=int, default=20_000, help="bronze backlog for the row-at-a-time UDF")
     parser.add_argument("--methods", default="pandas_udf,row_udf", help="scoring methods to compare")
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--layers", default="bronze,silver,gold",
-                        help="latency: the layers that run (e.g. bronze,silver to see what gold's batches cost)")
+    parser.add_argument(
+        "--layers",
+        default="bronze,silver,gold",
+        help="latency: the layers that run (e.g. bronze,silver to see what gold's batches cost)",
+    )
     args = parser.parse_args()
 
     base = Context.load(home=tempfile.mkdtemp(prefix="fraudlake-bench-session-"))

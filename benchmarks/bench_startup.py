@@ -60,8 +60,7 @@ def main() -> None:
             runs["existing_home"].append(one_start(home))
             print(f"{i + 1}/{args.repeats}: {runs['fresh_home'][-1]} {runs['existing_home'][-1]}", flush=True)
     summary = {
-        kind: {key: round(statistics.median(r[key] for r in rows), 2) for key in rows[0]}
-        for kind, rows in runs.items()
+        kind: {key: round(statistics.median(r[key] for r in rows), 2) for key in rows[0]} for kind, rows in runs.items()
     }
     path = write_results(args.out, {"medians": summary, "runs": runs})
     print(json.dumps(summary, indent=2), f"\nwritten to {path}")

@@ -38,7 +38,9 @@ def parse_records(lines, source: str = "files"):
     line = F.col("value")
     is_csv = F.lower(F.col("file_path")).endswith(".csv")
     options = {"mode": "PERMISSIVE", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]"}
-    parsed = F.when(is_csv, F.from_csv(line, RECORD_SCHEMA, options)).otherwise(F.from_json(line, RECORD_SCHEMA, options))
+    parsed = F.when(is_csv, F.from_csv(line, RECORD_SCHEMA, options)).otherwise(
+        F.from_json(line, RECORD_SCHEMA, options)
+    )
     records = lines.where(F.trim(line) != "").where(~(is_csv & line.startswith(CSV_HEADER_PREFIX)))
     return records.select(
         parsed.alias("r"),
@@ -83,8 +85,9 @@ def claim_rate_checkpoint(ctx: Context, rate: int) -> None:
         marker.write_text(json.dumps(wanted))
 
 
-def source_frame(spark, ctx: Context, source: str, rate: int | None = None, landing: str | None = None,
-                 available_now: bool = False):
+def source_frame(
+    spark, ctx: Context, source: str, rate: int | None = None, landing: str | None = None, available_now: bool = False
+):
     """The stream of bronze rows from ``source`` (rate or files)."""
     ingest = ctx.settings.ingest
     if source == "rate":
@@ -113,4 +116,5 @@ def start_bronze_ingest(
         .option("checkpointLocation", ctx.paths.checkpoint(checkpoint_name(source)))
     )
     return triggered(writer, ctx.settings.ingest.trigger_seconds, available_now).toTable(
-        table_name(ctx, BRONZE_TRANSACTIONS))
+        table_name(ctx, BRONZE_TRANSACTIONS)
+    )

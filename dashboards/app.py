@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import timezone
-from typing import Callable
 
 from fraudlake.dashboards import figures as F
 from fraudlake.dashboards.queries import Snapshot
@@ -45,9 +45,13 @@ h1 { font-size: 1.4rem; margin: 0.2rem 0 0.4rem; }
 .wide { grid-column: 1 / -1; }
 """
 
-INDEX = """<!DOCTYPE html>
-<html lang="en"><head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}<style>""" + CSS + """</style></head>
+INDEX = (
+    """<!DOCTYPE html>
+<html lang="en"><head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}<style>"""
+    + CSS
+    + """</style></head>
 <body>{%app_entry%}<footer>{%config%}{%scripts%}{%renderer%}</footer></body></html>"""
+)
 
 
 def _html():
@@ -59,23 +63,36 @@ def _html():
 def layout(refresh_seconds: float):
     dcc, html = _html()
     graphs = [
-        html.Div(dcc.Graph(id=f"fig-{key}", config={"displaylogo": False}, style={"height": "400px"}),
-                 className="card wide" if key == "alerts" else "card")
+        html.Div(
+            dcc.Graph(id=f"fig-{key}", config={"displaylogo": False}, style={"height": "400px"}),
+            className="card wide" if key == "alerts" else "card",
+        )
         for key in FIGURES
     ]
-    return html.Div(className="page", children=[
-        html.H1("fraudlake: live card-fraud dashboard"),
-        html.Div(id="status", className="status", children="reading the lakehouse..."),
-        html.Div(id="problem", className="problem", style={"display": "none"}),
-        html.Div(id="empty-state", className="empty-state", style={"display": "none"}),
-        html.Div(className="kpis", children=[
-            html.Div(className="kpi", children=[html.Span(label, className="kpi-label"),
-                                                 html.Span(F.PLACEHOLDER, id=f"kpi-{key}", className="kpi-value")])
-            for key, label in KPIS
-        ]),
-        html.Div(className="grid", children=graphs),
-        dcc.Interval(id="refresh", interval=int(refresh_seconds * 1000), n_intervals=0),
-    ])
+    return html.Div(
+        className="page",
+        children=[
+            html.H1("fraudlake: live card-fraud dashboard"),
+            html.Div(id="status", className="status", children="reading the lakehouse..."),
+            html.Div(id="problem", className="problem", style={"display": "none"}),
+            html.Div(id="empty-state", className="empty-state", style={"display": "none"}),
+            html.Div(
+                className="kpis",
+                children=[
+                    html.Div(
+                        className="kpi",
+                        children=[
+                            html.Span(label, className="kpi-label"),
+                            html.Span(F.PLACEHOLDER, id=f"kpi-{key}", className="kpi-value"),
+                        ],
+                    )
+                    for key, label in KPIS
+                ],
+            ),
+            html.Div(className="grid", children=graphs),
+            dcc.Interval(id="refresh", interval=int(refresh_seconds * 1000), n_intervals=0),
+        ],
+    )
 
 
 def empty_state(snapshot: Snapshot, home: str, refresh_seconds: float):
@@ -84,9 +101,13 @@ def empty_state(snapshot: Snapshot, home: str, refresh_seconds: float):
     if not snapshot.models.empty:
         return None
     start = [
-        "Start the pipeline in another terminal: ", html.Code("fraudlake train"), " once, then ",
-        html.Code("fraudlake run"), " (or ", html.Code("fraudlake demo"), f" for the whole story), with the same "
-        f"home. This page looks again every {refresh_seconds:g} s.",
+        "Start the pipeline in another terminal: ",
+        html.Code("fraudlake train"),
+        " once, then ",
+        html.Code("fraudlake run"),
+        " (or ",
+        html.Code("fraudlake demo"),
+        f" for the whole story), with the same home. This page looks again every {refresh_seconds:g} s.",
     ]
     if snapshot.missing:
         head = [html.B("No lakehouse tables yet"), f" in {home} (not created: {', '.join(snapshot.missing)})."]
@@ -105,8 +126,10 @@ def status_line(snapshot: Snapshot, numbers: dict, refresh_seconds: float):
     return [
         html.Div(["model in use: ", html.B(model, id="model-in-use"), history]),
         html.Div(id="freshness", children=" · ".join(F.freshness(numbers, snapshot.gold, snapshot.time_zone))),
-        html.Div(id="refreshed-at", children=f"charts: {window}; read {read_at:%H:%M:%S} UTC, "
-                 f"refreshing every {refresh_seconds:g} s"),
+        html.Div(
+            id="refreshed-at",
+            children=f"charts: {window}; read {read_at:%H:%M:%S} UTC, refreshing every {refresh_seconds:g} s",
+        ),
     ]
 
 
@@ -139,14 +162,19 @@ def problem(error: Exception, refresh_seconds: float) -> dict:
     first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
     return {
         ("problem", "children"): f"Could not read the lakehouse: {first[:300]} (trying again every "
-                                 f"{refresh_seconds:g} s)",
+        f"{refresh_seconds:g} s)",
         ("problem", "style"): {"display": "block"},
     }
 
 
 def outputs() -> list[tuple[str, str]]:
-    keys = [("status", "children"), ("problem", "children"), ("problem", "style"), ("empty-state", "children"),
-            ("empty-state", "style")]
+    keys = [
+        ("status", "children"),
+        ("problem", "children"),
+        ("problem", "style"),
+        ("empty-state", "children"),
+        ("empty-state", "style"),
+    ]
     keys += [(f"kpi-{key}", "children") for key, _ in KPIS]
     keys += [(f"fig-{key}", "figure") for key in FIGURES]
     return keys

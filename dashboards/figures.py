@@ -16,8 +16,15 @@ import pandas as pd
 STALE_SECONDS = 60
 PLACEHOLDER = "–"
 
-COLOURS = {"transactions": "#4c78a8", "flagged": "#e45756", "precision": "#54a24b", "recall": "#f58518",
-           "genuine": "#4c78a8", "fraud": "#e45756", "unlabelled": "#9d9d9d"}
+COLOURS = {
+    "transactions": "#4c78a8",
+    "flagged": "#e45756",
+    "precision": "#54a24b",
+    "recall": "#f58518",
+    "genuine": "#4c78a8",
+    "fraud": "#e45756",
+    "unlabelled": "#9d9d9d",
+}
 
 
 # ----------------------------------------------------------------------------- numbers and text
@@ -36,8 +43,10 @@ def headline(models: pd.DataFrame, alert_counts: pd.DataFrame) -> dict:
 
     ``models`` is ordered latest scorer first (the version silver is scoring with).
     """
-    totals = {k: sum(_int(v) for v in models[k]) if not models.empty else 0
-              for k in ("transactions", "flagged", "labelled", "true_positives", "false_positives", "false_negatives")}
+    totals = {
+        k: sum(_int(v) for v in models[k]) if not models.empty else 0
+        for k in ("transactions", "flagged", "labelled", "true_positives", "false_positives", "false_negatives")
+    }
     tp, fp, fn = totals["true_positives"], totals["false_positives"], totals["false_negatives"]
     latest = models.iloc[0] if not models.empty else None
     return {
@@ -91,8 +100,10 @@ def freshness(numbers: dict, gold: dict, time_zone: str = "UTC") -> list[str]:
     if age is None:
         lines.append("no scored transactions yet")
     else:
-        text = (f"newest transaction scored {format_age(age)} ago "
-                f"(event time {format_time(numbers.get('newest_event'), time_zone)})")
+        text = (
+            f"newest transaction scored {format_age(age)} ago "
+            f"(event time {format_time(numbers.get('newest_event'), time_zone)})"
+        )
         if age > STALE_SECONDS:
             text += ": nothing new since, is the pipeline running?"
         lines.append(text)
@@ -100,10 +111,15 @@ def freshness(numbers: dict, gold: dict, time_zone: str = "UTC") -> list[str]:
         lines.append("no gold minutes yet (a minute appears with its first transaction in gold)")
     else:
         open_minutes = int(gold.get("open_minutes") or 0)
-        still_open = f"; the last {open_minutes} still open" if open_minutes > 1 else (
-            "; the last one still open" if open_minutes == 1 else "")
-        lines.append(f"gold minutes through {format_time(gold['gold_through'], time_zone)} "
-                     f"({format_age(gold.get('gold_age_seconds'))} ago{still_open})")
+        still_open = (
+            f"; the last {open_minutes} still open"
+            if open_minutes > 1
+            else ("; the last one still open" if open_minutes == 1 else "")
+        )
+        lines.append(
+            f"gold minutes through {format_time(gold['gold_through'], time_zone)} "
+            f"({format_age(gold.get('gold_age_seconds'))} ago{still_open})"
+        )
     return lines
 
 
@@ -125,8 +141,9 @@ def _layout(figure, title: str, **layout):
 def empty_figure(title: str, message: str):
     """A titled figure with no axes and ``message`` in the middle."""
     figure = _go().Figure()
-    figure.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                          font={"size": 14, "color": "#666"})
+    figure.add_annotation(
+        text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 14, "color": "#666"}
+    )
     figure.update_xaxes(visible=False)
     figure.update_yaxes(visible=False)
     return _layout(figure, title)
@@ -159,15 +176,40 @@ def volume_figure(volumes: pd.DataFrame, unit: str = "MINUTE"):
         return empty_figure(title, NO_GOLD)
     go = _go()
     figure = go.Figure()
-    figure.add_trace(go.Bar(x=volumes["minute"], y=volumes["tx_count"], name="transactions",
-                            marker={"color": COLOURS["transactions"], "opacity": _opacity(volumes)}))
+    figure.add_trace(
+        go.Bar(
+            x=volumes["minute"],
+            y=volumes["tx_count"],
+            name="transactions",
+            marker={"color": COLOURS["transactions"], "opacity": _opacity(volumes)},
+        )
+    )
     title += _open_note(volumes, _per(unit))
-    figure.add_trace(go.Scatter(x=volumes["minute"], y=volumes["flagged_count"], name="flagged", yaxis="y2",
-                                mode="lines+markers", line={"color": COLOURS["flagged"]}))
+    figure.add_trace(
+        go.Scatter(
+            x=volumes["minute"],
+            y=volumes["flagged_count"],
+            name="flagged",
+            yaxis="y2",
+            mode="lines+markers",
+            line={"color": COLOURS["flagged"]},
+        )
+    )
     most = pd.to_numeric(volumes["flagged_count"]).fillna(0).max()
-    return _layout(figure, title, yaxis={"title": "transactions", "rangemode": "tozero"},
-                   yaxis2={"title": "flagged", "overlaying": "y", "side": "right", "rangemode": "tozero",
-                           "showgrid": False, "tick0": 0, "dtick": max(1, math.ceil(most / 5))})  # whole counts
+    return _layout(
+        figure,
+        title,
+        yaxis={"title": "transactions", "rangemode": "tozero"},
+        yaxis2={
+            "title": "flagged",
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "showgrid": False,
+            "tick0": 0,
+            "dtick": max(1, math.ceil(most / 5)),
+        },
+    )  # whole counts
 
 
 def flagged_share_figure(volumes: pd.DataFrame, unit: str = "MINUTE"):
@@ -177,10 +219,12 @@ def flagged_share_figure(volumes: pd.DataFrame, unit: str = "MINUTE"):
         return empty_figure(title, NO_GOLD)
     share = pd.to_numeric(rows["flagged_count"]).fillna(0) / pd.to_numeric(rows["tx_count"])
     go = _go()
-    figure = go.Figure(go.Scatter(x=rows["minute"], y=share, mode="lines+markers", name="flagged share",
-                                  line={"color": COLOURS["flagged"]}))
-    return _layout(figure, title, yaxis={"title": "flagged / transactions", "tickformat": ".1%",
-                                         "rangemode": "tozero"})
+    figure = go.Figure(
+        go.Scatter(
+            x=rows["minute"], y=share, mode="lines+markers", name="flagged share", line={"color": COLOURS["flagged"]}
+        )
+    )
+    return _layout(figure, title, yaxis={"title": "flagged / transactions", "tickformat": ".1%", "rangemode": "tozero"})
 
 
 def precision_recall_figure(quality: pd.DataFrame, unit: str = "MINUTE"):
@@ -197,10 +241,20 @@ def precision_recall_figure(quality: pd.DataFrame, unit: str = "MINUTE"):
     overall_p, overall_r = _ratio(tp.sum(), flagged.sum()), _ratio(tp.sum(), fraud.sum())
     go = _go()
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=labelled["minute"], y=precision, name="precision", mode="lines+markers",
-                                line={"color": COLOURS["precision"]}))
-    figure.add_trace(go.Scatter(x=labelled["minute"], y=recall, name="recall", mode="lines+markers",
-                                line={"color": COLOURS["recall"]}))
+    figure.add_trace(
+        go.Scatter(
+            x=labelled["minute"],
+            y=precision,
+            name="precision",
+            mode="lines+markers",
+            line={"color": COLOURS["precision"]},
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=labelled["minute"], y=recall, name="recall", mode="lines+markers", line={"color": COLOURS["recall"]}
+        )
+    )
     summary = f" (over the period: precision {format_share(overall_p)}, recall {format_share(overall_r)})"
     return _layout(figure, title + summary, yaxis={"range": [0, 1.05], "tickformat": ".0%"})
 
@@ -210,10 +264,17 @@ def flagged_amount_figure(volumes: pd.DataFrame, unit: str = "MINUTE"):
     if volumes.empty:
         return empty_figure(title, NO_GOLD)
     go = _go()
-    figure = go.Figure(go.Bar(x=volumes["minute"], y=pd.to_numeric(volumes["flagged_amount"]).fillna(0),
-                              name="flagged amount",
-                              marker={"color": COLOURS["flagged"], "opacity": _opacity(volumes)}))
-    return _layout(figure, title + _open_note(volumes, _per(unit)), yaxis={"title": "amount flagged (USD)", "rangemode": "tozero"})
+    figure = go.Figure(
+        go.Bar(
+            x=volumes["minute"],
+            y=pd.to_numeric(volumes["flagged_amount"]).fillna(0),
+            name="flagged amount",
+            marker={"color": COLOURS["flagged"], "opacity": _opacity(volumes)},
+        )
+    )
+    return _layout(
+        figure, title + _open_note(volumes, _per(unit)), yaxis={"title": "amount flagged (USD)", "rangemode": "tozero"}
+    )
 
 
 def top_users_figure(top_users: pd.DataFrame):
@@ -224,12 +285,31 @@ def top_users_figure(top_users: pd.DataFrame):
     go = _go()
     figure = go.Figure()
     opacity = _opacity(top_users)
-    figure.add_trace(go.Bar(y=top_users["user_id"], x=top_users["tx_count"], orientation="h", name="transactions",
-                            marker={"color": COLOURS["transactions"], "opacity": opacity}))
-    figure.add_trace(go.Bar(y=top_users["user_id"], x=pd.to_numeric(top_users["flagged_count"]).fillna(0),
-                            orientation="h", name="flagged", marker={"color": COLOURS["flagged"], "opacity": opacity}))
-    return _layout(figure, title + _open_note(top_users, "window"), barmode="overlay", xaxis={"title": "transactions in the window"},
-                   yaxis={"autorange": "reversed", "type": "category"})
+    figure.add_trace(
+        go.Bar(
+            y=top_users["user_id"],
+            x=top_users["tx_count"],
+            orientation="h",
+            name="transactions",
+            marker={"color": COLOURS["transactions"], "opacity": opacity},
+        )
+    )
+    figure.add_trace(
+        go.Bar(
+            y=top_users["user_id"],
+            x=pd.to_numeric(top_users["flagged_count"]).fillna(0),
+            orientation="h",
+            name="flagged",
+            marker={"color": COLOURS["flagged"], "opacity": opacity},
+        )
+    )
+    return _layout(
+        figure,
+        title + _open_note(top_users, "window"),
+        barmode="overlay",
+        xaxis={"title": "transactions in the window"},
+        yaxis={"autorange": "reversed", "type": "category"},
+    )
 
 
 def score_distribution_figure(scores: pd.DataFrame):
@@ -244,27 +324,52 @@ def score_distribution_figure(scores: pd.DataFrame):
         if rows.empty:
             continue
         low, high = pd.to_numeric(rows["score_low"]), pd.to_numeric(rows["score_high"])
-        figure.add_trace(go.Bar(x=(low + high) / 2, y=rows["transactions"], width=high - low, name=label,
-                                opacity=0.65, marker_color=COLOURS[label]))
-    return _layout(figure, title, barmode="overlay", xaxis={"title": "fraud score (higher = more suspicious)"},
-                   yaxis={"title": "transactions (log)", "type": "log"})
+        figure.add_trace(
+            go.Bar(
+                x=(low + high) / 2,
+                y=rows["transactions"],
+                width=high - low,
+                name=label,
+                opacity=0.65,
+                marker_color=COLOURS[label],
+            )
+        )
+    return _layout(
+        figure,
+        title,
+        barmode="overlay",
+        xaxis={"title": "fraud score (higher = more suspicious)"},
+        yaxis={"title": "transactions (log)", "type": "log"},
+    )
 
 
 def alerts_table_figure(alerts: pd.DataFrame, title: str = "Latest alerts", time_zone: str = "UTC"):
     if alerts.empty:
         return empty_figure(title, "no alerts yet")
     go = _go()
-    subject = [t if isinstance(t, str) and t else f"user {u}" for t, u in zip(alerts["transaction_id"],
-                                                                                  alerts["user_id"])]
+    subject = [
+        t if isinstance(t, str) and t else f"user {u}"
+        for t, u in zip(alerts["transaction_id"], alerts["user_id"], strict=True)
+    ]
     scores = [PLACEHOLDER if s is None or pd.isna(s) else f"{float(s):.3f}" for s in alerts["fraud_score"]]
     times = [format_time(t, time_zone) for t in alerts["alert_time"]]
-    figure = go.Figure(go.Table(
-        columnwidth=[1.4, 0.9, 1.2, 0.6, 4],
-        header={"values": ["time", "type", "transaction / user", "score", "reason"], "align": "left",
-                "fill_color": "#eef2f7", "font": {"size": 12}},
-        cells={"values": [times, list(alerts["alert_type"]), subject, scores, list(alerts["reason"])],
-               "align": "left", "font": {"size": 11}, "height": 24},
-    ))
+    figure = go.Figure(
+        go.Table(
+            columnwidth=[1.4, 0.9, 1.2, 0.6, 4],
+            header={
+                "values": ["time", "type", "transaction / user", "score", "reason"],
+                "align": "left",
+                "fill_color": "#eef2f7",
+                "font": {"size": 12},
+            },
+            cells={
+                "values": [times, list(alerts["alert_type"]), subject, scores, list(alerts["reason"])],
+                "align": "left",
+                "font": {"size": 11},
+                "height": 24,
+            },
+        )
+    )
     return _layout(figure, title, margin={"l": 10, "r": 10, "t": 50, "b": 10})
 
 

@@ -32,11 +32,30 @@ from fraudlake.tables import (
 
 # Columns of each result, so a missing table gives an empty frame of the right shape.
 COLUMNS = {
-    "models": ["model_name", "model_version", "transactions", "flagged", "labelled", "true_positives",
-               "false_positives", "false_negatives", "first_scored", "last_scored", "newest_event",
-               "scored_age_seconds"],
-    "volumes": ["minute", "tx_count", "flagged_count", "total_amount", "flagged_amount", "true_positives",
-                "false_positives", "is_final"],
+    "models": [
+        "model_name",
+        "model_version",
+        "transactions",
+        "flagged",
+        "labelled",
+        "true_positives",
+        "false_positives",
+        "false_negatives",
+        "first_scored",
+        "last_scored",
+        "newest_event",
+        "scored_age_seconds",
+    ],
+    "volumes": [
+        "minute",
+        "tx_count",
+        "flagged_count",
+        "total_amount",
+        "flagged_amount",
+        "true_positives",
+        "false_positives",
+        "is_final",
+    ],
     "quality": ["minute", "labelled", "fraud", "true_positives", "false_positives"],
     "top_users": ["user_id", "tx_count", "flagged_count", "total_amount", "window_start", "is_final"],
     "scores": ["score_low", "score_high", "label", "transactions"],
@@ -212,8 +231,14 @@ class Snapshot:
 
 
 def read_snapshot(
-    spark, ctx: Context, *, window_minutes: int | None = 60, top_users: int = 15, alerts: int = 20,
-    bins: int = 40, alert_order: str = "latest",
+    spark,
+    ctx: Context,
+    *,
+    window_minutes: int | None = 60,
+    top_users: int = 15,
+    alerts: int = 20,
+    bins: int = 40,
+    alert_order: str = "latest",
 ) -> Snapshot:
     """Read every panel's data. ``window_minutes`` None: the whole history, bucketed to fit."""
     missing = attach_tables(spark, ctx)

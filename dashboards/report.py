@@ -26,9 +26,11 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def _facts(rows: list[tuple[str, str]]) -> str:
-    return "<table>" + "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows
-    ) + "</table>"
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
 
 
 def model_rows(models: pd.DataFrame, time_zone: str) -> list[list]:
@@ -37,12 +39,17 @@ def model_rows(models: pd.DataFrame, time_zone: str) -> list[list]:
     for m in models.itertuples():
         tp, fp, fn = (F._int(getattr(m, k)) for k in ("true_positives", "false_positives", "false_negatives"))
         labelled = F._int(m.labelled) > 0
-        rows.append([
-            f"{m.model_name} v{m.model_version}", F.format_count(m.transactions), F.format_count(m.flagged),
-            F.format_share(F._ratio(tp, tp + fp) if labelled else None),
-            F.format_share(F._ratio(tp, tp + fn) if labelled else None),
-            F.format_time(m.first_scored, time_zone), F.format_time(m.last_scored, time_zone),
-        ])
+        rows.append(
+            [
+                f"{m.model_name} v{m.model_version}",
+                F.format_count(m.transactions),
+                F.format_count(m.flagged),
+                F.format_share(F._ratio(tp, tp + fp) if labelled else None),
+                F.format_share(F._ratio(tp, tp + fn) if labelled else None),
+                F.format_time(m.first_scored, time_zone),
+                F.format_time(m.last_scored, time_zone),
+            ]
+        )
     return rows
 
 
@@ -90,8 +97,14 @@ th {{ font-weight: 600; }}
 <h2>Tables</h2>
 {_table(["table", "rows"], [[name, "not created" if n is None else f"{n:,}"] for name, n in rows.items()])}
 <h2>Model versions seen in silver</h2>
-{_table(["model", "transactions", "flagged", "live precision", "live recall", "first scored", "last scored"],
-        model_rows(snapshot.models, tz)) if not snapshot.models.empty else "<p>none yet</p>"}
+{
+        _table(
+            ["model", "transactions", "flagged", "live precision", "live recall", "first scored", "last scored"],
+            model_rows(snapshot.models, tz),
+        )
+        if not snapshot.models.empty
+        else "<p>none yet</p>"
+    }
 <h2>Alerts by type</h2>
 {_table(["type", "alerts"], by_type) if by_type else "<p>none yet</p>"}
 <div class="figures">{"".join(f"<div>{part}</div>" for part in parts)}</div>
@@ -99,6 +112,8 @@ th {{ font-weight: 600; }}
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
-    summary = {key: numbers[key] for key in ("transactions", "flagged_share", "live_precision", "live_recall",
-                                             "alerts", "model_in_use")}
+    summary = {
+        key: numbers[key]
+        for key in ("transactions", "flagged_share", "live_precision", "live_recall", "alerts", "model_in_use")
+    }
     return path, summary

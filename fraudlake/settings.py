@@ -139,7 +139,7 @@ class Paths:
     landing: str
 
     @classmethod
-    def of(cls, settings: Settings, home: Path) -> "Paths":
+    def of(cls, settings: Settings, home: Path) -> Paths:
         return cls(
             home=home,
             warehouse=under_home(home, settings.storage.warehouse),
@@ -159,14 +159,14 @@ class Context:
     paths: Paths
 
     @classmethod
-    def load(cls, conf: str | None = None, home: str | None = None, assignments=()) -> "Context":
+    def load(cls, conf: str | None = None, home: str | None = None, assignments=()) -> Context:
         """Settings from the conf file, then ``section.key=value`` assignments (``--set``) on top."""
         settings = load_settings(conf)
         if assignments:
             settings = apply_assignments(settings, assignments)
         return cls(settings=settings, paths=Paths.of(settings, resolve_home(home)))
 
-    def with_settings(self, **section_updates: dict[str, Any]) -> "Context":
+    def with_settings(self, **section_updates: dict[str, Any]) -> Context:
         """A copy with some settings replaced (CLI flags), validated like the YAML."""
         data = self.settings.model_dump()
         for section, updates in section_updates.items():

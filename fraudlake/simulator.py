@@ -206,8 +206,9 @@ def _padded(prefix: str, number, width: int):
     return F.format_string(f"{prefix}%0{width}d", number.cast("long"))
 
 
-def simulate(df, sim: SimulatorSettings, clock: str = "batch", source: str = SOURCE_RATE,
-             rows_per_second: float | None = None):
+def simulate(
+    df, sim: SimulatorSettings, clock: str = "batch", source: str = SOURCE_RATE, rows_per_second: float | None = None
+):
     """Turn rows with a ``value`` column (and ``timestamp``, for ``clock="source"``) into transactions.
 
     ``clock="batch"``: row ``value`` happens ``value / (rows_per_day / 86400)`` seconds after
@@ -272,7 +273,12 @@ def simulate(df, sim: SimulatorSettings, clock: str = "batch", source: str = SOU
         F.exp(0.5 * _normal(u("spend1", user), u("spend2", user))).alias("_spend"),
         (0.05 + 0.5 * F.pow(u("online_share", user), 2)).alias("_online_share"),
         F.when(u("cards", user) < 0.3, 2).otherwise(1).alias("_n_cards"),
-        F.array(*[_index_below(_uniform(seed, "merchant_breach", col("_period"), F.lit(j)), sim.n_merchants) for j in range(k)]).alias("_breached"),
+        F.array(
+            *[
+                _index_below(_uniform(seed, "merchant_breach", col("_period"), F.lit(j)), sim.n_merchants)
+                for j in range(k)
+            ]
+        ).alias("_breached"),
         F.when(is_card, u("abroad") < 0.6).otherwise(u("travel") < 0.04).alias("_abroad"),
     )
     # 3. Where: a merchant in the home country (or abroad), or one of the period's breached merchants.
@@ -282,7 +288,9 @@ def simulate(df, sim: SimulatorSettings, clock: str = "batch", source: str = SOU
     breached_pick = F.element_at(col("_breached"), (_index_below(u("breach_pick"), k) + 1).cast("int"))
     steps = steps.select(
         "*",
-        F.when(col("_scenario") == "compromised_merchant", breached_pick).otherwise(local_merchant).alias("merchant_idx"),
+        F.when(col("_scenario") == "compromised_merchant", breached_pick)
+        .otherwise(local_merchant)
+        .alias("merchant_idx"),
     )
     # A breached merchant's genuine-looking traffic in its period is fraud too.
     steps = steps.withColumn(
@@ -315,13 +323,17 @@ def simulate(df, sim: SimulatorSettings, clock: str = "batch", source: str = SOU
     category_channel = _pick([c[4] for c in CATEGORIES], category)
     online_capable = category.isin([i for i, c in enumerate(CATEGORIES) if c[0] in ONLINE_CAPABLE])
     # A stolen card's details are mostly used card-not-present, wherever that is possible at all.
-    online_capable = online_capable | (is_card & (category_channel != "atm") & (_pick([c[0] for c in CATEGORIES], category) != "fuel"))
+    online_capable = online_capable | (
+        is_card & (category_channel != "atm") & (_pick([c[0] for c in CATEGORIES], category) != "fuel")
+    )
     goes_online = F.when(is_card, u("card_online") < 0.6).otherwise(u("online") < col("_online_share"))
     channel = F.when(online_capable & goes_online, F.lit("online")).otherwise(category_channel)
 
     # Cards: a user's first or second card; a stolen card is always the victim's first.
     card_idx = F.when(is_card, F.lit(0)).otherwise(_index_below(u("card"), col("_n_cards")))
-    card_id = F.concat(F.lit("card_"), F.lower(F.hex(F.xxhash64(F.lit(seed), F.lit("card"), col("user_idx"), card_idx))))
+    card_id = F.concat(
+        F.lit("card_"), F.lower(F.hex(F.xxhash64(F.lit(seed), F.lit("card"), col("user_idx"), card_idx)))
+    )
 
     return steps.select(
         _padded("tx-", col("value"), 12).alias("transaction_id"),

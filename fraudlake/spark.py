@@ -67,8 +67,10 @@ def local_spark_conf(ctx: Context) -> dict[str, str]:
     # Whole-stage codegen fuses the simulator's and scorer's projections into methods
     # larger than HotSpot's 8 KB JIT limit; without this flag they run interpreted (~5x slower).
     # user.timezone=UTC: JVM-side defaults (TimeZone.getDefault, log times) follow the session's UTC, not the host's zone.
-    java_opts = (f"-XX:-DontCompileHugeMethods -Dlog4j2.configurationFile=file:{log4j} -Dderby.system.home={ctx.paths.home} "
-                 "-Duser.timezone=UTC")
+    java_opts = (
+        f"-XX:-DontCompileHugeMethods -Dlog4j2.configurationFile=file:{log4j} -Dderby.system.home={ctx.paths.home} "
+        "-Duser.timezone=UTC"
+    )
     conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -83,13 +85,12 @@ def local_spark_conf(ctx: Context) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.driver.extraJavaOptions": java_opts,
         "spark.driver.memory": "2g",
-        # Each layer's queries run in a pool of their own (fraudlake.streaming.scheduler_pool):
+        # Each layer's queries run in a pool of their own (fraudlake.orchestration.streaming.scheduler_pool):
         # a silver micro-batch does not wait behind every task of a gold one.
         "spark.scheduler.mode": "FAIR",
         "spark.scheduler.allocation.file": str(pools),
         # Streaming state in RocksDB keeps the JVM heap small when windows grow.
-        "spark.sql.streaming.stateStore.providerClass":
-            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        "spark.sql.streaming.stateStore.providerClass": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
         # Commit a micro-batch's state as a changelog instead of a RocksDB snapshot:
         # a window query's state commit went from ~800 ms to ~250 ms per batch.
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
@@ -131,8 +132,7 @@ def get_spark(ctx: Context, master: str | None = None):
         return SparkSession.builder.getOrCreate()
     if _find_java() is None:
         raise EnvironmentProblem(
-            "Java was not found: install a JDK 17 or 21 (e.g. apt-get install openjdk-17-jdk-headless) "
-            "or set JAVA_HOME"
+            "Java was not found: install a JDK 17 or 21 (e.g. apt-get install openjdk-17-jdk-headless) or set JAVA_HOME"
         )
 
     coordinates = delta_maven_coordinates()

@@ -72,8 +72,16 @@ def dashboard_minute(silver):
             F.sum(F.when(labelled, (flagged & (label == 0)).cast("long"))).alias("false_positives"),
             F.count_if(F.col("amount_usd").isNull()).alias("unknown_currency_count"),
         )
-        .select(F.col("w.start").alias("minute"), "tx_count", "flagged_count", "total_amount",
-                "flagged_amount", "true_positives", "false_positives", "unknown_currency_count")
+        .select(
+            F.col("w.start").alias("minute"),
+            "tx_count",
+            "flagged_count",
+            "total_amount",
+            "flagged_amount",
+            "true_positives",
+            "false_positives",
+            "unknown_currency_count",
+        )
     )
 
 
@@ -88,14 +96,32 @@ def live_keys(silver):
     micros = F.unix_micros("event_time")
     minute_end = micros - micros % F.lit(MINUTE_MICROS) + F.lit(MINUTE_MICROS)
     keys = [
-        F.struct(F.lit(USER_KIND).alias("kind"), F.col("user_id").alias("user_id"),
-                 F.timestamp_micros(minute_end + F.lit(later * MINUTE_MICROS)).alias("end"))
+        F.struct(
+            F.lit(USER_KIND).alias("kind"),
+            F.col("user_id").alias("user_id"),
+            F.timestamp_micros(minute_end + F.lit(later * MINUTE_MICROS)).alias("end"),
+        )
         for later in range(WINDOW_MINUTES)
     ]
-    keys.append(F.struct(F.lit(MINUTE_KIND).alias("kind"), F.lit(None).cast("string").alias("user_id"),
-                         F.timestamp_micros(minute_end).alias("end")))
-    return silver.select(F.explode(F.array(*keys)).alias("k"), "event_time", "_ingest_time", "amount_usd",
-                         "is_flagged", "label_is_fraud").select("k.*", "*").drop("k")
+    keys.append(
+        F.struct(
+            F.lit(MINUTE_KIND).alias("kind"),
+            F.lit(None).cast("string").alias("user_id"),
+            F.timestamp_micros(minute_end).alias("end"),
+        )
+    )
+    return (
+        silver.select(
+            F.explode(F.array(*keys)).alias("k"),
+            "event_time",
+            "_ingest_time",
+            "amount_usd",
+            "is_flagged",
+            "label_is_fraud",
+        )
+        .select("k.*", "*")
+        .drop("k")
+    )
 
 
 def live_sums(keyed):
@@ -129,8 +155,14 @@ def model_alerts(silver):
         "user_id",
         "fraud_score",
         F.format_string(
-            "score %.3f from %s v%s: %.2f %s %s in %s", "fraud_score", "model_name", "model_version",
-            "amount", "currency", F.coalesce("channel", F.lit("?")), "country",
+            "score %.3f from %s v%s: %.2f %s %s in %s",
+            "fraud_score",
+            "model_name",
+            "model_version",
+            "amount",
+            "currency",
+            F.coalesce("channel", F.lit("?")),
+            "country",
         ).alias("reason"),
         F.col("event_time").alias("alert_time"),
     )
@@ -144,8 +176,10 @@ def activity_reason(tx_count: int, flagged_count: int, total_amount: float | Non
     """
     from fraudlake.timeutil import utc_clock
 
-    return (f"{tx_count} transactions ({flagged_count} flagged, {total_amount or 0.0:.2f} USD) "
-            f"between {utc_clock(start_micros, '%H:%M')} and {utc_clock(start_micros + WINDOW_MICROS, '%H:%M')} UTC")
+    return (
+        f"{tx_count} transactions ({flagged_count} flagged, {total_amount or 0.0:.2f} USD) "
+        f"between {utc_clock(start_micros, '%H:%M')} and {utc_clock(start_micros + WINDOW_MICROS, '%H:%M')} UTC"
+    )
 
 
 def first_alert_per_burst(candidates, last_alerted: dict, cooldown_micros: int) -> list:

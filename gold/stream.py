@@ -36,6 +36,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from fraudlake.errors import FraudlakeError
 from fraudlake.gold.aggregates import (
     ACTIVITY_ALERT,
     MINUTE_KIND,
@@ -48,8 +49,6 @@ from fraudlake.gold.aggregates import (
     live_sums,
     model_alerts,
 )
-
-from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 from fraudlake.streaming_io import append_once, committed_once, triggered, writer_app_id
 from fraudlake.tables import (
@@ -67,8 +66,15 @@ ALERTS_QUERY_NAME = "gold_alerts"
 # added each batch's sums to the tables (no state store).
 FORMER_QUERIES = ("gold_user_activity", "gold_dashboard", "gold_model_alerts", "gold_activity_alerts", "gold")
 FRESHNESS_KEPT = 1_000  # per-batch freshness entries kept for progress lines
-MINUTE_COLUMNS = ("tx_count", "flagged_count", "total_amount", "flagged_amount", "true_positives",
-                  "false_positives", "unknown_currency_count")
+MINUTE_COLUMNS = (
+    "tx_count",
+    "flagged_count",
+    "total_amount",
+    "flagged_amount",
+    "true_positives",
+    "false_positives",
+    "unknown_currency_count",
+)
 ALERT_SCHEMA = "alert_type STRING, transaction_id STRING, user_id STRING, fraud_score DOUBLE, reason STRING, _at BIGINT"
 
 
@@ -174,15 +180,20 @@ class GoldBatchWriter:
         if newest is None:
             return
         final = newest - self.lateness_micros
-        open_minutes = (session.table(self.minutes_table)
-                        .withColumn("end", F.unix_micros("minute") + F.lit(MINUTE_MICROS))
-                        .where(F.col("end") > F.lit(final)))
+        open_minutes = (
+            session.table(self.minutes_table)
+            .withColumn("end", F.unix_micros("minute") + F.lit(MINUTE_MICROS))
+            .where(F.col("end") > F.lit(final))
+        )
         self.open_minutes = {row["end"]: row.asDict() for row in open_minutes.collect()}
         recent = (
             session.table(self.alerts_table)
-            .where((F.col("alert_type") == F.lit(ACTIVITY_ALERT))
-                   & (F.unix_micros("alert_time") > F.lit(final - WINDOW_MICROS - self.cooldown_micros)))
-            .groupBy("user_id").agg(F.unix_micros(F.max("alert_time")).alias("last"))
+            .where(
+                (F.col("alert_type") == F.lit(ACTIVITY_ALERT))
+                & (F.unix_micros("alert_time") > F.lit(final - WINDOW_MICROS - self.cooldown_micros))
+            )
+            .groupBy("user_id")
+            .agg(F.unix_micros(F.max("alert_time")).alias("last"))
         )
         self.last_alerted = {r["user_id"]: r["last"] for r in recent.collect()}
 
@@ -198,7 +209,9 @@ class GoldBatchWriter:
             "user_id",
             F.timestamp_micros(end - F.lit(WINDOW_MICROS)).alias("window_start"),
             F.col("end").alias("window_end"),
-            "tx_count", "total_amount", "flagged_count",
+            "tx_count",
+            "total_amount",
+            "flagged_count",
             (end <= F.lit(final)).alias("is_final"),
             F.current_timestamp().alias("updated_at"),
         )
@@ -207,34 +220,42 @@ class GoldBatchWriter:
             condition += f" AND t.window_end > timestamp_micros({before})"
         with committed_once(session, self.app_id, batch_id):
             (
-                DeltaTable.forName(session, self.windows_table).alias("t")
+                DeltaTable.forName(session, self.windows_table)
+                .alias("t")
                 .merge(source.alias("s"), condition)
                 .whenMatchedUpdateAll()
                 .whenNotMatchedInsertAll()
                 .execute()
             )
 
-    def _write_minutes(self, session, changed: dict[int, dict], final: int, before: int | None,
-                       batch_id: int) -> int:
+    def _write_minutes(self, session, changed: dict[int, dict], final: int, before: int | None, batch_id: int) -> int:
         """Rewrite every minute still open before this batch, with this batch's values and
         ``is_final`` (one ``replaceWhere`` commit, exactly once). Returns the rows the batch added."""
         from pyspark.sql import functions as F
 
-        added = sum(row["tx_count"] - self.open_minutes.get(minute, {}).get("tx_count", 0)
-                    for minute, row in changed.items())
+        added = sum(
+            row["tx_count"] - self.open_minutes.get(minute, {}).get("tx_count", 0) for minute, row in changed.items()
+        )
         values = {**self.open_minutes, **changed}  # by the minute's end
         since = before if before is not None else min(values) - 1
         kept = sorted(end for end in values if end > since)
         rows = [(end - MINUTE_MICROS, *(values[end][c] for c in MINUTE_COLUMNS), end <= final) for end in kept]
         frame = session.createDataFrame(
-            rows, "minute BIGINT, tx_count BIGINT, flagged_count BIGINT, total_amount DOUBLE, flagged_amount DOUBLE, "
-                  "true_positives BIGINT, false_positives BIGINT, unknown_currency_count BIGINT, is_final BOOLEAN",
-        ).select(F.timestamp_micros("minute").alias("minute"), *MINUTE_COLUMNS, "is_final",
-                 F.current_timestamp().alias("updated_at"))
+            rows,
+            "minute BIGINT, tx_count BIGINT, flagged_count BIGINT, total_amount DOUBLE, flagged_amount DOUBLE, "
+            "true_positives BIGINT, false_positives BIGINT, unknown_currency_count BIGINT, is_final BOOLEAN",
+        ).select(
+            F.timestamp_micros("minute").alias("minute"),
+            *MINUTE_COLUMNS,
+            "is_final",
+            F.current_timestamp().alias("updated_at"),
+        )
         (
-            frame.write.format("delta").mode("overwrite")
+            frame.write.format("delta")
+            .mode("overwrite")
             .option("replaceWhere", f"minute > timestamp_micros({since - MINUTE_MICROS})")
-            .option("txnAppId", self.app_id).option("txnVersion", batch_id)
+            .option("txnAppId", self.app_id)
+            .option("txnVersion", batch_id)
             .saveAsTable(self.minutes_table)
         )
         self.open_minutes = {end: values[end] for end in kept if end > final}
@@ -253,7 +274,8 @@ class GoldBatchWriter:
         if self.finalized_through is not None:  # only windows that turned final since the last time
             condition += f" AND window_end > timestamp_micros({self.finalized_through})"
         DeltaTable.forName(session, self.windows_table).update(
-            condition, {"is_final": "true", "updated_at": "current_timestamp()"})
+            condition, {"is_final": "true", "updated_at": "current_timestamp()"}
+        )
         self.finalized_through = through
 
     # ------------------------------------------------------------------ alerts
@@ -265,9 +287,17 @@ class GoldBatchWriter:
         kept = first_alert_per_burst(candidates, self.last_alerted or {}, self.cooldown_micros)
         if not kept:
             return 0
-        rows = [(ACTIVITY_ALERT, None, user, None,
-                 activity_reason(r["tx_count"], r["flagged_count"], r["total_amount"], start), at)
-                for user, at, start, r in kept]
+        rows = [
+            (
+                ACTIVITY_ALERT,
+                None,
+                user,
+                None,
+                activity_reason(r["tx_count"], r["flagged_count"], r["total_amount"], start),
+                at,
+            )
+            for user, at, start, r in kept
+        ]
         append_once(_alerts_frame(session, rows), self.alerts_table, self.app_id, batch_id)
         for user, at, *_ in kept:
             self.last_alerted[user] = max(at, self.last_alerted.get(user, at))
@@ -281,8 +311,9 @@ class GoldBatchWriter:
         stats.batches += 1
         stats.rows += rows
         stats.activity_alerts += raised
-        newest = max((row["newest_ingest"] for row in minutes.values() if row["newest_ingest"] is not None),
-                     default=None)
+        newest = max(
+            (row["newest_ingest"] for row in minutes.values() if row["newest_ingest"] is not None), default=None
+        )
         if newest is not None:
             # The first rows this batch counted are about as old as the newest the one before counted.
             oldest = self.newest_ingest if self.newest_ingest is not None and self.newest_ingest < newest else newest
@@ -307,8 +338,10 @@ class ModelAlertWriter:
 
         # Flagged rows are a few percent of a batch: one job brings them to the driver, and the
         # append writes them from there (no cache, no second pass over silver's files).
-        alerts = [tuple(r) for r in model_alerts(flagged).withColumn("_at", F.unix_micros("alert_time"))
-                  .drop("alert_time").collect()]
+        alerts = [
+            tuple(r)
+            for r in model_alerts(flagged).withColumn("_at", F.unix_micros("alert_time")).drop("alert_time").collect()
+        ]
         if not alerts:
             return
         append_once(_alerts_frame(flagged.sparkSession, alerts), self.alerts_table, self.app_id, batch_id)
@@ -322,8 +355,13 @@ def _alerts_frame(session, rows: list[tuple]):
     from pyspark.sql import functions as F
 
     return session.createDataFrame(rows, ALERT_SCHEMA).select(
-        "alert_type", "transaction_id", "user_id", "fraud_score", "reason",
-        F.timestamp_micros("_at").alias("alert_time"))
+        "alert_type",
+        "transaction_id",
+        "user_id",
+        "fraud_score",
+        "reason",
+        F.timestamp_micros("_at").alias("alert_time"),
+    )
 
 
 def _print_alerts(out, alerts: list[tuple], max_printed: int) -> None:
@@ -369,13 +407,23 @@ def start_gold(spark, ctx: Context, out=None, available_now: bool = False) -> tu
 
     checkpoint = ctx.paths.checkpoint(QUERY_NAME)
     windows = GoldBatchWriter(ctx, writer_app_id(checkpoint, QUERY_NAME), out, stats)
-    stream = (live_windows(silver(), ctx.settings.streams.watermark_seconds).writeStream.queryName(QUERY_NAME)
-              .outputMode("update").foreachBatch(windows).option("checkpointLocation", checkpoint))
+    stream = (
+        live_windows(silver(), ctx.settings.streams.watermark_seconds)
+        .writeStream.queryName(QUERY_NAME)
+        .outputMode("update")
+        .foreachBatch(windows)
+        .option("checkpointLocation", checkpoint)
+    )
     queries["gold"] = triggered(stream, trigger, available_now).start()
 
     checkpoint = ctx.paths.checkpoint(ALERTS_QUERY_NAME)
     alerts = ModelAlertWriter(ctx, writer_app_id(checkpoint, ALERTS_QUERY_NAME), out, stats)
-    stream = (silver().where(F.col("is_flagged")).writeStream.queryName(ALERTS_QUERY_NAME)
-              .foreachBatch(alerts).option("checkpointLocation", checkpoint))
+    stream = (
+        silver()
+        .where(F.col("is_flagged"))
+        .writeStream.queryName(ALERTS_QUERY_NAME)
+        .foreachBatch(alerts)
+        .option("checkpointLocation", checkpoint)
+    )
     queries["alerts"] = triggered(stream, trigger, available_now).start()
     return queries, stats

@@ -44,10 +44,8 @@ COERCE_HINT = "write microseconds instead, e.g. pandas to_parquet(..., coerce_ti
 
 
 def input_format(path: str) -> str:
-    """Delta for a folder with ``_delta_log``; else by suffix, of the path or of the files in the folder."""
+    """The file format of a path that is not a Delta table: by suffix, of the path or of the files in the folder."""
     location = Path(path)
-    if (location / "_delta_log").is_dir():
-        return "delta"
     names = [location.name]
     if location.is_dir():
         names = [p.name for p in sorted(location.iterdir()) if p.is_file() and not p.name.startswith(("_", "."))]
@@ -58,6 +56,13 @@ def input_format(path: str) -> str:
         if suffix == "parquet":
             return "parquet"
     return "parquet"
+
+
+def _is_delta_table(spark, path: str) -> bool:
+    """Asked of Delta itself, so it holds for a folder, object storage or a volume alike."""
+    from delta.tables import DeltaTable
+
+    return bool(DeltaTable.isDeltaTable(spark, path))
 
 
 def read_transactions(spark, path: str):
@@ -76,7 +81,7 @@ def read_transactions(spark, path: str):
 
     if "://" not in path and not Path(path).exists():
         raise FraudlakeError(f"input {path} does not exist")
-    fmt = input_format(path)
+    fmt = "delta" if _is_delta_table(spark, path) else input_format(path)
     nanos, nested_nanos = _nanosecond_timestamps(path) if fmt == "parquet" else (set(), False)
     if nanos or nested_nanos:
         try:
@@ -117,10 +122,7 @@ def _nanosecond_timestamps(path: str) -> tuple[set[str], bool]:
         files = [root]
         if filesystem.get_file_info(root).type == pafs.FileType.Directory:
             found = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
-            files = [
-                f.path for f in found
-                if f.type == pafs.FileType.File and not _hidden(f.path[len(root):])
-            ]
+            files = [f.path for f in found if f.type == pafs.FileType.File and not _hidden(f.path[len(root) :])]
         for file in files:
             with filesystem.open_input_file(file) as handle:
                 schema = pq.ParquetFile(handle).schema

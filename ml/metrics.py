@@ -7,7 +7,7 @@ Accuracy is reported for completeness; at 1.5% fraud, flagging nothing scores 98
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

@@ -22,7 +22,10 @@ def confusion_figure(cm: dict[str, int]):
             z=shares,
             x=["not flagged", "flagged"],
             y=["genuine", "fraud"],
-            text=[[f"{v:,} ({s:.1%})" for v, s in zip(row, share)] for row, share in zip(counts, shares)],
+            text=[
+                [f"{v:,} ({s:.1%})" for v, s in zip(row, share, strict=True)]
+                for row, share in zip(counts, shares, strict=True)
+            ],
             texttemplate="%{text}",
             colorscale="Blues",
             zmin=0,

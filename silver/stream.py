@@ -30,7 +30,8 @@ def batch_totals() -> list:
     from pyspark.sql import functions as F
 
     return [
-        F.count(F.lit(1)).alias("n"), F.count_if("is_flagged").alias("flagged"),
+        F.count(F.lit(1)).alias("n"),
+        F.count_if("is_flagged").alias("flagged"),
         F.max(F.unix_micros("event_time")).alias("newest"),
         # The 5th percentile of ingest times: commit time minus it is the batch's p95 wait.
         F.percentile_approx(F.unix_micros("_ingest_time"), 0.05).alias("early_ingest"),
@@ -119,16 +120,21 @@ class SilverBatchWriter:
         from pyspark.sql import functions as F
 
         valid = F.col("quarantine_reason").isNull()
-        return validated.agg(
-            F.count(F.lit(1)).alias("rows"), F.count_if(valid).alias("valid"),
-            F.min(F.when(valid, F.col("transaction_id"))).alias("lo"),
-            F.max(F.when(valid, F.col("transaction_id"))).alias("hi"),
-            # As epoch microseconds: no Python datetime, so no host time zone, on the way back.
-            F.unix_micros(F.min(F.when(valid, F.col("event_time")))).alias("first"),
-            F.unix_micros(F.max(F.when(valid, F.col("event_time")))).alias("last"),
-            F.unix_micros(F.min("_ingest_time")).alias("ingest_first"),
-            F.unix_micros(F.max("_ingest_time")).alias("ingest_last"),
-        ).first().asDict()
+        return (
+            validated.agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.count_if(valid).alias("valid"),
+                F.min(F.when(valid, F.col("transaction_id"))).alias("lo"),
+                F.max(F.when(valid, F.col("transaction_id"))).alias("hi"),
+                # As epoch microseconds: no Python datetime, so no host time zone, on the way back.
+                F.unix_micros(F.min(F.when(valid, F.col("event_time")))).alias("first"),
+                F.unix_micros(F.max(F.when(valid, F.col("event_time")))).alias("last"),
+                F.unix_micros(F.min("_ingest_time")).alias("ingest_first"),
+                F.unix_micros(F.max("_ingest_time")).alias("ingest_last"),
+            )
+            .first()
+            .asDict()
+        )
 
     def _scored_ids_near(self, validated, bounds: dict):
         """Silver rows (id, event time, ingest time) that this batch's valid rows could repeat.
@@ -154,11 +160,13 @@ class SilverBatchWriter:
         from pyspark.sql import functions as F
 
         quarantine = validated.sparkSession.table(self.quarantine_table).select(
-            "transaction_id", "event_time", "_ingest_time", "_raw", "quarantine_reason")
+            "transaction_id", "event_time", "_ingest_time", "_raw", "quarantine_reason"
+        )
         if bounds["ingest_first"] is None:
             return quarantine.where(F.col("_ingest_time").isNull())
         received = F.col("_ingest_time").between(
-            F.timestamp_micros(F.lit(bounds["ingest_first"])), F.timestamp_micros(F.lit(bounds["ingest_last"])))
+            F.timestamp_micros(F.lit(bounds["ingest_first"])), F.timestamp_micros(F.lit(bounds["ingest_last"]))
+        )
         return quarantine.where(received | F.col("_ingest_time").isNull())
 
     def _count(self, totals: dict, reasons: dict[str, int]) -> None:
@@ -184,9 +192,8 @@ def start_silver(spark, ctx: Context, scorer: ModelScorer, available_now: bool =
     checkpoint = ctx.paths.checkpoint(QUERY_NAME)
     writer = SilverBatchWriter(ctx, scorer, writer_app_id(checkpoint, QUERY_NAME))
     streams = ctx.settings.streams
-    source = (
-        spark.readStream.option("maxFilesPerTrigger", streams.silver_max_files_per_trigger)
-        .table(table_name(ctx, BRONZE_TRANSACTIONS))
+    source = spark.readStream.option("maxFilesPerTrigger", streams.silver_max_files_per_trigger).table(
+        table_name(ctx, BRONZE_TRANSACTIONS)
     )
     stream = source.writeStream.queryName(QUERY_NAME).foreachBatch(writer).option("checkpointLocation", checkpoint)
     return triggered(stream, streams.silver_trigger_seconds, available_now).start(), writer

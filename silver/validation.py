@@ -8,7 +8,16 @@ from __future__ import annotations
 from functools import lru_cache
 
 # Must be present (and of the right type: a value that did not parse is null in bronze).
-REQUIRED_COLUMNS = ("transaction_id", "event_time", "user_id", "card_id", "merchant_id", "amount", "currency", "country")
+REQUIRED_COLUMNS = (
+    "transaction_id",
+    "event_time",
+    "user_id",
+    "card_id",
+    "merchant_id",
+    "amount",
+    "currency",
+    "country",
+)
 CHANNELS = ("pos", "online", "atm")
 UNPARSEABLE = "unparseable record"
 # A transaction_id that silver has scored already, or that came twice in one micro-batch.
@@ -68,11 +77,15 @@ def validate(bronze, max_future_seconds: int):
     from pyspark.sql import functions as F
 
     checked = bronze.withColumn("quarantine_reason", quarantine_reason(max_future_seconds))
-    first_seen = Window.partitionBy("transaction_id").orderBy(F.col("quarantine_reason").asc_nulls_first(), "_ingest_time", "_raw")
+    first_seen = Window.partitionBy("transaction_id").orderBy(
+        F.col("quarantine_reason").asc_nulls_first(), "_ingest_time", "_raw"
+    )
     rank = F.when(F.col("transaction_id").isNotNull(), F.row_number().over(first_seen))
     return checked.withColumn(
         "quarantine_reason",
-        F.when(F.col("quarantine_reason").isNull() & (rank > 1), F.lit(DUPLICATE)).otherwise(F.col("quarantine_reason")),
+        F.when(F.col("quarantine_reason").isNull() & (rank > 1), F.lit(DUPLICATE)).otherwise(
+            F.col("quarantine_reason")
+        ),
     )
 
 
@@ -89,19 +102,25 @@ def mark_repeats(checked, scored):
 
     col = F.col
     seen = scored.select(
-        col("transaction_id").alias("_s_id"), col("event_time").alias("_s_event"), col("_ingest_time").alias("_s_ingest")
+        col("transaction_id").alias("_s_id"),
+        col("event_time").alias("_s_event"),
+        col("_ingest_time").alias("_s_ingest"),
     )
     same_row = (col("event_time") == col("_s_event")) & col("_ingest_time").eqNullSafe(col("_s_ingest"))
     other_row = (col("transaction_id") == col("_s_id")) & ~same_row
     repeated = (
         checked.join(seen, other_row, "left_semi")
-        .select(col("transaction_id").alias("_r_id"), col("event_time").alias("_r_event"),
-                col("_ingest_time").alias("_r_ingest"))
+        .select(
+            col("transaction_id").alias("_r_id"),
+            col("event_time").alias("_r_event"),
+            col("_ingest_time").alias("_r_ingest"),
+        )
         .distinct()
     )
     joined = checked.join(
         repeated,
-        (col("transaction_id") == col("_r_id")) & col("event_time").eqNullSafe(col("_r_event"))
+        (col("transaction_id") == col("_r_id"))
+        & col("event_time").eqNullSafe(col("_r_event"))
         & col("_ingest_time").eqNullSafe(col("_r_ingest")),
         "left",
     )
@@ -132,11 +151,15 @@ def drop_routed(checked, scored, quarantined):
     col = F.col
     valid = col("quarantine_reason").isNull()
     in_silver = scored.select(
-        col("transaction_id").alias("_s_id"), col("event_time").alias("_s_event"), col("_ingest_time").alias("_s_ingest")
+        col("transaction_id").alias("_s_id"),
+        col("event_time").alias("_s_event"),
+        col("_ingest_time").alias("_s_ingest"),
     )
     kept = checked.join(
         in_silver,
-        valid & (col("transaction_id") == col("_s_id")) & (col("event_time") == col("_s_event"))
+        valid
+        & (col("transaction_id") == col("_s_id"))
+        & (col("event_time") == col("_s_event"))
         & col("_ingest_time").eqNullSafe(col("_s_ingest")),
         "left_anti",
     )

@@ -19,8 +19,8 @@ import pytest
 os.environ["TZ"] = os.environ.get("FRAUDLAKE_TEST_TZ", "Asia/Kolkata")
 time.tzset()
 
-from fraudlake.conf.settings import Settings
-from fraudlake.settings import Context, Paths
+from fraudlake.conf.settings import Settings  # noqa: E402 - after the time zone is set
+from fraudlake.settings import Context, Paths  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,11 @@ def run_cli(*args: str, home: Path, timeout: float = 300, env: dict | None = Non
     full_env.pop("FRAUDLAKE_CONF", None) if "FRAUDLAKE_CONF" not in (env or {}) else None
     result = subprocess.run(
         [sys.executable, "-m", "fraudlake.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=str(home.parent),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=str(home.parent),
     )
     if check and result.returncode != 0:
         raise AssertionError(f"fraudlake {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")

@@ -19,9 +19,9 @@ from fraudlake.bronze.ingest import checkpoint_name, start_bronze_ingest
 from fraudlake.conf.settings import SimulatorSettings
 from fraudlake.ml.serving import load_scorer, score_transactions
 from fraudlake.ml.train import train_model
-from fraudlake.pipeline import catch_up
+from fraudlake.orchestration.pipeline import catch_up
+from fraudlake.orchestration.streaming import run_queries
 from fraudlake.simulator import generate_batch
-from fraudlake.streaming import run_queries
 from fraudlake.tables import (
     BRONZE_TRANSACTIONS,
     GOLD_FRAUD_ALERTS,
@@ -72,8 +72,14 @@ def test_the_champion_flags_the_same_share_at_three_and_at_fourteen_utc(spark, c
 
 def _stream_rate(spark, ctx, seconds: float) -> None:
     query = start_bronze_ingest(spark, ctx, "rate", rate=RATE)
-    run_queries({"bronze": query}, seconds, progress_seconds=60, quiet=True, stages=[["bronze"]],
-                intervals={"bronze": ctx.settings.ingest.trigger_seconds})
+    run_queries(
+        {"bronze": query},
+        seconds,
+        progress_seconds=60,
+        quiet=True,
+        stages=[["bronze"]],
+        intervals={"bronze": ctx.settings.ingest.trigger_seconds},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +110,9 @@ def test_a_stream_at_three_utc_is_scored_like_one_by_day(spark, night_stream):
 
 def test_a_restarted_rate_stream_repeats_ids_that_silver_does_not_score_twice(spark, night_stream):
     ctx, first = night_stream
-    bronze, silver, quarantine = (spark.table(table_name(ctx, s)) for s in (BRONZE_TRANSACTIONS, SILVER_SCORED, SILVER_QUARANTINE))
+    bronze, silver, quarantine = (
+        spark.table(table_name(ctx, s)) for s in (BRONZE_TRANSACTIONS, SILVER_SCORED, SILVER_QUARANTINE)
+    )
     assert bronze.count() > first["bronze"]  # the restart landed rows again, numbered from 0
     assert bronze.count() == silver.count() + quarantine.count()
     assert silver.groupBy("transaction_id").count().where("count > 1").count() == 0
@@ -113,4 +121,6 @@ def test_a_restarted_rate_stream_repeats_ids_that_silver_does_not_score_twice(sp
     assert repeats.join(silver, ["transaction_id", "event_time", "amount"], "left_anti").count() == 0
     alerts = spark.table(table_name(ctx, GOLD_FRAUD_ALERTS))
     assert alerts.where("alert_type = 'model'").groupBy("transaction_id").count().where("count > 1").count() == 0
-    assert alerts.groupBy("alert_type", "transaction_id", "user_id", "alert_time").count().where("count > 1").count() == 0
+    assert (
+        alerts.groupBy("alert_type", "transaction_id", "user_id", "alert_time").count().where("count > 1").count() == 0
+    )

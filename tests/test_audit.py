@@ -10,6 +10,7 @@ from unittest import mock
 import pytest
 from pyspark.sql import functions as F
 
+from fraudlake import rescore as rescore_module
 from fraudlake.audit import audit_transaction, maintain, rescore_transaction, table_changes, table_history
 from fraudlake.cli import main
 from fraudlake.conf.settings import SimulatorSettings
@@ -17,9 +18,8 @@ from fraudlake.errors import FraudlakeError, NotFoundError
 from fraudlake.gold.stream import start_gold
 from fraudlake.ml.registry import list_versions, mlflow_client, promote
 from fraudlake.ml.train import train_model
-from fraudlake.pipeline import catch_up
-from fraudlake import rescore as rescore_module
-from fraudlake.rescore import rescore_silver
+from fraudlake.orchestration.pipeline import catch_up
+from fraudlake.orchestration.rescore import rescore_silver
 from fraudlake.simulator import generate_batch
 from fraudlake.tables import (
     GOLD_FRAUD_ALERTS,
@@ -36,9 +36,18 @@ pytestmark = pytest.mark.spark
 
 ROWS = 300
 SLICE = 12
-BAD = {"transaction_id": "bad-amount", "event_time": "2026-01-02T10:00:00Z", "user_id": "u1", "card_id": "c1",
-       "merchant_id": "m1", "merchant_category": "grocery", "amount": -3.0, "currency": "EUR", "country": "DE",
-       "channel": "pos"}
+BAD = {
+    "transaction_id": "bad-amount",
+    "event_time": "2026-01-02T10:00:00Z",
+    "user_id": "u1",
+    "card_id": "c1",
+    "merchant_id": "m1",
+    "merchant_category": "grocery",
+    "amount": -3.0,
+    "currency": "EUR",
+    "country": "DE",
+    "channel": "pos",
+}
 
 
 def _version(spark, name: str) -> int:
@@ -53,8 +62,10 @@ def test_retention_is_set_on_create_and_follows_the_conf(spark, tmp_path):
     ctx = make_context(tmp_path / "home")
     silver, gold = table_name(ctx, SILVER_SCORED), table_name(ctx, GOLD_USER_ACTIVITY)
     # A silver table from before flag_threshold existed: registration adds the column.
-    old_columns = ", ".join(f.simpleString().replace(":", " ") for f in
-                            spark.createDataFrame([], SILVER_SCORED.columns).drop("flag_threshold").schema.fields)
+    old_columns = ", ".join(
+        f.simpleString().replace(":", " ")
+        for f in spark.createDataFrame([], SILVER_SCORED.columns).drop("flag_threshold").schema.fields
+    )
     spark.sql(f"CREATE TABLE delta.`{table_location(ctx, SILVER_SCORED)}` ({old_columns}) USING DELTA")
     ensure_tables(spark, ctx)
     assert "flag_threshold" in spark.table(silver).columns
@@ -76,8 +87,11 @@ def test_retention_is_set_on_create_and_follows_the_conf(spark, tmp_path):
 def scored(spark, tmp_path_factory):
     """Silver scored by version 1; then version 2 promoted and a slice re-scored with it."""
     home = tmp_path_factory.mktemp("audit") / "home"
-    ctx = make_context(home, ml={"samples": 3_000, "isolation_forest_trees": 40, "gradient_boosting_iterations": 40},
-                       streams={"console_alerts_per_batch": 0})
+    ctx = make_context(
+        home,
+        ml={"samples": 3_000, "isolation_forest_trees": 40, "gradient_boosting_iterations": 40},
+        streams={"console_alerts_per_batch": 0},
+    )
     ensure_tables(spark, ctx)
     train_model(spark, ctx, model="isolation_forest")  # version 1, champion
     landing = home / "landing"
@@ -93,8 +107,10 @@ def scored(spark, tmp_path_factory):
     train_model(spark, ctx, model="gradient_boosting")  # version 2, challenger
     promote(mlflow_client(ctx), ctx, 2)
     # Frauds first: rows the supervised version 2 flags where version 1 did not, so the re-score alerts.
-    ids = [r["transaction_id"] for r in
-           spark.table(silver).orderBy(F.desc("label_is_fraud"), "event_time").limit(SLICE).collect()]
+    ids = [
+        r["transaction_id"]
+        for r in spark.table(silver).orderBy(F.desc("label_is_fraud"), "event_time").limit(SLICE).collect()
+    ]
     # A crash injected between the re-score's alerts and its MERGE, then the same command again.
     with mock.patch.object(rescore_module, "_merge", side_effect=RuntimeError("injected crash")):
         with pytest.raises(RuntimeError, match="injected crash"):
@@ -103,8 +119,15 @@ def scored(spark, tmp_path_factory):
     crashed_alerts = spark.table(table_name(ctx, GOLD_FRAUD_ALERTS)).count()
     result = rescore_silver(spark, ctx, ids=ids)
     thresholds = {str(v["version"]): v["flag_threshold"] for v in list_versions(mlflow_client(ctx), ctx)}
-    return SimpleNamespace(ctx=ctx, silver=silver, before=before, ids=ids, result=result, thresholds=thresholds,
-                           crashed_alerts=crashed_alerts)
+    return SimpleNamespace(
+        ctx=ctx,
+        silver=silver,
+        before=before,
+        ids=ids,
+        result=result,
+        thresholds=thresholds,
+        crashed_alerts=crashed_alerts,
+    )
 
 
 def test_an_old_version_shows_model_1_and_the_latest_model_2(spark, scored):
@@ -122,7 +145,9 @@ def test_an_old_version_shows_model_1_and_the_latest_model_2(spark, scored):
     assert new["written_in_version"] == scored.result["silver_version"] > scored.before
     assert new["written_by"] == "MERGE" and new["silver_version"] == scored.result["silver_version"]
     # TIMESTAMP AS OF the commit before the re-score is the same row as VERSION AS OF.
-    commit_time = spark.sql(f"DESCRIBE HISTORY {scored.silver}").where(f"version = {scored.before}").first()["timestamp"]
+    commit_time = (
+        spark.sql(f"DESCRIBE HISTORY {scored.silver}").where(f"version = {scored.before}").first()["timestamp"]
+    )
     at_time = audit_transaction(spark, ctx, tid, as_of_timestamp=from_row(commit_time))  # collected: local time
     assert (at_time["silver_version"], at_time["fraud_score"]) == (scored.before, old["fraud_score"])
     # Outside the slice nothing changed.
@@ -283,17 +308,29 @@ def test_times_are_utc_whatever_the_host_zone(spark, scored, capsys):
     earlier = utc(committed[scored.before]) - timedelta(milliseconds=1)  # naive: UTC
     assert resolve_version(spark, ctx, SILVER_SCORED, as_of_timestamp=earlier) < scored.before
 
-    row = (spark.read.option("versionAsOf", scored.before).table(scored.silver).where(F.col("transaction_id") == tid)
-           .select(*[F.date_format(c, iso).alias(c) for c in ("event_time", "scored_at", "_ingest_time")]).first())
+    row = (
+        spark.read.option("versionAsOf", scored.before)
+        .table(scored.silver)
+        .where(F.col("transaction_id") == tid)
+        .select(*[F.date_format(c, iso).alias(c) for c in ("event_time", "scored_at", "_ingest_time")])
+        .first()
+    )
     for column in ("event_time", "scored_at", "_ingest_time"):
         assert utc(shown[column]) == utc(row[column]), column
     assert utc(shown["bronze"]["ingested_at"]) == utc(row["_ingest_time"])
 
-    alert = (spark.table(table_name(ctx, GOLD_FRAUD_ALERTS)).where("alert_type = 'model'")
-             .select("transaction_id", F.date_format("alert_time", iso).alias("at")).first())
+    alert = (
+        spark.table(table_name(ctx, GOLD_FRAUD_ALERTS))
+        .where("alert_type = 'model'")
+        .select("transaction_id", F.date_format("alert_time", iso).alias("at"))
+        .first()
+    )
     times = [a["alert_time"] for a in audit_transaction(spark, ctx, alert["transaction_id"])["alerts"]]
     assert utc(alert["at"]) in times
 
-    assert main(["audit", "history", "silver.scored_transactions", "--limit", "1", "--home", home, "--format", "json"]) == 0
+    assert (
+        main(["audit", "history", "silver.scored_transactions", "--limit", "1", "--home", home, "--format", "json"])
+        == 0
+    )
     newest = json.loads(capsys.readouterr().out)[0]
     assert utc(newest["timestamp"]) == utc(committed[newest["version"]])

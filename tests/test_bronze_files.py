@@ -14,9 +14,18 @@ from fraudlake.timeutil import from_row, shown_utc
 pytestmark = pytest.mark.spark
 
 GOOD = {
-    "transaction_id": "tx-good-1", "event_time": "2026-03-01T12:30:00Z", "user_id": "u000001",
-    "card_id": "card_ab", "merchant_id": "m00001", "merchant_category": "grocery", "amount": 42.5,
-    "currency": "EUR", "country": "DE", "channel": "pos", "label_is_fraud": 0, "label_scenario": None,
+    "transaction_id": "tx-good-1",
+    "event_time": "2026-03-01T12:30:00Z",
+    "user_id": "u000001",
+    "card_id": "card_ab",
+    "merchant_id": "m00001",
+    "merchant_category": "grocery",
+    "amount": 42.5,
+    "currency": "EUR",
+    "country": "DE",
+    "channel": "pos",
+    "label_is_fraud": 0,
+    "label_scenario": None,
 }
 HUGE = "x" * 1_000_000
 

@@ -29,7 +29,9 @@ def _assert_contiguous_ids(spark, table: Path) -> int:
     """No duplicate and no missing id: the values behind the ids are exactly 0..n-1."""
     bronze = spark.read.format("delta").load(str(table))
     values = bronze.select(F.regexp_extract("transaction_id", r"tx-(\d+)", 1).cast("long").alias("v"))
-    stats = values.agg(F.count("*").alias("n"), F.countDistinct("v").alias("d"), F.min("v").alias("lo"), F.max("v").alias("hi")).first()
+    stats = values.agg(
+        F.count("*").alias("n"), F.countDistinct("v").alias("d"), F.min("v").alias("lo"), F.max("v").alias("hi")
+    ).first()
     assert stats["n"] == stats["d"], f"duplicates: {stats}"
     assert (stats["lo"], stats["hi"]) == (0, stats["n"] - 1), f"gaps: {stats}"
     return stats["n"]
@@ -43,8 +45,11 @@ def test_stop_kill_and_restart_lose_nothing_and_duplicate_nothing(spark, tmp_pat
     # 1. A first run killed with SIGKILL (the whole process group: Python and its JVM) mid-stream.
     env = {**os.environ, "FRAUDLAKE_HOME": str(home)}
     victim = subprocess.Popen(
-        [sys.executable, "-m", "fraudlake.cli", *common], env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "fraudlake.cli", *common],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 180
     while _commits(table) < 4 and time.time() < deadline:  # the table's creation, then three batches
@@ -68,8 +73,11 @@ def test_stop_kill_and_restart_lose_nothing_and_duplicate_nothing(spark, tmp_pat
 
     # 3. Another process reads the registered table with SQL.
     result = run_cli(
-        "sql", "SELECT count(*) AS n, count(DISTINCT transaction_id) AS d FROM spark_catalog.bronze.transactions",
-        "--format", "json", home=home,
+        "sql",
+        "SELECT count(*) AS n, count(DISTINCT transaction_id) AS d FROM spark_catalog.bronze.transactions",
+        "--format",
+        "json",
+        home=home,
     )
     [row] = json.loads(result.stdout)
     assert row == {"n": after_restart, "d": after_restart}

@@ -18,20 +18,54 @@ T0 = pd.Timestamp("2026-03-01 10:00:00")
 def minutes(*rows):
     """rows: (minute offset, tx_count, flagged_count, flagged_amount)"""
     return pd.DataFrame(
-        [{"minute": T0 + pd.Timedelta(minutes=m), "tx_count": n, "flagged_count": f, "total_amount": 10.0 * n,
-          "flagged_amount": a, "true_positives": None, "false_positives": None} for m, n, f, a in rows]
+        [
+            {
+                "minute": T0 + pd.Timedelta(minutes=m),
+                "tx_count": n,
+                "flagged_count": f,
+                "total_amount": 10.0 * n,
+                "flagged_amount": a,
+                "true_positives": None,
+                "false_positives": None,
+            }
+            for m, n, f, a in rows
+        ]
     )
 
 
 def models_frame():
-    return pd.DataFrame([
-        {"model_name": "fraud_detector", "model_version": "2", "transactions": 900, "flagged": 20, "labelled": 900,
-         "true_positives": 15, "false_positives": 5, "false_negatives": 5, "first_scored": T0, "last_scored": T0,
-         "newest_event": T0, "scored_age_seconds": 3.2},
-        {"model_name": "fraud_detector", "model_version": "1", "transactions": 100, "flagged": 10, "labelled": 100,
-         "true_positives": 5, "false_positives": 5, "false_negatives": 0, "first_scored": T0, "last_scored": T0,
-         "newest_event": T0, "scored_age_seconds": 400.0},
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "model_name": "fraud_detector",
+                "model_version": "2",
+                "transactions": 900,
+                "flagged": 20,
+                "labelled": 900,
+                "true_positives": 15,
+                "false_positives": 5,
+                "false_negatives": 5,
+                "first_scored": T0,
+                "last_scored": T0,
+                "newest_event": T0,
+                "scored_age_seconds": 3.2,
+            },
+            {
+                "model_name": "fraud_detector",
+                "model_version": "1",
+                "transactions": 100,
+                "flagged": 10,
+                "labelled": 100,
+                "true_positives": 5,
+                "false_positives": 5,
+                "false_negatives": 0,
+                "first_scored": T0,
+                "last_scored": T0,
+                "newest_event": T0,
+                "scored_age_seconds": 400.0,
+            },
+        ]
+    )
 
 
 def snapshot(**frames) -> Snapshot:
@@ -62,17 +96,29 @@ def test_headline_sums_model_versions_and_names_the_latest_scorer():
 def test_headline_of_nothing_and_of_unlabelled_rows():
     numbers = F.headline(empty("models"), empty("alert_counts"))
     assert (numbers["transactions"], numbers["alerts"], numbers["flagged_share"], numbers["model_in_use"]) == (
-        0, 0, None, None)
+        0,
+        0,
+        None,
+        None,
+    )
     unlabelled = models_frame().assign(labelled=0, true_positives=0, false_positives=0, false_negatives=0)
     numbers = F.headline(unlabelled, empty("alert_counts"))
     assert numbers["live_precision"] is None and numbers["live_recall"] is None
     assert F.format_share(numbers["live_precision"]) == F.PLACEHOLDER
 
 
-@pytest.mark.parametrize("seconds, text", [
-    (None, F.PLACEHOLDER), (-2.0, "0 s"), (4.7, "4 s"), (119, "119 s"), (600, "10 min"), (7500, "2 h 5 min"),
-    (3 * 86400 + 5, "3 days"),
-])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (None, F.PLACEHOLDER),
+        (-2.0, "0 s"),
+        (4.7, "4 s"),
+        (119, "119 s"),
+        (600, "10 min"),
+        (7500, "2 h 5 min"),
+        (3 * 86400 + 5, "3 days"),
+    ],
+)
 def test_format_age(seconds, text):
     assert F.format_age(seconds) == text
 
@@ -81,19 +127,27 @@ def test_freshness_says_when_data_is_stale_or_gold_is_empty():
     fresh = F.freshness({"scored_age_seconds": 3.0, "newest_event": T0}, {})
     assert fresh[0] == "newest transaction scored 3 s ago (event time 2026-03-01 10:00:00 UTC)"
     assert fresh[1].startswith("no gold minutes yet")
-    stale = F.freshness({"scored_age_seconds": 900.0, "newest_event": T0},
-                        {"gold_through": T0, "gold_age_seconds": 960.0})
+    stale = F.freshness(
+        {"scored_age_seconds": 900.0, "newest_event": T0}, {"gold_through": T0, "gold_age_seconds": 960.0}
+    )
     assert "is the pipeline running?" in stale[0]
     assert stale[1] == "gold minutes through 2026-03-01 10:00:00 UTC (16 min ago)"
-    live = F.freshness({"scored_age_seconds": 2.0, "newest_event": T0},
-                       {"gold_through": T0, "gold_age_seconds": 20.0, "open_minutes": 3})
+    live = F.freshness(
+        {"scored_age_seconds": 2.0, "newest_event": T0},
+        {"gold_through": T0, "gold_age_seconds": 20.0, "open_minutes": 3},
+    )
     assert live[1] == "gold minutes through 2026-03-01 10:00:00 UTC (20 s ago; the last 3 still open)"
     assert F.freshness({"scored_age_seconds": None}, {})[0] == "no scored transactions yet"
 
 
 def test_time_unit_fits_the_span():
     assert [time_unit(s) for s in (None, 3600, 7 * 3600, 30 * 86400, 31 * 86400)] == [
-        "MINUTE", "MINUTE", "HOUR", "HOUR", "DAY"]
+        "MINUTE",
+        "MINUTE",
+        "HOUR",
+        "HOUR",
+        "DAY",
+    ]
 
 
 # ----------------------------------------------------------------------------- figures
@@ -122,12 +176,25 @@ def test_flagged_share_skips_empty_minutes():
 
 
 def test_precision_recall_per_minute_where_labels_exist():
-    quality = pd.DataFrame([
-        {"minute": T0, "labelled": 100, "fraud": 4, "true_positives": 3, "false_positives": 1},
-        {"minute": T0 + pd.Timedelta(minutes=1), "labelled": 0, "fraud": 0, "true_positives": 0, "false_positives": 0},
-        {"minute": T0 + pd.Timedelta(minutes=2), "labelled": 100, "fraud": 0, "true_positives": 0,
-         "false_positives": 0},
-    ])
+    quality = pd.DataFrame(
+        [
+            {"minute": T0, "labelled": 100, "fraud": 4, "true_positives": 3, "false_positives": 1},
+            {
+                "minute": T0 + pd.Timedelta(minutes=1),
+                "labelled": 0,
+                "fraud": 0,
+                "true_positives": 0,
+                "false_positives": 0,
+            },
+            {
+                "minute": T0 + pd.Timedelta(minutes=2),
+                "labelled": 100,
+                "fraud": 0,
+                "true_positives": 0,
+                "false_positives": 0,
+            },
+        ]
+    )
     figure = F.precision_recall_figure(quality)
     precision, recall = figure.data
     assert len(precision.x) == 2  # the unlabelled minute is left out
@@ -142,18 +209,23 @@ def test_flagged_amount_top_users_and_scores():
     amount = F.flagged_amount_figure(minutes((0, 10, 1, 99.5), (1, 10, 0, None)))
     assert list(amount.data[0].y) == [99.5, 0.0]
 
-    users = pd.DataFrame([{"user_id": "u7", "tx_count": 9, "flagged_count": 6, "total_amount": 1.0, "window_start": T0},
-                          {"user_id": "u2", "tx_count": 3, "flagged_count": None, "total_amount": 1.0,
-                           "window_start": T0}])
+    users = pd.DataFrame(
+        [
+            {"user_id": "u7", "tx_count": 9, "flagged_count": 6, "total_amount": 1.0, "window_start": T0},
+            {"user_id": "u2", "tx_count": 3, "flagged_count": None, "total_amount": 1.0, "window_start": T0},
+        ]
+    )
     top = F.top_users_figure(users)
     assert list(top.data[0].y) == ["u7", "u2"] and list(top.data[0].x) == [9, 3]
     assert list(top.data[1].x) == [6, 0]
 
-    scores = pd.DataFrame([
-        {"score_low": 0.0, "score_high": 0.5, "label": "genuine", "transactions": 950},
-        {"score_low": 0.5, "score_high": 1.0, "label": "genuine", "transactions": 10},
-        {"score_low": 0.5, "score_high": 1.0, "label": "fraud", "transactions": 12},
-    ])
+    scores = pd.DataFrame(
+        [
+            {"score_low": 0.0, "score_high": 0.5, "label": "genuine", "transactions": 950},
+            {"score_low": 0.5, "score_high": 1.0, "label": "genuine", "transactions": 10},
+            {"score_low": 0.5, "score_high": 1.0, "label": "fraud", "transactions": 12},
+        ]
+    )
     histogram = F.score_distribution_figure(scores)
     assert [t.name for t in histogram.data] == ["genuine", "fraud"]
     assert list(histogram.data[0].x) == [0.25, 0.75] and list(histogram.data[0].width) == [0.5, 0.5]
@@ -161,20 +233,35 @@ def test_flagged_amount_top_users_and_scores():
 
 
 def test_alerts_table_names_the_transaction_or_the_user():
-    alerts = pd.DataFrame([
-        {"alert_time": T0, "alert_type": "model", "transaction_id": "tx-5", "user_id": "u1", "fraud_score": 0.91234,
-         "reason": "score 0.912"},
-        {"alert_time": T0, "alert_type": "user_activity", "transaction_id": None, "user_id": "u9",
-         "fraud_score": None, "reason": "7 transactions"},
-    ])
+    alerts = pd.DataFrame(
+        [
+            {
+                "alert_time": T0,
+                "alert_type": "model",
+                "transaction_id": "tx-5",
+                "user_id": "u1",
+                "fraud_score": 0.91234,
+                "reason": "score 0.912",
+            },
+            {
+                "alert_time": T0,
+                "alert_type": "user_activity",
+                "transaction_id": None,
+                "user_id": "u9",
+                "fraud_score": None,
+                "reason": "7 transactions",
+            },
+        ]
+    )
     cells = F.alerts_table_figure(alerts).data[0].cells.values
     assert list(cells[2]) == ["tx-5", "user u9"]
     assert list(cells[3]) == ["0.912", F.PLACEHOLDER]
     assert list(cells[0]) == ["2026-03-01 10:00:00 UTC"] * 2
 
 
-@pytest.mark.parametrize("key", ["volume", "flagged-share", "precision-recall", "flagged-amount", "top-users",
-                                 "scores", "alerts"])
+@pytest.mark.parametrize(
+    "key", ["volume", "flagged-share", "precision-recall", "flagged-amount", "top-users", "scores", "alerts"]
+)
 def test_every_figure_explains_an_empty_frame(key):
     figure = F.dashboard_figures(snapshot())[key]
     assert not figure.data
@@ -187,8 +274,11 @@ def test_every_figure_explains_an_empty_frame(key):
 
 
 def test_render_an_empty_home_shows_how_to_start_the_pipeline():
-    empty_home = Snapshot(read_at=datetime.now(timezone.utc), missing=("spark_catalog.silver.scored_transactions",),
-                          **{kind: empty(kind) for kind in COLUMNS})
+    empty_home = Snapshot(
+        read_at=datetime.now(timezone.utc),
+        missing=("spark_catalog.silver.scored_transactions",),
+        **{kind: empty(kind) for kind in COLUMNS},
+    )
     page = render(empty_home, home="/data/home", refresh_seconds=5)
     assert page[("empty-state", "style")] == {"display": "block"}
     text = str(page[("empty-state", "children")])

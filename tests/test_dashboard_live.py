@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from fraudlake.cli import main
 from fraudlake.dashboards.queries import read_snapshot
 from fraudlake.ml.train import train_model
-from fraudlake.pipeline import LAYERS, catch_up
+from fraudlake.orchestration.pipeline import LAYERS, catch_up
 from fraudlake.simulator import generate_batch
 from fraudlake.tables import (
     GOLD_DASHBOARD_MINUTE,
@@ -47,8 +47,15 @@ HISTORY_ROWS = 2_000
 HISTORY_SECONDS = 40 * 60
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FIGURE_IDS = ("fig-volume", "fig-flagged-share", "fig-precision-recall", "fig-flagged-amount", "fig-top-users",
-              "fig-scores", "fig-alerts")
+FIGURE_IDS = (
+    "fig-volume",
+    "fig-flagged-share",
+    "fig-precision-recall",
+    "fig-flagged-amount",
+    "fig-top-users",
+    "fig-scores",
+    "fig-alerts",
+)
 
 
 # ----------------------------------------------------------------------------- the dashboard process
@@ -62,9 +69,23 @@ class Dashboard:
         env.pop("FRAUDLAKE_CONF", None)
         home.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "fraudlake.cli", "dashboard", "--port", "0", "--refresh", "3",
-             "--master", "local[1]"],
-            env=env, cwd=str(home.parent), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "fraudlake.cli",
+                "dashboard",
+                "--port",
+                "0",
+                "--refresh",
+                "3",
+                "--master",
+                "local[1]",
+            ],
+            env=env,
+            cwd=str(home.parent),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -156,14 +177,20 @@ def browser():
     if not Path(CHROMEDRIVER).exists():
         pytest.fail(
             "chromedriver not found: the dashboard tests drive Debian's chromium; install it with "
-            "apt-get install -y chromium chromium-driver (.ci/run does this)", pytrace=False,
+            "apt-get install -y chromium chromium-driver (.ci/run does this)",
+            pytrace=False,
         )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1400,2100"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,2100",
+    ):
         options.add_argument(argument)
     if Path(CHROMIUM).exists():
         options.binary_location = CHROMIUM
@@ -191,8 +218,10 @@ def shown_total(browser) -> int | None:
 
 
 def page_state(browser) -> str:
-    return " | ".join(f"{element}: {_text(browser, element)!r}" for element in
-                      ("kpi-transactions", "problem", "empty-state", "freshness", "refreshed-at"))
+    return " | ".join(
+        f"{element}: {_text(browser, element)!r}"
+        for element in ("kpi-transactions", "problem", "empty-state", "freshness", "refreshed-at")
+    )
 
 
 def wait_for(condition, timeout: float, what: str, browser=None, interval: float = 0.5):
@@ -246,8 +275,12 @@ def test_page_shows_the_sql_count_of_scored_transactions(lakehouse, dashboard, b
     from selenium.webdriver.common.by import By
 
     # The figures refresh in their own callback, after the total: wait for the minutes' bars.
-    bars = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#fig-volume .trace.bars .point"), 120,
-                    "the volume figure's bars", browser)
+    bars = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "#fig-volume .trace.bars .point"),
+        120,
+        "the volume figure's bars",
+        browser,
+    )
     assert len(bars) >= 20  # the closed minutes of the 40-minute history
     shot = tmp_path / "dashboard.png"
     browser.save_screenshot(str(shot))
@@ -264,19 +297,38 @@ def test_page_keeps_refreshing_while_fraudlake_run_writes(lakehouse, dashboard, 
     env = {**os.environ, "FRAUDLAKE_HOME": str(home)}
     env.pop("FRAUDLAKE_CONF", None)
     run = subprocess.Popen(
-        [sys.executable, "-m", "fraudlake.cli", "run", "--layers", "bronze,silver", "--source", "rate",
-         "--rate", "50", "--duration", "300"],
-        env=env, cwd=str(home.parent), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "fraudlake.cli",
+            "run",
+            "--layers",
+            "bronze,silver",
+            "--source",
+            "rate",
+            "--rate",
+            "50",
+            "--duration",
+            "300",
+        ],
+        env=env,
+        cwd=str(home.parent),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = wait_for(lambda: (t := shown_total(browser)) and t > before and t, 240, "the total to grow", browser)
-        second = wait_for(lambda: (t := shown_total(browser)) and t > first and t, 90, "the total to grow again",
-                          browser)
+        second = wait_for(
+            lambda: (t := shown_total(browser)) and t > first and t, 90, "the total to grow again", browser
+        )
         browser.save_screenshot(str(tmp_path / "dashboard-while-running.png"))
     except AssertionError as error:
         run.kill()
-        raise AssertionError(f"{error}\nfraudlake run said:\n{run.communicate(timeout=60)[1][-3000:]}\n"
-                             "the dashboard said:\n" + "\n".join(dashboard.lines[-20:])) from None
+        raise AssertionError(
+            f"{error}\nfraudlake run said:\n{run.communicate(timeout=60)[1][-3000:]}\n"
+            "the dashboard said:\n" + "\n".join(dashboard.lines[-20:])
+        ) from None
     finally:
         if run.poll() is None:
             run.send_signal(signal.SIGINT)  # Ctrl-C: the run stops between micro-batches

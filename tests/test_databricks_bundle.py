@@ -19,10 +19,9 @@ import yaml
 
 from fraudlake.cli import build_parser, context_from, main
 from fraudlake.ml.registry import default_model_uri, registry_uri, tracking_uri
-from fraudlake.pipeline import parse_layers
+from fraudlake.orchestration.pipeline import parse_layers
 from fraudlake.settings import Context
 from fraudlake.tables import ALL_TABLES, create_table_sql, table_name
-
 from tests.conftest import REPO
 
 RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"
@@ -190,8 +189,21 @@ def test_databricks_conf_run_locally_fails_with_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABRICKS_")}
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "fraudlake.cli", "run", "--layers", "silver", "--conf", str(REPO / "conf/databricks.yaml")],
-        capture_output=True, text=True, timeout=120, env={**env, "FRAUDLAKE_HOME": str(home)}, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "fraudlake.cli",
+            "run",
+            "--layers",
+            "silver",
+            "--conf",
+            str(REPO / "conf/databricks.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "FRAUDLAKE_HOME": str(home)},
+        cwd=tmp_path,
     )
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
@@ -216,8 +228,14 @@ def requirements_of(wheel: Path) -> list[str]:
 
 def venv_run(venv: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "FRAUDLAKE_CONF")}
-    return subprocess.run([str(venv / "bin" / args[0]), *args[1:]], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=venv.parent)
+    return subprocess.run(
+        [str(venv / "bin" / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=venv.parent,
+    )
 
 
 @pytest.fixture
@@ -233,11 +251,20 @@ def fresh_venv(tmp_path):
 def test_wheel_leaves_spark_to_the_runtime_and_installs_with_the_local_extra(tmp_path, fresh_venv):
     # Built from a copy of the sources: setuptools leaves a build/ folder where it builds.
     source = tmp_path / "src"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", ".fraudlake", "__pycache__", ".pytest_cache"))
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", ".fraudlake", "__pycache__", ".pytest_cache"
+        ),
+    )
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--wheel-dir", str(dist), "-q"],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--wheel-dir", str(dist), "-q"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = dist.glob("fraudlake-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()

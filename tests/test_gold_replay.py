@@ -40,8 +40,24 @@ def _rows(first: int, n: int) -> list[tuple]:
     for i in range(first, first + n):
         at = START + timedelta(seconds=7 * i)
         flagged = i % 10 == 0
-        rows.append((f"tx-{i}", f"user-{i % 5}", at, at, 10.0 + i, "USD", "online", "US", 0.99 if flagged else 0.1,
-                     "fraud_detector", "1", int(flagged), 10.0 + i, flagged))
+        rows.append(
+            (
+                f"tx-{i}",
+                f"user-{i % 5}",
+                at,
+                at,
+                10.0 + i,
+                "USD",
+                "online",
+                "US",
+                0.99 if flagged else 0.1,
+                "fraud_detector",
+                "1",
+                int(flagged),
+                10.0 + i,
+                flagged,
+            )
+        )
     return rows
 
 
@@ -49,7 +65,8 @@ def _append_silver(spark, ctx, rows: list[tuple]) -> None:
     target = table_name(ctx, SILVER_SCORED)
     frame = spark.createDataFrame(rows, SCHEMA)
     spark.table(target).limit(0).unionByName(frame, allowMissingColumns=True).write.format("delta").mode(
-        "append").saveAsTable(target)
+        "append"
+    ).saveAsTable(target)
 
 
 def _run_gold(spark, ctx) -> None:
@@ -67,19 +84,37 @@ def _forget_last_commit(checkpoint: str) -> int:
 
 
 def _state(spark, ctx):
-    return {spec.name: sorted(map(tuple, spark.table(table_name(ctx, spec)).drop("updated_at").collect()))
-            for spec in (GOLD_USER_ACTIVITY, GOLD_DASHBOARD_MINUTE, GOLD_FRAUD_ALERTS)}
+    return {
+        spec.name: sorted(map(tuple, spark.table(table_name(ctx, spec)).drop("updated_at").collect()))
+        for spec in (GOLD_USER_ACTIVITY, GOLD_DASHBOARD_MINUTE, GOLD_FRAUD_ALERTS)
+    }
 
 
 def test_a_replayed_gold_batch_changes_nothing_and_gold_equals_silver(spark, tmp_path):
-    ctx = make_context(tmp_path / "home", streams={"watermark_seconds": 60, "activity_alert_threshold": 8,
-                                                   "console_alerts_per_batch": 0})
+    ctx = make_context(
+        tmp_path / "home",
+        streams={"watermark_seconds": 60, "activity_alert_threshold": 8, "console_alerts_per_batch": 0},
+    )
     ensure_tables(spark, ctx)
     _append_silver(spark, ctx, _rows(0, 60))  # 09:00:00 to 09:06:53
     _run_gold(spark, ctx)
     # A flagged transaction from 09:00:10, now that every window holding it is final.
-    late = (LATE, "user-late", START + timedelta(seconds=10), START + timedelta(minutes=8), 5.0, "USD", "online",
-            "US", 0.99, "fraud_detector", "1", 1, 5.0, True)
+    late = (
+        LATE,
+        "user-late",
+        START + timedelta(seconds=10),
+        START + timedelta(minutes=8),
+        5.0,
+        "USD",
+        "online",
+        "US",
+        0.99,
+        "fraud_detector",
+        "1",
+        1,
+        5.0,
+        True,
+    )
     _append_silver(spark, ctx, _rows(60, 60) + [late])
     _run_gold(spark, ctx)
     after_two = _state(spark, ctx)
@@ -93,10 +128,12 @@ def test_a_replayed_gold_batch_changes_nothing_and_gold_equals_silver(spark, tmp
     on_time = silver.where(F.col("transaction_id") != LATE)
     activity = spark.table(table_name(ctx, GOLD_USER_ACTIVITY))
     minutes = spark.table(table_name(ctx, GOLD_DASHBOARD_MINUTE))
-    assertDataFrameEqual(activity.drop("is_final", "updated_at"), user_activity_5m(on_time), checkRowOrder=False,
-                         rtol=1e-9)
-    assertDataFrameEqual(minutes.drop("is_final", "updated_at"), dashboard_minute(on_time), checkRowOrder=False,
-                         rtol=1e-9)
+    assertDataFrameEqual(
+        activity.drop("is_final", "updated_at"), user_activity_5m(on_time), checkRowOrder=False, rtol=1e-9
+    )
+    assertDataFrameEqual(
+        minutes.drop("is_final", "updated_at"), dashboard_minute(on_time), checkRowOrder=False, rtol=1e-9
+    )
     # 14 minutes of events, a 60 s watermark: the earlier minutes are final, the last ones open.
     assert {r["is_final"] for r in minutes.collect()} == {True, False}
     assert minutes.where("updated_at IS NULL").count() == 0

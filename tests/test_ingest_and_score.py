@@ -10,21 +10,32 @@ from __future__ import annotations
 import json
 
 import pytest
-from fraudlake.ml.train import train_model
 from pyspark.sql import functions as F
 
 from fraudlake.bronze.ingest import start_bronze_ingest
-from fraudlake.pipeline import catch_up, load_champion, start_ingest_and_score
-from fraudlake.simulator import generate_batch
 from fraudlake.conf.settings import SimulatorSettings
+from fraudlake.ml.train import train_model
+from fraudlake.orchestration.pipeline import catch_up, load_champion, start_ingest_and_score
+from fraudlake.simulator import generate_batch
 from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, ensure_tables, table_name
 from tests.conftest import make_context
 
 pytestmark = pytest.mark.spark
 
-BAD = {"transaction_id": "bad-amount", "event_time": "2026-01-02T10:00:00Z", "user_id": "u1", "card_id": "c1",
-       "merchant_id": "m1", "merchant_category": "grocery", "amount": -3.0, "currency": "EUR", "country": "DE",
-       "channel": "pos", "label_is_fraud": 0, "label_scenario": None}
+BAD = {
+    "transaction_id": "bad-amount",
+    "event_time": "2026-01-02T10:00:00Z",
+    "user_id": "u1",
+    "card_id": "c1",
+    "merchant_id": "m1",
+    "merchant_category": "grocery",
+    "amount": -3.0,
+    "currency": "EUR",
+    "country": "DE",
+    "channel": "pos",
+    "label_is_fraud": 0,
+    "label_scenario": None,
+}
 
 
 def _counts(spark, ctx) -> dict:

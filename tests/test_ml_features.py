@@ -87,8 +87,8 @@ def test_amount_features_normalise_currency_and_survive_unknown_ones(spark):
 
 
 def test_add_features_produces_every_model_input(spark):
-    from fraudlake.simulator import generate_batch
     from fraudlake.conf.settings import SimulatorSettings
+    from fraudlake.simulator import generate_batch
 
     featured = add_features(generate_batch(spark, SimulatorSettings(), 200).localCheckpoint())
     assert set(MODEL_INPUT_COLUMNS) <= set(featured.columns)

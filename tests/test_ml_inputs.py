@@ -85,13 +85,16 @@ def test_pandas_parquet_with_aware_times_and_extra_columns_evaluates(spark, hist
 
 
 def test_nanoseconds_floor_to_microseconds_at_the_right_instant(spark, tmp_path):
-    frame = pd.DataFrame({
-        "transaction_id": ["ns", "zone", "before_1970"],
-        "event_time": pd.to_datetime(
-            ["2026-01-02 10:00:00.123456789", "2026-01-02 10:00:00", "1969-12-31 23:59:59.999999999"], format="ISO8601"
-        ),
-        "event_time_zone": pd.to_datetime(["2026-01-02 10:00:00"] * 3).tz_localize("America/New_York"),
-    })
+    frame = pd.DataFrame(
+        {
+            "transaction_id": ["ns", "zone", "before_1970"],
+            "event_time": pd.to_datetime(
+                ["2026-01-02 10:00:00.123456789", "2026-01-02 10:00:00", "1969-12-31 23:59:59.999999999"],
+                format="ISO8601",
+            ),
+            "event_time_zone": pd.to_datetime(["2026-01-02 10:00:00"] * 3).tz_localize("America/New_York"),
+        }
+    )
     path = tmp_path / "precise.parquet"
     frame.to_parquet(path)
     rows = {r.transaction_id: r for r in data.read_transactions(spark, str(path)).collect()}
@@ -138,8 +141,25 @@ def test_a_column_of_the_wrong_type_is_one_error_naming_it(spark, tmp_path, caps
         "expected a timestamp, a date or ISO-8601 text such as 2026-01-02T10:00:00Z"
     )
 
-    flags = pd.DataFrame({
-        "event_time": pd.to_datetime(["2026-01-02 10:00:00"]), "Amount": [True], "label_is_fraud": [0],
-    })
+    flags = pd.DataFrame(
+        {
+            "event_time": pd.to_datetime(["2026-01-02 10:00:00"]),
+            "Amount": [True],
+            "label_is_fraud": [0],
+        }
+    )
     with pytest.raises(FraudlakeError, match=r"flags: column Amount has the wrong type \(boolean\); expected a number"):
         data.conform_to_bronze(spark.createDataFrame(flags), "flags")
+
+
+def test_a_delta_table_is_read_at_its_latest_version(spark, history, tmp_path):
+    """Asked of Delta, not guessed from the files: a rewritten table's older Parquet files stay
+    in its folder, and reading them as Parquet would count the replaced rows again."""
+    generated, _ = history
+    path = str(tmp_path / "exported_bronze")
+    generated.write.format("delta").save(path)
+    latest = generated.orderBy("transaction_id").limit(25)
+    latest.write.format("delta").mode("overwrite").save(path)
+
+    bronze = data.conform_to_bronze(data.read_transactions(spark, path), path)
+    assertDataFrameEqual(_instants(bronze), _instants(latest))

@@ -25,7 +25,6 @@ from fraudlake.ml.model import (
 )
 from fraudlake.settings import parse_settings
 
-
 # ----------------------------------------------------------------------------- metrics
 
 
@@ -126,13 +125,11 @@ def test_too_few_rows_to_split_is_a_clear_error():
 
 
 def test_input_format_from_the_path(tmp_path):
-    (tmp_path / "t" / "_delta_log").mkdir(parents=True)
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "part-0.csv").write_text("a\n")
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "_SUCCESS").write_text("")
     (tmp_path / "p" / "part-0.snappy.parquet").write_text("")
-    assert input_format(str(tmp_path / "t")) == "delta"
     assert input_format(str(tmp_path / "c")) == "csv"
     assert input_format(str(tmp_path / "p")) == "parquet"
     assert input_format(str(tmp_path / "x.CSV")) == "csv"

@@ -10,13 +10,13 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from fraudlake.conf.settings import SimulatorSettings
-from fraudlake.gold.aggregates import dashboard_minute, user_activity_5m
-from fraudlake.ml.train import train_model
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from fraudlake.pipeline import LAYERS, catch_up, lakehouse_summary
+from fraudlake.conf.settings import SimulatorSettings
+from fraudlake.gold.aggregates import dashboard_minute, user_activity_5m
+from fraudlake.ml.train import train_model
+from fraudlake.orchestration.pipeline import LAYERS, catch_up, lakehouse_summary
 from fraudlake.simulator import generate_batch
 from fraudlake.tables import (
     BRONZE_TRANSACTIONS,
@@ -33,9 +33,18 @@ from tests.conftest import make_context
 pytestmark = pytest.mark.spark
 
 GOOD = {
-    "transaction_id": "tx-x", "event_time": "2026-01-02T10:00:00Z", "user_id": "u1", "card_id": "c1",
-    "merchant_id": "m1", "merchant_category": "grocery", "amount": 10.0, "currency": "EUR", "country": "DE",
-    "channel": "pos", "label_is_fraud": 0, "label_scenario": None,
+    "transaction_id": "tx-x",
+    "event_time": "2026-01-02T10:00:00Z",
+    "user_id": "u1",
+    "card_id": "c1",
+    "merchant_id": "m1",
+    "merchant_category": "grocery",
+    "amount": 10.0,
+    "currency": "EUR",
+    "country": "DE",
+    "channel": "pos",
+    "label_is_fraud": 0,
+    "label_scenario": None,
 }
 # id -> (record or raw line, expected quarantine reason)
 BAD = {
@@ -44,7 +53,10 @@ BAD = {
     "bad-country": ({**GOOD, "transaction_id": "bad-country", "country": "ZZ"}, "unknown country"),
     "bad-user": ({**GOOD, "transaction_id": "bad-user", "user_id": None}, "missing or invalid user_id"),
     "bad-type": ({**GOOD, "transaction_id": "bad-type", "amount": "ten"}, "missing or invalid amount"),
-    "bad-future": ({**GOOD, "transaction_id": "bad-future", "event_time": "2099-01-01T00:00:00Z"}, "event_time in the future"),
+    "bad-future": (
+        {**GOOD, "transaction_id": "bad-future", "event_time": "2099-01-01T00:00:00Z"},
+        "event_time in the future",
+    ),
     "bad-channel": ({**GOOD, "transaction_id": "bad-channel", "channel": "fax"}, "unknown channel"),
 }
 BROKEN_LINE = '{"transaction_id": "broken", "amount": '
@@ -52,8 +64,12 @@ ROWS = 4_000
 # One user's burst: 8 transactions in 105 s, inside the simulated days (several sliding windows hold it).
 BURST_USER = "u-burst"
 BURST = [
-    {**GOOD, "transaction_id": f"burst-{i}", "user_id": BURST_USER,
-     "event_time": (datetime(2026, 1, 3, 12, 0, tzinfo=timezone.utc) + timedelta(seconds=15 * i)).isoformat()}
+    {
+        **GOOD,
+        "transaction_id": f"burst-{i}",
+        "user_id": BURST_USER,
+        "event_time": (datetime(2026, 1, 3, 12, 0, tzinfo=timezone.utc) + timedelta(seconds=15 * i)).isoformat(),
+    }
     for i in range(8)
 ]
 
@@ -92,7 +108,9 @@ def _table(spark, ctx, spec):
 
 def test_every_bronze_row_lands_in_exactly_one_silver_table(spark, lakehouse):
     ctx, repeated = lakehouse
-    bronze, scored, quarantine = (_table(spark, ctx, s) for s in (BRONZE_TRANSACTIONS, SILVER_SCORED, SILVER_QUARANTINE))
+    bronze, scored, quarantine = (
+        _table(spark, ctx, s) for s in (BRONZE_TRANSACTIONS, SILVER_SCORED, SILVER_QUARANTINE)
+    )
     assert bronze.count() == ROWS + len(BAD) + 3 + len(BURST) + repeated  # the blank line is not a record
     assert bronze.count() == scored.count() + quarantine.count()
     # As multisets of bronze rows: silver + quarantine is bronze, nothing lost, nothing twice.
@@ -105,7 +123,9 @@ def test_every_bronze_row_lands_in_exactly_one_silver_table(spark, lakehouse):
 def test_bad_rows_are_quarantined_with_their_reason(spark, lakehouse):
     ctx, _ = lakehouse
     quarantine = _table(spark, ctx, SILVER_QUARANTINE)
-    reasons = {r["transaction_id"]: r["quarantine_reason"] for r in quarantine.where("transaction_id LIKE 'bad-%'").collect()}
+    reasons = {
+        r["transaction_id"]: r["quarantine_reason"] for r in quarantine.where("transaction_id LIKE 'bad-%'").collect()
+    }
     assert reasons == {tid: reason for tid, (_, reason) in BAD.items()}
     assert quarantine.where(F.col("_raw") == BROKEN_LINE).first()["quarantine_reason"] == "unparseable record"
     dup = quarantine.where("transaction_id = 'dup-1'").collect()
@@ -147,10 +167,12 @@ def test_gold_windows_equal_a_batch_recomputation_open_and_final(spark, lakehous
     minutes = _table(spark, ctx, GOLD_DASHBOARD_MINUTE)
     assert activity.count() > 1_000
     # Counts exactly, sums up to rounding.
-    assertDataFrameEqual(activity.drop("is_final", "updated_at"), user_activity_5m(silver), checkRowOrder=False,
-                         rtol=1e-9)
-    assertDataFrameEqual(minutes.drop("is_final", "updated_at"), dashboard_minute(silver), checkRowOrder=False,
-                         rtol=1e-9)
+    assertDataFrameEqual(
+        activity.drop("is_final", "updated_at"), user_activity_5m(silver), checkRowOrder=False, rtol=1e-9
+    )
+    assertDataFrameEqual(
+        minutes.drop("is_final", "updated_at"), dashboard_minute(silver), checkRowOrder=False, rtol=1e-9
+    )
     # A window is final once the newest minute counted began the watermark delay after its end.
     newest_minute = silver.agg(F.date_trunc("minute", F.max("event_time"))).first()[0]
     watermark = newest_minute - timedelta(seconds=ctx.settings.streams.watermark_seconds)
@@ -167,7 +189,9 @@ def test_alerts_one_per_flagged_transaction_and_one_per_burst(spark, lakehouse):
     model = alerts.where("alert_type = 'model'")
     assert model.count() == flagged.count() > 0
     assert model.select("transaction_id").subtract(flagged.select("transaction_id")).count() == 0
-    busy = _table(spark, ctx, GOLD_USER_ACTIVITY).where(F.col("tx_count") >= ctx.settings.streams.activity_alert_threshold)
+    busy = _table(spark, ctx, GOLD_USER_ACTIVITY).where(
+        F.col("tx_count") >= ctx.settings.streams.activity_alert_threshold
+    )
     activity = alerts.where("alert_type = 'user_activity'")
     # The burst fills several sliding windows over the threshold, and raises one alert.
     assert busy.where(F.col("user_id") == BURST_USER).count() >= 3

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from fraudlake.conf.settings import PROFILES, Settings
 
+from fraudlake.conf.settings import PROFILES, Settings
 from fraudlake.errors import ConfigError
 from fraudlake.settings import Context, apply_assignments, load_settings, parse_settings
 
@@ -46,8 +46,10 @@ def test_switching_profile_with_set_keeps_explicit_values_and_moves_the_rest(tmp
 
 
 def test_a_set_value_wins_over_the_profile_in_either_order():
-    for assignments in (["profile=throughput", "streams.gold_trigger_seconds=7"],
-                        ["streams.gold_trigger_seconds=7", "profile=throughput"]):
+    for assignments in (
+        ["profile=throughput", "streams.gold_trigger_seconds=7"],
+        ["streams.gold_trigger_seconds=7", "profile=throughput"],
+    ):
         settings = apply_assignments(Settings(), assignments)
         assert settings.streams.gold_trigger_seconds == 7, assignments
         assert settings.ingest.trigger_seconds == PROFILES["throughput"]["ingest"]["trigger_seconds"]
@@ -109,9 +111,12 @@ def test_an_unknown_profile_on_the_command_line_is_bad_usage_naming_the_choices(
 
 
 def test_the_start_message_names_the_profile_and_marks_what_conf_set():
-    from fraudlake.pipeline import LAYERS, describe_profile
+    from fraudlake.orchestration.pipeline import LAYERS, describe_profile
 
     settings = parse_settings({"profile": "throughput", "streams": {"gold_trigger_seconds": 12}})
     # Bronze and silver run as one query, on bronze's interval; silver alone has its own.
-    assert describe_profile(settings, LAYERS) == "profile throughput: micro-batches every bronze+silver 5 s, gold 12 s (set)"
+    assert (
+        describe_profile(settings, LAYERS)
+        == "profile throughput: micro-batches every bronze+silver 5 s, gold 12 s (set)"
+    )
     assert describe_profile(settings, ("silver",)) == "profile throughput: micro-batches every silver 5 s"

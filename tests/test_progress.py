@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from fraudlake.errors import FraudlakeError
-from fraudlake.streaming import (
+from fraudlake.orchestration.streaming import (
     IntervalProgress,
     ProgressListener,
     ProgressTracker,
@@ -90,8 +90,14 @@ def test_a_bronze_only_run_shows_only_what_bronze_knows():
 
 def test_a_layer_without_a_batch_yet_shows_a_dash_not_zero():
     progress = IntervalProgress(
-        elapsed_seconds=5, input_rows_per_second=0.0, lag_seconds={"silver": None, "gold": None},
-        scored=0, flagged=0, quarantined=0, model_alerts=0, activity_alerts=0,
+        elapsed_seconds=5,
+        input_rows_per_second=0.0,
+        lag_seconds={"silver": None, "gold": None},
+        scored=0,
+        flagged=0,
+        quarantined=0,
+        model_alerts=0,
+        activity_alerts=0,
     )
     assert format_progress(progress).startswith("[   5s] in 0 rows/s · lag silver - gold - · fresh p95 - · scored 0")
 
@@ -134,7 +140,9 @@ def test_progress_goes_to_stderr_and_stdout_stays_for_the_result(capsys):
 
 
 def test_the_json_event_keeps_its_keys_when_layers_are_missing():
-    event = progress_event(IntervalProgress(elapsed_seconds=5, input_rows_per_second=None, lag_seconds={"bronze": None}))
+    event = progress_event(
+        IntervalProgress(elapsed_seconds=5, input_rows_per_second=None, lag_seconds={"bronze": None})
+    )
     assert set(event) == set(progress_event(WHOLE_PIPELINE))  # a consumer can always index it
     assert event["scored"] is None and event["alerts"] is None and event["lag_seconds"] == {"bronze": None}
 
@@ -263,8 +271,9 @@ def test_a_bronze_only_run_has_nothing_to_report():
 
 def test_a_layer_that_never_catches_up_is_stopped_at_the_limit_and_named(capsys):
     bronze, silver, gold = FakeQuery("b"), FakeQuery("s"), FakeQuery("g", has_more=True)
-    reached = drain_in_stages({"bronze": bronze, "silver": silver, "gold": gold},
-                              [["bronze"], ["silver"], ["gold"]], {}, timeout=1.0)
+    reached = drain_in_stages(
+        {"bronze": bronze, "silver": silver, "gold": gold}, [["bronze"], ["silver"], ["gold"]], {}, timeout=1.0
+    )
     assert reached == {"gold": 1.0}
     assert not any(q.isActive for q in (bronze, silver, gold))
     assert "gold had not caught up after 1 s (the drain limit)" in capsys.readouterr().err
@@ -322,8 +331,9 @@ def test_a_source_slower_than_the_stop_limit_is_stopped_at_a_batch_boundary_not_
 def test_run_reports_the_queries_and_the_drain_limit_per_query():
     queries = {"bronze": FakeQuery("b", [report("b", 0, 10)]), "gold": FakeQuery("g", has_more=True)}
     seen = []
-    result = run_queries(queries, duration=0.1, progress_seconds=60, stages=[["bronze"], ["gold"]],
-                         report=seen.append, drain_seconds=1.0)
+    result = run_queries(
+        queries, duration=0.1, progress_seconds=60, stages=[["bronze"], ["gold"]], report=seen.append, drain_seconds=1.0
+    )
     assert result["bronze"]["rows"] == 10 and result["bronze"]["drain_limit_seconds"] is None
     assert result["gold"]["drain_limit_seconds"] == 1.0
     assert seen == []  # shorter than one progress interval

@@ -28,7 +28,9 @@ def test_names_from_conf_are_quoted_where_sql_needs_it(tmp_path):
     assert quote_identifier("dev-fraud") == "`dev-fraud`"
     assert quote_identifier("odd`name") == "`odd``name`"
     assert quote_identifier("1st") == "`1st`"
-    assert qualified_name("spark_catalog", "silver", "scored_transactions") == "spark_catalog.silver.scored_transactions"
+    assert (
+        qualified_name("spark_catalog", "silver", "scored_transactions") == "spark_catalog.silver.scored_transactions"
+    )
     ctx = make_context(tmp_path, catalog={"catalog": "dev-fraud", "silver_schema": "a`b.c"})
     assert table_name(ctx, SILVER_SCORED) == "`dev-fraud`.`a``b.c`.scored_transactions"
     assert schema_name(ctx, "silver") == "`dev-fraud`.`a``b.c`"
@@ -64,11 +66,14 @@ def _out_of_date_lakehouse(spark, ctx) -> None:
     from pyspark.sql.types import DataType
 
     for spec in ALL_TABLES:
-        fields = [f for f in DataType.fromDDL(spec.columns).fields if (spec, f.name) != (SILVER_SCORED, "flag_threshold")]
+        fields = [
+            f for f in DataType.fromDDL(spec.columns).fields if (spec, f.name) != (SILVER_SCORED, "flag_threshold")
+        ]
         ddl = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in fields)
         spark.sql(f"CREATE TABLE delta.`{table_location(ctx, spec)}` ({ddl}) USING DELTA")
-    spark.sql(f"INSERT INTO delta.`{table_location(ctx, BRONZE_TRANSACTIONS)}` (transaction_id, amount) "
-              "VALUES ('t1', 1.5)")
+    spark.sql(
+        f"INSERT INTO delta.`{table_location(ctx, BRONZE_TRANSACTIONS)}` (transaction_id, amount) VALUES ('t1', 1.5)"
+    )
 
 
 def _latest_versions(spark, ctx) -> dict[str, int]:
@@ -142,12 +147,15 @@ def test_read_only_commands_leave_every_table_history_unchanged(spark, tmp_path,
     # Tables an older version left: a writer would upgrade every one of them.
     _out_of_date_lakehouse(spark, ctx)
     before = _latest_versions(spark, ctx)
-    code, out, _ = fraudlake(capsys, home, "sql", f"SELECT count(*) AS n FROM {table_name(ctx, BRONZE_TRANSACTIONS)}",
-                             "--format", "json")
+    code, out, _ = fraudlake(
+        capsys, home, "sql", f"SELECT count(*) AS n FROM {table_name(ctx, BRONZE_TRANSACTIONS)}", "--format", "json"
+    )
     assert code == 0 and json.loads(out) == [{"n": 1}]
     listed = json.loads(fraudlake(capsys, home, "tables", "--format", "json")[1])
     assert {r["table"]: r["version"] for r in listed} == {table_name(ctx, s): before[s.name] for s in ALL_TABLES}
-    history = json.loads(fraudlake(capsys, home, "audit", "history", "silver.scored_transactions", "--format", "json")[1])
+    history = json.loads(
+        fraudlake(capsys, home, "audit", "history", "silver.scored_transactions", "--format", "json")[1]
+    )
     assert [r["operation"] for r in history] == ["CREATE TABLE"]
     assert _latest_versions(spark, ctx) == before
     assert "flag_threshold" not in _silver_columns(spark, ctx)

@@ -72,11 +72,22 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     # source's first batch holds every row of the downtime (the kill, then a JVM start), and the run
     # must commit it and drain before it stops (at 400 rows/s on a machine with a quarter of its CPU
     # stolen, each combined batch took 35 s and the restarted run 4 minutes).
-    run = [str(script), "run", "--layers", "bronze,silver,gold", "--source", "rate", "--rate", "100",
-           "--set", "streams.watermark_seconds=5"]
+    run = [
+        str(script),
+        "run",
+        "--layers",
+        "bronze,silver,gold",
+        "--source",
+        "rate",
+        "--rate",
+        "100",
+        "--set",
+        "streams.watermark_seconds=5",
+    ]
 
-    victim = subprocess.Popen(run, env=env, cwd=tmp_path, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        run, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     alerts = home / "warehouse" / "gold" / "fraud_alerts"
     try:
         deadline = time.time() + 240
@@ -88,8 +99,14 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
         victim.wait(30)
 
     # 60 s more: events span two minute boundaries, so some windows are final and some open.
-    result = subprocess.run([*run, "--duration", "60", "--format", "json"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [*run, "--duration", "60", "--format", "json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, f"the restarted run exited {result.returncode}:\n{result.stderr[-4000:]}"
     summary = json.loads(result.stdout)
     assert summary["model_versions"] == ["fraud_detector v1"]
@@ -125,9 +142,11 @@ def test_demo_on_a_clean_home_ends_with_the_summary_and_reports(tmp_path):
     result = run_cli("demo", "--duration", "30", "--format", "json", home=home, timeout=600)
     summary = json.loads(result.stdout)
     rows = summary["rows"]
-    assert rows["spark_catalog.bronze.transactions"] == (
-        rows["spark_catalog.silver.scored_transactions"] + rows["spark_catalog.silver.quarantine"]
-    ) > 0
+    assert (
+        rows["spark_catalog.bronze.transactions"]
+        == (rows["spark_catalog.silver.scored_transactions"] + rows["spark_catalog.silver.quarantine"])
+        > 0
+    )
     assert summary["model_versions"] == ["fraud_detector v1"]
     assert Path(summary["evaluation_report"]).is_file() and Path(summary["run_report"]).is_file()
     assert "no champion model yet: training" in result.stderr

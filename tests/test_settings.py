@@ -6,10 +6,19 @@ import subprocess
 import sys
 
 import pytest
+from pydantic import ValidationError
 
 from fraudlake.conf.settings import Settings
 from fraudlake.errors import ConfigError
-from fraudlake.settings import Context, Paths, load_settings, packaged_conf, parse_settings, resolve_conf_path, resolve_home
+from fraudlake.settings import (
+    Context,
+    Paths,
+    load_settings,
+    packaged_conf,
+    parse_settings,
+    resolve_conf_path,
+    resolve_home,
+)
 
 
 def test_packaged_local_conf_matches_the_model_defaults():
@@ -19,7 +28,7 @@ def test_packaged_local_conf_matches_the_model_defaults():
 
 def test_settings_are_frozen():
     settings = Settings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.simulator.seed = 1  # type: ignore[misc]
 
 
@@ -102,7 +111,10 @@ def test_cli_bad_conf_key_exits_2_with_one_line(tmp_path):
     conf.write_text("spark:\n  shuffle_partitons: 4\n")
     result = subprocess.run(
         [sys.executable, "-m", "fraudlake.cli", "--conf", str(conf), "tables"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -12,15 +12,18 @@ from fraudlake.settings import apply_assignments
 
 
 def test_values_take_the_type_of_their_setting():
-    s = apply_assignments(Settings(), [
-        "ingest.rate=5",
-        "spark.ui_enabled=true",
-        "ml.tracking_uri=databricks",
-        "ml.precision_at_k=[10, 20]",
-        "streams.model_uri=null",
-        "simulator.scenario_mix.amount_anomaly=0.5",
-        "catalog.catalog=on",  # a name, although YAML 1.1 would read it as true
-    ])
+    s = apply_assignments(
+        Settings(),
+        [
+            "ingest.rate=5",
+            "spark.ui_enabled=true",
+            "ml.tracking_uri=databricks",
+            "ml.precision_at_k=[10, 20]",
+            "streams.model_uri=null",
+            "simulator.scenario_mix.amount_anomaly=0.5",
+            "catalog.catalog=on",  # a name, although YAML 1.1 would read it as true
+        ],
+    )
     assert s.ingest.rate == 5 and s.spark.ui_enabled is True
     assert s.ml.tracking_uri == "databricks" and s.ml.precision_at_k == (10, 20)
     assert s.streams.model_uri is None and s.simulator.scenario_mix.amount_anomaly == 0.5
@@ -28,11 +31,14 @@ def test_values_take_the_type_of_their_setting():
     assert s.simulator.seed == Settings().simulator.seed  # everything else untouched
 
 
-@pytest.mark.parametrize("assignment, message", [
-    ("catalog.catalgo=main", "--set: catalog.catalgo: unknown key"),
-    ("catalogue.catalog=main", "--set: catalogue: unknown key"),
-    ("ingest.rate.max=3", "--set: ingest.rate: a value, not a section ('ingest.rate.max=3')"),
-])
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("catalog.catalgo=main", "--set: catalog.catalgo: unknown key"),
+        ("catalogue.catalog=main", "--set: catalogue: unknown key"),
+        ("ingest.rate.max=3", "--set: ingest.rate: a value, not a section ('ingest.rate.max=3')"),
+    ],
+)
 def test_a_wrong_key_is_named(assignment, message):
     with pytest.raises(ConfigError) as info:
         apply_assignments(Settings(), [assignment])
@@ -47,10 +53,19 @@ def test_a_wrong_value_is_named_with_its_key():
 
 def test_set_before_and_after_the_command_both_apply_in_order(tmp_path, monkeypatch):
     monkeypatch.delenv("FRAUDLAKE_CONF", raising=False)
-    args = build_parser().parse_args([
-        "--set", "ingest.rate=7", "--set", "simulator.seed=1",
-        "tables", "--home", str(tmp_path), "--set", "simulator.seed=3",
-    ])
+    args = build_parser().parse_args(
+        [
+            "--set",
+            "ingest.rate=7",
+            "--set",
+            "simulator.seed=1",
+            "tables",
+            "--home",
+            str(tmp_path),
+            "--set",
+            "simulator.seed=3",
+        ]
+    )
     ctx = context_from(args)
     assert ctx.settings.ingest.rate == 7 and ctx.settings.simulator.seed == 3
 

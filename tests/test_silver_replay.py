@@ -14,7 +14,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from fraudlake.ml.train import train_model
-from fraudlake.pipeline import load_champion
+from fraudlake.orchestration.pipeline import load_champion
 from fraudlake.silver import stream as silver_stream
 from fraudlake.silver.stream import SilverBatchWriter
 from fraudlake.simulator import generate_batch
@@ -26,8 +26,9 @@ pytestmark = pytest.mark.spark
 
 @pytest.fixture(scope="module")
 def silver_home(spark, tmp_path_factory):
-    ctx = make_context(tmp_path_factory.mktemp("silver-replay") / "home",
-                       ml={"samples": 2_000, "isolation_forest_trees": 20})
+    ctx = make_context(
+        tmp_path_factory.mktemp("silver-replay") / "home", ml={"samples": 2_000, "isolation_forest_trees": 20}
+    )
     ensure_tables(spark, ctx)
     train_model(spark, ctx, model="isolation_forest")
     return ctx, load_champion(spark, ctx)
@@ -89,7 +90,10 @@ def test_a_replay_after_a_crash_between_quarantine_and_silver_lands_each_row_onc
     assert _counts(spark, ctx, _ids(batch))["quarantined"] == 5
     SilverBatchWriter(ctx, scorer, "test-replay-crashed")(batch, 0)
     assert _counts(spark, ctx, _ids(batch)) == {
-        "scored": 35, "scored_ids": 35, "quarantined": 5, "reasons": ["amount not positive and finite"],
+        "scored": 35,
+        "scored_ids": 35,
+        "quarantined": 5,
+        "reasons": ["amount not positive and finite"],
     }
 
 

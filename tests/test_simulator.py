@@ -71,7 +71,9 @@ def test_stolen_card_bursts_are_rapid_and_online_at_any_hour(generated):
     bursts = (
         generated.where("label_scenario = 'compromised_card'")
         .groupBy("card_id")
-        .agg(F.count("*").alias("n"), (F.max("event_time").cast("long") - F.min("event_time").cast("long")).alias("span"))
+        .agg(
+            F.count("*").alias("n"), (F.max("event_time").cast("long") - F.min("event_time").cast("long")).alias("span")
+        )
     )
     typical = bursts.approxQuantile("n", [0.5], 0.0)[0]
     assert typical >= 4
@@ -88,9 +90,15 @@ def test_stolen_card_bursts_are_rapid_and_online_at_any_hour(generated):
 def test_every_hour_of_the_utc_day_has_genuine_spending_and_the_same_fraud_share(generated):
     """One clock for batch and stream: no hour-of-day rule for a model to learn that a live
     stream would contradict at another hour (the rate stream's hours are the wall clock's)."""
-    hours = generated.groupBy(F.hour("event_time").alias("h")).agg(
-        F.count("*").alias("n"), F.sum(1 - F.col("label_is_fraud")).alias("genuine"), F.avg("label_is_fraud").alias("fraud")
-    ).collect()
+    hours = (
+        generated.groupBy(F.hour("event_time").alias("h"))
+        .agg(
+            F.count("*").alias("n"),
+            F.sum(1 - F.col("label_is_fraud")).alias("genuine"),
+            F.avg("label_is_fraud").alias("fraud"),
+        )
+        .collect()
+    )
     assert len(hours) == 24
     counts = [h["n"] for h in hours]
     assert max(counts) < 1.3 * min(counts)
@@ -111,8 +119,11 @@ def test_the_same_expressions_run_as_a_stream(spark, tmp_path):
     rows = spark.readStream.format("rate").option("rowsPerSecond", 200).load()
     stream = simulate(rows, SimulatorSettings(), clock="source")
     query = (
-        stream.writeStream.format("memory").queryName("simulated_stream")
-        .option("checkpointLocation", str(tmp_path / "cp")).trigger(processingTime="1 second").start()
+        stream.writeStream.format("memory")
+        .queryName("simulated_stream")
+        .option("checkpointLocation", str(tmp_path / "cp"))
+        .trigger(processingTime="1 second")
+        .start()
     )
     try:
         query.processAllAvailable()
@@ -149,7 +160,9 @@ def test_ids_never_truncate_for_large_populations(spark):
         F.regexp_extract("user_id", r"^u(\d{6,})$", 1).cast("long").alias("user"),
         F.regexp_extract("merchant_id", r"^m(\d{5,})$", 1).cast("long").alias("merchant"),
     )
-    stats = ids.agg(F.max("user"), F.max("merchant"), F.count_if(F.col("user").isNull() | F.col("merchant").isNull())).first()
+    stats = ids.agg(
+        F.max("user"), F.max("merchant"), F.count_if(F.col("user").isNull() | F.col("merchant").isNull())
+    ).first()
     assert stats[0] >= 1_000_000 and stats[0] < sim.n_users  # 7- and 8-digit users keep every digit
     assert stats[1] >= 100_000 and stats[1] < sim.n_merchants
     assert stats[2] == 0

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from fraudlake.orchestration.streaming import scheduler_pool
 from fraudlake.silver.validation import IN_THE_FUTURE, validate
-from fraudlake.streaming import scheduler_pool
 
 pytestmark = pytest.mark.spark
 
@@ -22,9 +22,18 @@ def test_the_future_is_judged_against_when_bronze_received_the_row(spark):
         ("ahead-1-hour", received + timedelta(hours=1), received),
     ]
     bronze = spark.createDataFrame(rows, "transaction_id string, event_time timestamp, _ingest_time timestamp")
-    for column, value in (("user_id", "u"), ("card_id", "c"), ("merchant_id", "m"), ("currency", "EUR"),
-                          ("country", "DE"), ("channel", "pos"), ("_raw", None)):
-        bronze = bronze.selectExpr("*", f"CAST({value!r} AS STRING) AS {column}" if value else f"CAST(NULL AS STRING) AS {column}")
+    for column, value in (
+        ("user_id", "u"),
+        ("card_id", "c"),
+        ("merchant_id", "m"),
+        ("currency", "EUR"),
+        ("country", "DE"),
+        ("channel", "pos"),
+        ("_raw", None),
+    ):
+        bronze = bronze.selectExpr(
+            "*", f"CAST({value!r} AS STRING) AS {column}" if value else f"CAST(NULL AS STRING) AS {column}"
+        )
     bronze = bronze.selectExpr("*", "10.0D AS amount")
 
     reasons = {row["transaction_id"]: row["quarantine_reason"] for row in validate(bronze, DAY).collect()}

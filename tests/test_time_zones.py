@@ -82,8 +82,13 @@ def test_a_given_time_reaches_spark_as_that_instant(host_zone, instant):
 
 def test_parse_utc_reads_iso_8601_and_a_missing_offset_as_utc(host_zone):
     expected = datetime(2026, 11, 28, 18, 0, tzinfo=timezone.utc)
-    for text in ("2026-11-28T18:00:00Z", "2026-11-28 18:00", " 2026-11-28T18:00:00+00:00 ", "2026-11-28T23:30+05:30",
-                 "2026-11-28T13:00:00-05:00"):
+    for text in (
+        "2026-11-28T18:00:00Z",
+        "2026-11-28 18:00",
+        " 2026-11-28T18:00:00+00:00 ",
+        "2026-11-28T23:30+05:30",
+        "2026-11-28T13:00:00-05:00",
+    ):
         parsed = parse_utc(text)
         assert parsed == expected and parsed.tzinfo == timezone.utc, text
     with pytest.raises(ValueError):
@@ -106,7 +111,7 @@ def test_a_collected_row_is_shown_in_utc(host_zone):
 def test_the_cli_reads_as_of_timestamp_as_utc(host_zone):
     import argparse
 
-    from fraudlake.audit_cli import _timestamp
+    from fraudlake.cli.audit import _timestamp
 
     assert _timestamp("2026-11-28 18:00") == datetime(2026, 11, 28, 18, 0, tzinfo=timezone.utc)
     with pytest.raises(argparse.ArgumentTypeError, match="not an ISO timestamp"):

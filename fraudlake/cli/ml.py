@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from fraudlake.cli import bounded
+from fraudlake.cli.common import bounded
 from fraudlake.errors import FraudlakeError
 from fraudlake.output import emit, note, render_mapping, render_records
 
@@ -28,7 +28,7 @@ _share = bounded(float, 0, 0.5)
 
 def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
     """Add the model lifecycle subparsers to the ``fraudlake`` command."""
-    from fraudlake.cli import _format_option, _positive_int
+    from fraudlake.cli.common import format_option, positive_int
     from fraudlake.ml.data import SPLITS
     from fraudlake.ml.model import MODEL_KINDS
 
@@ -41,7 +41,7 @@ def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
     )
     source = train.add_mutually_exclusive_group()
     source.add_argument(
-        "--samples", type=_positive_int, help="simulated transactions to train on (default from conf: 30000)"
+        "--samples", type=positive_int, help="simulated transactions to train on (default from conf: 30000)"
     )
     source.add_argument("--input", help="labelled transactions in the bronze schema: Delta, Parquet, CSV or JSON lines")
     train.add_argument(
@@ -61,7 +61,7 @@ def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--fraud-rate", type=float, help="simulator: share of fraudulent transactions (default from conf)"
     )
-    _format_option(train)
+    format_option(train)
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser(
@@ -77,7 +77,7 @@ def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
     evaluate.add_argument(
         "--k", type=_k_list, help="precision@k cut-offs, comma-separated (default from conf: 50,100,200)"
     )
-    _format_option(evaluate)
+    format_option(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     promote = commands.add_parser(
@@ -87,8 +87,8 @@ def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
         description="Move the champion alias to a version; the old champion keeps its version and gets "
         "the previous_champion alias.",
     )
-    promote.add_argument("--version", type=_positive_int, required=True, help="model version to promote")
-    _format_option(promote)
+    promote.add_argument("--version", type=positive_int, required=True, help="model version to promote")
+    format_option(promote)
     promote.set_defaults(handler=cmd_promote)
 
     models = commands.add_parser(
@@ -97,12 +97,12 @@ def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
         help="list model versions, aliases and key metrics",
         description="List the registered versions of the model with their aliases, flag threshold and holdout metrics.",
     )
-    _format_option(models)
+    format_option(models)
     models.set_defaults(handler=cmd_models)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fraudlake.cli import context_from
+    from fraudlake.cli.common import context_from
     from fraudlake.ml.train import train_model
     from fraudlake.spark import get_spark
 
@@ -137,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from fraudlake.cli import context_from
+    from fraudlake.cli.common import context_from
     from fraudlake.ml.evaluate import evaluate_model, file_frame
     from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
 
@@ -155,7 +155,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from fraudlake.cli import context_from
+    from fraudlake.cli.common import context_from
     from fraudlake.ml.registry import mlflow_client, promote
 
     ctx = context_from(args)
@@ -167,7 +167,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from fraudlake.cli import context_from
+    from fraudlake.cli.common import context_from
     from fraudlake.ml.registry import list_versions, mlflow_client
 
     ctx = context_from(args)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from fraudlake.conf.settings import Settings
 from fraudlake.errors import FraudlakeError
-from fraudlake.settings import Context
+from fraudlake.orchestration.streaming import scheduler_pool
 from fraudlake.output import note
-from fraudlake.streaming import scheduler_pool
+from fraudlake.settings import Context
 from fraudlake.streaming_io import append_once, triggered, writer_app_id
 from fraudlake.tables import (
     ALL_TABLES,
@@ -122,8 +122,9 @@ def load_champion(spark, ctx: Context):
         raise FraudlakeError(f"silver cannot start: {error}") from None
 
 
-def start_pipeline(spark, ctx: Context, layers, source: str, rate: int | None = None, landing: str | None = None,
-                   out=None) -> Pipeline:
+def start_pipeline(
+    spark, ctx: Context, layers, source: str, rate: int | None = None, landing: str | None = None, out=None
+) -> Pipeline:
     """Start the queries of ``layers``, upstream first. The model is resolved before anything starts.
 
     >>> pipeline = start_pipeline(spark, ctx, LAYERS, "rate", rate=200)  # doctest: +SKIP
@@ -201,8 +202,15 @@ class IngestAndScore:
             rows.unpersist()
 
 
-def start_ingest_and_score(spark, ctx: Context, source: str, scorer, rate: int | None = None,
-                           landing: str | None = None, available_now: bool = False):
+def start_ingest_and_score(
+    spark,
+    ctx: Context,
+    source: str,
+    scorer,
+    rate: int | None = None,
+    landing: str | None = None,
+    available_now: bool = False,
+):
     """Start the combined bronze + silver query; returns ``(query, writer)``.
 
     Bronze rows silver has not routed yet (from a bronze-only run, or a batch a crash
@@ -274,7 +282,8 @@ def lakehouse_summary(spark, ctx: Context) -> dict:
     summary["live_precision"] = round(tp / (tp + fp), 4) if tp + fp else None
     summary["live_recall"] = round(tp / (tp + fn), 4) if tp + fn else None
     summary["model_versions"] = sorted(
-        f"{r['model_name']} v{r['model_version']}" for r in silver.select("model_name", "model_version").distinct().collect()
+        f"{r['model_name']} v{r['model_version']}"
+        for r in silver.select("model_name", "model_version").distinct().collect()
     )
     return summary
 
@@ -286,7 +295,7 @@ def catch_up(spark, ctx: Context, layers, landing: str | None = None, out=None) 
     landing folder, each later layer reads what the one before has committed.
     Returns rows processed per query.
     """
-    from fraudlake.streaming import rows_processed
+    from fraudlake.orchestration.streaming import rows_processed
 
     scorer = load_champion(spark, ctx) if "silver" in layers else None
     stages = []

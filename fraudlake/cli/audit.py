@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 
-from fraudlake.cli import bounded
+from fraudlake.cli.common import bounded
 from fraudlake.output import emit, note, render_frame, render_mapping, render_records
 from fraudlake.timeutil import parse_utc
 
@@ -39,46 +39,62 @@ def _ids(text: str) -> list[str]:
 
 def _as_of_options(parser: argparse.ArgumentParser) -> None:
     when = parser.add_mutually_exclusive_group()
-    when.add_argument("--as-of-version", type=_version, metavar="N",
-                      help="silver as it was at this Delta version (default: the latest)")
-    when.add_argument("--as-of-timestamp", type=_timestamp, metavar="TS",
-                      help="silver as it was at this time (ISO 8601; UTC unless an offset is given)")
+    when.add_argument(
+        "--as-of-version",
+        type=_version,
+        metavar="N",
+        help="silver as it was at this Delta version (default: the latest)",
+    )
+    when.add_argument(
+        "--as-of-timestamp",
+        type=_timestamp,
+        metavar="TS",
+        help="silver as it was at this time (ISO 8601; UTC unless an offset is given)",
+    )
 
 
 def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
     """Add ``audit``, ``rescore`` and ``maintain`` to the ``fraudlake`` command."""
-    from fraudlake.cli import _format_option, _positive_int
+    from fraudlake.cli.common import format_option, positive_int
 
     audit = commands.add_parser(
-        "audit", parents=[common], help="how a transaction was scored; table history and changes",
+        "audit",
+        parents=[common],
+        help="how a transaction was scored; table history and changes",
         description="Answer audit questions from Delta's history: a transaction's score, model and raw record "
         "at any retained version, a table's history, and the rows changed between two versions.",
     )
     what = audit.add_subparsers(dest="audit_command", metavar="WHAT", required=True)
 
     tx = what.add_parser(
-        "transaction", parents=[common], help="a transaction's score, model version, raw record and alerts",
+        "transaction",
+        parents=[common],
+        help="a transaction's score, model version, raw record and alerts",
         description="Show the silver row of a transaction as it was at a version (score, flag, threshold, "
         "model name and version, scored_at), the silver version that wrote it, its bronze record and the "
         "alerts that point at it. Exit code 4 when the id is not found.",
     )
     tx.add_argument("transaction_id", help="the transaction id, e.g. tx-123")
     _as_of_options(tx)
-    _format_option(tx)
+    format_option(tx)
     tx.set_defaults(handler=cmd_audit_transaction)
 
     history = what.add_parser(
-        "history", parents=[common], help="a table's Delta history, readable",
+        "history",
+        parents=[common],
+        help="a table's Delta history, readable",
         description="DESCRIBE HISTORY as a table: version, time, operation, rows and files written, and the "
         "streaming query and batch (or idempotent writer and batch) that wrote each version.",
     )
     history.add_argument("table", help="e.g. silver.scored_transactions, gold.fraud_alerts")
-    history.add_argument("--limit", type=_positive_int, help="the newest N versions only")
-    _format_option(history)
+    history.add_argument("--limit", type=positive_int, help="the newest N versions only")
+    format_option(history)
     history.set_defaults(handler=cmd_audit_history)
 
     changes = what.add_parser(
-        "changes", parents=[common], help="rows inserted, updated and deleted between two versions",
+        "changes",
+        parents=[common],
+        help="rows inserted, updated and deleted between two versions",
         description="The change data feed between two versions, inclusive: one row per inserted or deleted "
         "row, and a pre- and post-image per updated row (silver tables).",
     )
@@ -86,22 +102,26 @@ def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
     changes.add_argument("--from-version", type=_version, required=True, metavar="A", help="first version")
     changes.add_argument("--to-version", type=_version, metavar="B", help="last version (default: the latest)")
     changes.add_argument("--columns", type=_ids, help="comma-separated columns to show (default: all)")
-    changes.add_argument("--max-rows", type=_positive_int, default=1000, help="rows to print at most (default 1000)")
-    _format_option(changes)
+    changes.add_argument("--max-rows", type=positive_int, default=1000, help="rows to print at most (default 1000)")
+    format_option(changes)
     changes.set_defaults(handler=cmd_audit_changes)
 
     rescore = what.add_parser(
-        "rescore", parents=[common], help="score a transaction again with its recorded model version",
+        "rescore",
+        parents=[common],
+        help="score a transaction again with its recorded model version",
         description="Re-score the transaction's recorded features with the model version recorded beside them "
         "(from the registry) and show the stored and recomputed scores side by side.",
     )
     rescore.add_argument("transaction_id", help="the transaction id")
     _as_of_options(rescore)
-    _format_option(rescore)
+    format_option(rescore)
     rescore.set_defaults(handler=cmd_audit_rescore)
 
     slice_ = commands.add_parser(
-        "rescore", parents=[common], help="re-score silver rows with the champion (after a promotion)",
+        "rescore",
+        parents=[common],
+        help="re-score silver rows with the champion (after a promotion)",
         description="Score silver transactions of an event-time range and/or ids with the champion (or "
         "--model-uri) and update them in place with one MERGE; rows already scored by that version are "
         "skipped, newly flagged ones get a model alert. Delta keeps the old scores for audits.",
@@ -110,26 +130,31 @@ def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
     slice_.add_argument("--until", type=_timestamp, metavar="TS", help="event time until (exclusive)")
     slice_.add_argument("--ids", type=_ids, help="comma-separated transaction ids")
     slice_.add_argument("--model-uri", help="model to score with (default models:/<model_name>@champion)")
-    _format_option(slice_)
+    format_option(slice_)
     slice_.set_defaults(handler=cmd_rescore)
 
     maintain = commands.add_parser(
-        "maintain", parents=[common], help="compact small files and vacuum within the audit window",
+        "maintain",
+        parents=[common],
+        help="compact small files and vacuum within the audit window",
         description="OPTIMIZE every table (compacts the small files streaming writes leave) and VACUUM files "
         "no version inside the audit window needs. Without flags, both. --retain-hours below the window "
         "(audit.deleted_file_retention_days) is refused.",
     )
     maintain.add_argument("--optimize", action="store_true", help="compact small files")
     maintain.add_argument("--vacuum", action="store_true", help="delete files older versions no longer need")
-    maintain.add_argument("--retain-hours", type=bounded(float),
-                          help="vacuum: keep files this many hours (default and minimum: the audit window)")
-    _format_option(maintain)
+    maintain.add_argument(
+        "--retain-hours",
+        type=bounded(float),
+        help="vacuum: keep files this many hours (default and minimum: the audit window)",
+    )
+    format_option(maintain)
     maintain.set_defaults(handler=cmd_maintain)
 
 
 def _writer(args):
     """Context and session for ``rescore`` and ``maintain``, which write (and so may upgrade) tables."""
-    from fraudlake.cli import context_from, writer_session
+    from fraudlake.cli.common import context_from, writer_session
 
     ctx = context_from(args)
     return ctx, writer_session(ctx, args)
@@ -138,7 +163,7 @@ def _writer(args):
 def _reader(args, specs):
     """Context and session for an audit, which reads ``specs`` and changes no table: a table the
     home does not have yet is a not-found error (exit 4) naming it, not a Spark trace."""
-    from fraudlake.cli import context_from, not_created_yet, reader_session
+    from fraudlake.cli.common import context_from, not_created_yet, reader_session
     from fraudlake.errors import NotFoundError
     from fraudlake.tables import table_name
 
@@ -164,9 +189,7 @@ def _readable_transaction(result: dict) -> dict:
     flat["bronze_record"] = bronze.get("record", "(not in bronze)")
     flat["bronze_source"] = bronze.get("source")
     flat["bronze_ingested_at"] = bronze.get("ingested_at")
-    flat["alerts"] = [
-        f"{a['alert_type']} at {a['alert_time']}: {a['reason']}" for a in result["alerts"]
-    ] or "(none)"
+    flat["alerts"] = [f"{a['alert_type']} at {a['alert_time']}: {a['reason']}" for a in result["alerts"]] or "(none)"
     return flat
 
 
@@ -181,7 +204,7 @@ def cmd_audit_transaction(args: argparse.Namespace) -> int:
 
 def cmd_audit_history(args: argparse.Namespace) -> int:
     from fraudlake.audit import resolve_table, table_history
-    from fraudlake.cli import context_from
+    from fraudlake.cli.common import context_from
 
     spec = resolve_table(context_from(args), args.table)  # an unknown name fails before Spark starts
     ctx, spark = _reader(args, [spec])
@@ -191,7 +214,7 @@ def cmd_audit_history(args: argparse.Namespace) -> int:
 
 def cmd_audit_changes(args: argparse.Namespace) -> int:
     from fraudlake.audit import resolve_table, table_changes
-    from fraudlake.cli import context_from
+    from fraudlake.cli.common import context_from
 
     spec = resolve_table(context_from(args), args.table)
     ctx, spark = _reader(args, [spec])
@@ -216,7 +239,7 @@ def cmd_audit_rescore(args: argparse.Namespace) -> int:
 
 def cmd_rescore(args: argparse.Namespace) -> int:
     from fraudlake.errors import FraudlakeError
-    from fraudlake.rescore import rescore_silver
+    from fraudlake.orchestration.rescore import rescore_silver
 
     if args.since is None and args.until is None and not args.ids:
         raise FraudlakeError("choose the transactions to re-score: --since/--until (event time) and/or --ids")
@@ -227,7 +250,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 def cmd_maintain(args: argparse.Namespace) -> int:
     from fraudlake.audit import check_retention, maintain
-    from fraudlake.cli import context_from
+    from fraudlake.cli.common import context_from
 
     both = not args.optimize and not args.vacuum
     optimize, vacuum = args.optimize or both, args.vacuum or both

@@ -207,8 +207,11 @@ def format_progress(progress: IntervalProgress) -> str:
     if freshness_known:
         parts.append(f"fresh p95 {_secs(progress.freshness_p95_seconds)}")
     if progress.scored is not None:
-        parts += [f"scored {progress.scored:,}", f"flagged {progress.flagged or 0:,}",
-                  f"quarantined {progress.quarantined or 0:,}"]
+        parts += [
+            f"scored {progress.scored:,}",
+            f"flagged {progress.flagged or 0:,}",
+            f"quarantined {progress.quarantined or 0:,}",
+        ]
     if progress.model_alerts is not None:
         model, activity = progress.model_alerts, progress.activity_alerts or 0
         parts.append(f"alerts {model + activity:,} (model {model:,}, activity {activity:,})")
@@ -255,8 +258,9 @@ def _names(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def format_left_behind(left: dict[str, int], limit_reached: dict[str, float] | None = None,
-                       interrupted: bool = False) -> str:
+def format_left_behind(
+    left: dict[str, int], limit_reached: dict[str, float] | None = None, interrupted: bool = False
+) -> str:
     """What each layer had not read of what the layer before committed, when the run ended.
 
     ``limit_reached`` names the queries stopped at the drain limit (name → seconds).
@@ -376,7 +380,7 @@ class ProgressTracker:
         self._since = now
         return progress
 
-    def _input_rate(self, source: "QueryTally", now: float) -> float:
+    def _input_rate(self, source: QueryTally, now: float) -> float:
         """Rows/s the source landed since it last landed rows. Rows land when a micro-batch
         commits: while one longer than the interval is still running, the rate measured at the
         last commit stands (no line of 0 rows/s between two batches); a source whose last
@@ -459,8 +463,10 @@ def _caught_up(query, since: float, interval: float) -> bool:
     if not query.isActive:
         return True
     status = query.status
-    return time.monotonic() >= since + interval + 0.5 and not status.get("isTriggerActive") and not status.get(
-        "isDataAvailable"
+    return (
+        time.monotonic() >= since + interval + 0.5
+        and not status.get("isTriggerActive")
+        and not status.get("isDataAvailable")
     )
 
 
@@ -470,8 +476,9 @@ def drain_limit(timeout: float, intervals: Iterable[float]) -> float:
     return max([timeout, *(3 * interval + 1 for interval in intervals)])
 
 
-def drain_in_stages(queries: dict, stages: list[list[str]], intervals: dict[str, float],
-                    timeout: float = DRAIN_SECONDS) -> dict[str, float]:
+def drain_in_stages(
+    queries: dict, stages: list[list[str]], intervals: dict[str, float], timeout: float = DRAIN_SECONDS
+) -> dict[str, float]:
     """Stop a pipeline so every layer ends level with the one before it.
 
     The first stage (the sources) stops after committing what arrived until now; each
@@ -485,8 +492,10 @@ def drain_in_stages(queries: dict, stages: list[list[str]], intervals: dict[str,
     sources = [name for name in stages[0] if name in queries]
     for query in stop_after_next_batch([queries[name] for name in sources]):
         name = next(name for name in sources if queries[name] is query)
-        note(f"{name} was still inside a batch {SOURCE_STOP_SECONDS + SOURCE_GRACE_SECONDS:g} s after the stop: "
-             "stopped mid-batch; its next run replays that batch")
+        note(
+            f"{name} was still inside a batch {SOURCE_STOP_SECONDS + SOURCE_GRACE_SECONDS:g} s after the stop: "
+            "stopped mid-batch; its next run replays that batch"
+        )
         reached[name] = SOURCE_STOP_SECONDS + SOURCE_GRACE_SECONDS
     for stage in stages[1:]:
         waiting = [name for name in stage if name in queries]
@@ -496,8 +505,10 @@ def drain_in_stages(queries: dict, stages: list[list[str]], intervals: dict[str,
             waiting = [name for name in waiting if not _caught_up(queries[name], since, intervals.get(name, 0.0))]
             time.sleep(0.1)
         for name in waiting:
-            note(f"{name} had not caught up after {limit:g} s (the drain limit): stopping it; "
-                 "what it has not read stays for its next run")
+            note(
+                f"{name} had not caught up after {limit:g} s (the drain limit): stopping it; "
+                "what it has not read stays for its next run"
+            )
             reached[name] = limit
         stop_between_batches([queries[name] for name in stage if name in queries])
     return reached

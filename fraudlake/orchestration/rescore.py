@@ -33,8 +33,14 @@ def bronze_column_names() -> list[str]:
     return [line.split()[0] for line in BRONZE_COLUMNS.strip().split(",\n")]
 
 
-def rescore_silver(spark, ctx: Context, since: datetime | None = None, until: datetime | None = None,
-                   ids: list[str] | None = None, model_uri: str | None = None) -> dict:
+def rescore_silver(
+    spark,
+    ctx: Context,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    ids: list[str] | None = None,
+    model_uri: str | None = None,
+) -> dict:
     """Score silver rows with event time in ``[since, until)`` and/or the given ids with
     ``model_uri`` (default the champion) and update them in place; alert newly flagged ones."""
     from pyspark.sql import functions as F
@@ -120,7 +126,8 @@ def _merge(spark, name: str, rescored, note: str) -> None:
     spark.conf.set(key, note)
     try:
         (
-            DeltaTable.forName(spark, name).alias("t")
+            DeltaTable.forName(spark, name)
+            .alias("t")
             .merge(rescored.alias("s"), MATCH)
             .whenMatchedUpdate(set={field: f"s.{field}" for field in SCORE_FIELDS})
             .execute()

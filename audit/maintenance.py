@@ -1,0 +1,108 @@
+"""Keeping tables small and within the audit window: ``OPTIMIZE`` and ``VACUUM … RETAIN``."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from fraudlake.audit.versions import (
+    short_name,
+)
+from fraudlake.errors import FraudlakeError
+from fraudlake.settings import Context
+from fraudlake.tables import (
+    ALL_TABLES,
+    table_name,
+)
+
+# ----------------------------------------------------------------------------- maintenance
+
+
+def audit_window_hours(ctx: Context) -> float:
+    return ctx.settings.audit.deleted_file_retention_days * 24.0
+
+
+def check_retention(ctx: Context, retain_hours: float | None) -> float:
+    """The vacuum retention to use: the audit window by default, never less."""
+    window = audit_window_hours(ctx)
+    if retain_hours is None:
+        return window
+    if retain_hours < window:
+        days = ctx.settings.audit.deleted_file_retention_days
+        raise FraudlakeError(
+            f"refusing to vacuum with --retain-hours {retain_hours:g}: below the audit window of {window:g} hours "
+            f"(audit.deleted_file_retention_days: {days}); older versions would no longer be readable"
+        )
+    return retain_hours
+
+
+def maintain(
+    spark, ctx: Context, optimize: bool = True, vacuum: bool = True, retain_hours: float | None = None, specs=ALL_TABLES
+) -> list[dict]:
+    """Compact small files (``OPTIMIZE``) and delete files no version within the retention still
+    needs (``VACUUM … RETAIN``): one row per table with files before and after."""
+    hours = check_retention(ctx, retain_hours) if vacuum else None
+    report = []
+    for spec in specs:
+        name = table_name(ctx, spec)
+        before = int(spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"])
+        row = {"table": short_name(spec), "files_before": before}
+        if optimize:
+            metrics = spark.sql(f"OPTIMIZE {name}").first()["metrics"]
+            row["optimize_removed"] = int(metrics["numFilesRemoved"])
+            row["optimize_added"] = int(metrics["numFilesAdded"])
+        row["files_after"] = int(spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"])
+        if vacuum:
+            row["vacuum_deleted"] = _vacuum(spark, ctx, name, hours)
+            row["retain_hours"] = hours
+        report.append(row)
+    return report
+
+
+def _vacuum(spark, ctx: Context, name: str, hours: float) -> int:
+    """``VACUUM`` one table; returns the files it deleted (from its ``VACUUM END`` history entry)."""
+    conf = {
+        # VACUUM lists the table's folder with this many tasks; Spark's default (10,000) is
+        # for clusters listing huge tables and takes minutes on a laptop.
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(ctx.settings.spark.shuffle_partitions),
+        # Record VACUUM START / VACUUM END (with the files deleted) in the table's history.
+        "spark.databricks.delta.vacuum.logging.enabled": "true",
+    }
+    with _session_conf(spark, conf), _jvm_console_quiet(spark):
+        spark.sql(f"VACUUM {name} RETAIN {hours:g} HOURS").collect()
+    last = spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()
+    metrics = last["operationMetrics"] or {}
+    return int(metrics.get("numDeletedFiles", 0)) if last["operation"] == "VACUUM END" else 0
+
+
+@contextmanager
+def _session_conf(spark, values: dict[str, str]):
+    saved = {key: spark.conf.get(key, None) for key in values}
+    for key, value in values.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            spark.conf.unset(key) if value is None else spark.conf.set(key, value)
+
+
+@contextmanager
+def _jvm_console_quiet(spark):
+    """Delta's VACUUM prints a line with Scala's ``println`` on the JVM's stdout, which locally
+    is this command's stdout: send it nowhere so results stay machine-readable. Best effort:
+    where the JVM is not reachable (Spark Connect) nothing changes."""
+    try:
+        jvm = spark._jvm
+        console = jvm.java.lang.Class.forName("scala.Console$")
+        field = console.getDeclaredField("outVar")
+        field.setAccessible(True)
+        out = field.get(console.getField("MODULE$").get(None))
+        saved, set_out = out.value(), getattr(out, "value_$eq")
+        set_out(jvm.java.io.PrintStream(jvm.java.io.ByteArrayOutputStream()))
+    except Exception:  # noqa: BLE001 - no JVM access: leave the console as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        set_out(saved)

@@ -1,0 +1,140 @@
+"""A timed or open-ended run of the layers, and the demo: what ``fraudlake run`` and
+``fraudlake demo`` do between parsing their options and printing their result."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, TextIO
+
+from fraudlake.errors import FraudlakeError
+from fraudlake.orchestration.pipeline import LAYERS, describe_profile, lakehouse_summary, left_behind, start_pipeline
+from fraudlake.orchestration.streaming import format_left_behind, progress_printer, run_queries
+from fraudlake.output import note
+from fraudlake.settings import Context
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+@dataclass
+class RunResult:
+    """What a run did: rows per query, and what each later layer left unread at the stop."""
+
+    profile: str
+    queries: dict[str, dict[str, Any]]  # query name -> its tally (rows, batches, seconds, ...)
+    left_behind: dict[str, int]
+    drain_limit_reached: dict[str, float] = field(default_factory=dict)
+
+    def rows(self) -> dict[str, int]:
+        return {name: tally["rows"] for name, tally in self.queries.items()}
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def stream_layers(
+    spark: SparkSession,
+    ctx: Context,
+    layers: tuple[str, ...],
+    source: str,
+    rate: int | None,
+    landing: str | None,
+    duration: float | None,
+    output_format: str,
+    alerts_out: TextIO,
+) -> RunResult:
+    """Run ``layers`` until ``duration`` (seconds) or Ctrl-C with progress on stderr.
+
+    Progress is one line per interval for people, or one JSON object per line when
+    ``output_format`` is json (stderr either way: stdout holds only the result). Alerts go
+    to ``alerts_out``. At the end, the rows each layer left unread are counted and said.
+    """
+    as_json = output_format == "json"
+    pipeline = start_pipeline(spark, ctx, layers, source, rate=rate, landing=landing, out=alerts_out)
+    if as_json:
+        note(
+            json.dumps(
+                {
+                    "event": "start",
+                    "queries": list(pipeline.queries),
+                    "duration_seconds": duration,
+                    "profile": ctx.settings.profile,
+                    "trigger_seconds": dict(pipeline.intervals),
+                    "model": pipeline.model,
+                    "checkpoints": ctx.paths.checkpoints,
+                }
+            )
+        )
+    else:
+        until = f"for {duration:g}s" if duration else "until Ctrl-C"
+        model = f"; scoring with {pipeline.model}" if pipeline.model else ""
+        note(
+            f"running {', '.join(layers)} {until}; {describe_profile(ctx.settings, layers)}"
+            f"{model}; checkpoints under {ctx.paths.checkpoints}"
+        )
+    queries = run_queries(
+        pipeline.queries,
+        duration,
+        ctx.settings.ingest.progress_seconds,
+        stats=pipeline.stats,
+        stages=pipeline.stages,
+        intervals=pipeline.intervals,
+        spark=spark,
+        report=progress_printer(output_format),
+    )
+    interrupted = any(tally["interrupted"] for tally in queries.values())
+    limits = {name: tally["drain_limit_seconds"] for name, tally in queries.items() if tally["drain_limit_seconds"]}
+    left = left_behind(spark, ctx, layers)
+    if as_json:
+        note(
+            json.dumps(
+                {
+                    "event": "stopped",
+                    "elapsed_seconds": max((t["seconds"] for t in queries.values()), default=0.0),
+                    "interrupted": interrupted,
+                    "rows": {name: t["rows"] for name, t in queries.items()},
+                    "left_behind": left,
+                    "drain_limit_reached": limits,
+                }
+            )
+        )
+    elif left:
+        note(format_left_behind(left, limits, interrupted))
+    return RunResult(ctx.settings.profile, queries, left, limits)
+
+
+def run_demo(
+    spark: SparkSession, ctx: Context, rate: int, duration: float, model: str, output_format: str, alerts_out: TextIO
+) -> dict[str, Any]:
+    """Train ``model`` if no champion is registered, stream every layer for ``duration``
+    seconds at ``rate`` rows/s, then evaluate and write the run, evaluation and lakehouse
+    reports; returns the summary with the reports' paths."""
+    from fraudlake.dashboards.report import write_lakehouse_report
+    from fraudlake.ml.evaluate import evaluate_model
+    from fraudlake.ml.registry import default_model_uri, mlflow_client, reports_dir, resolve_model
+    from fraudlake.ml.train import train_model
+
+    try:
+        resolve_model(mlflow_client(ctx), default_model_uri(ctx))
+    except FraudlakeError:
+        note(f"no champion model yet: training {model} on {ctx.settings.ml.samples:,} simulated rows...")
+        train_model(spark, ctx, model=model)
+    run = stream_layers(spark, ctx, LAYERS, "rate", rate, None, duration, output_format, alerts_out)
+    evaluation = evaluate_model(ctx)
+    summary = lakehouse_summary(spark, ctx)
+    reports = reports_dir(ctx)
+    reports.mkdir(parents=True, exist_ok=True)
+    run_report = reports / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    run_report.write_text(json.dumps({**run.as_dict(), **summary}, indent=2, default=str) + "\n")
+    lakehouse_report, _ = write_lakehouse_report(spark, ctx)
+    return {
+        "profile": run.profile,
+        "left_behind": run.left_behind,
+        "drain_limit_reached": run.drain_limit_reached,
+        **summary,
+        "evaluation_report": evaluation["report"],
+        "run_report": str(run_report),
+        "lakehouse_report": str(lakehouse_report),
+    }
