@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fraudlake.audit.versions import (
     history_rows,
     retention_hint,
@@ -17,6 +19,10 @@ from fraudlake.tables import (
     table_name,
 )
 from fraudlake.timeutil import from_row, shown_utc
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import SparkSession
 
 # ----------------------------------------------------------------------------- tables
 
@@ -49,7 +55,7 @@ _SHOWN_PARAMETERS = (
 )
 
 
-def table_history(spark, ctx: Context, spec: TableSpec, limit: int | None = None) -> list[dict]:
+def table_history(spark: SparkSession, ctx: Context, spec: TableSpec, limit: int | None = None) -> list[dict]:
     """``DESCRIBE HISTORY`` for people: version, time, operation, rows and files, and the writer
     (streaming query and batch, or the idempotent writer's id and batch), newest first."""
     name = table_name(ctx, spec)
@@ -81,19 +87,19 @@ def table_history(spark, ctx: Context, spec: TableSpec, limit: int | None = None
     return records
 
 
-def _has_change_feed(spark, name: str) -> bool:
+def _has_change_feed(spark: SparkSession, name: str) -> bool:
     props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
     return props.get("delta.enableChangeDataFeed", "false").lower() == "true"
 
 
 def table_changes(
-    spark,
+    spark: SparkSession,
     ctx: Context,
     spec: TableSpec,
     from_version: int,
     to_version: int | None = None,
     columns: list[str] | None = None,
-):
+) -> pd.DataFrame:
     """Rows inserted, updated (pre- and post-image) and deleted between two versions, inclusive,
     from the change data feed: a pandas frame, ``_commit_version`` and ``_change_type`` first."""
     name = table_name(ctx, spec)
@@ -131,7 +137,7 @@ def table_changes(
             raise FraudlakeError(f"{label} has no column(s) {', '.join(unknown)}")
         # Pre-image before post-image within a commit, as the feed means them to be read.
         order = {"delete": 0, "update_preimage": 1, "update_postimage": 2, "insert": 3}
-        frame = changes.select(*meta, *chosen).toPandas()
+        frame: pd.DataFrame = changes.select(*meta, *chosen).toPandas()
     except FraudlakeError:
         raise
     except Exception as error:  # DELTA_MISSING_CHANGE_DATA: the feed was off for part of the range

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from fraudlake.audit.versions import (
     short_name,
@@ -13,6 +15,9 @@ from fraudlake.tables import (
     ALL_TABLES,
     table_name,
 )
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 # ----------------------------------------------------------------------------- maintenance
 
@@ -36,7 +41,12 @@ def check_retention(ctx: Context, retain_hours: float | None) -> float:
 
 
 def maintain(
-    spark, ctx: Context, optimize: bool = True, vacuum: bool = True, retain_hours: float | None = None, specs=ALL_TABLES
+    spark: SparkSession,
+    ctx: Context,
+    optimize: bool = True,
+    vacuum: bool = True,
+    retain_hours: float | None = None,
+    specs=ALL_TABLES,
 ) -> list[dict]:
     """Compact small files (``OPTIMIZE``) and delete files no version within the retention still
     needs (``VACUUM … RETAIN``): one row per table with files before and after."""
@@ -44,21 +54,28 @@ def maintain(
     report = []
     for spec in specs:
         name = table_name(ctx, spec)
-        before = int(spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"])
+        detail = spark.sql(f"DESCRIBE DETAIL {name}").first()
+        assert detail is not None  # one row per table
+        before = int(detail["numFiles"])
         row = {"table": short_name(spec), "files_before": before}
         if optimize:
-            metrics = spark.sql(f"OPTIMIZE {name}").first()["metrics"]
+            optimized = spark.sql(f"OPTIMIZE {name}").first()
+            assert optimized is not None  # one row: the table's path and metrics
+            metrics = optimized["metrics"]
             row["optimize_removed"] = int(metrics["numFilesRemoved"])
             row["optimize_added"] = int(metrics["numFilesAdded"])
-        row["files_after"] = int(spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"])
+        detail = spark.sql(f"DESCRIBE DETAIL {name}").first()
+        assert detail is not None
+        row["files_after"] = int(detail["numFiles"])
         if vacuum:
+            assert hours is not None  # set above whenever vacuum is
             row["vacuum_deleted"] = _vacuum(spark, ctx, name, hours)
             row["retain_hours"] = hours
         report.append(row)
     return report
 
 
-def _vacuum(spark, ctx: Context, name: str, hours: float) -> int:
+def _vacuum(spark: SparkSession, ctx: Context, name: str, hours: float) -> int:
     """``VACUUM`` one table; returns the files it deleted (from its ``VACUUM END`` history entry)."""
     conf = {
         # VACUUM lists the table's folder with this many tasks; Spark's default (10,000) is
@@ -70,29 +87,32 @@ def _vacuum(spark, ctx: Context, name: str, hours: float) -> int:
     with _session_conf(spark, conf), _jvm_console_quiet(spark):
         spark.sql(f"VACUUM {name} RETAIN {hours:g} HOURS").collect()
     last = spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()
+    assert last is not None  # VACUUM has just committed
     metrics = last["operationMetrics"] or {}
     return int(metrics.get("numDeletedFiles", 0)) if last["operation"] == "VACUUM END" else 0
 
 
 @contextmanager
-def _session_conf(spark, values: dict[str, str]):
+def _session_conf(spark: SparkSession, values: dict[str, str]) -> Iterator[None]:
     saved = {key: spark.conf.get(key, None) for key in values}
     for key, value in values.items():
         spark.conf.set(key, value)
     try:
         yield
     finally:
-        for key, value in saved.items():
-            spark.conf.unset(key) if value is None else spark.conf.set(key, value)
+        for key, previous in saved.items():
+            spark.conf.unset(key) if previous is None else spark.conf.set(key, previous)
 
 
 @contextmanager
-def _jvm_console_quiet(spark):
+def _jvm_console_quiet(spark: SparkSession) -> Iterator[None]:
     """Delta's VACUUM prints a line with Scala's ``println`` on the JVM's stdout, which locally
     is this command's stdout: send it nowhere so results stay machine-readable. Best effort:
     where the JVM is not reachable (Spark Connect) nothing changes."""
     try:
         jvm = spark._jvm
+        if jvm is None:  # a session whose JVM is gone
+            raise RuntimeError("no JVM")
         console = jvm.java.lang.Class.forName("scala.Console$")
         field = console.getDeclaredField("outVar")
         field.setAccessible(True)

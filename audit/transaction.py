@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from fraudlake.audit.versions import (
     commits,
@@ -30,6 +31,9 @@ from fraudlake.tables import (
 )
 from fraudlake.timeutil import from_row, row_in_utc, shown_utc
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, Row, SparkSession
+
 # Silver columns an audit shows first, in this order (then the rest of the row).
 DECISION_COLUMNS = ("fraud_score", "is_flagged", "flag_threshold", "model_name", "model_version", "scored_at")
 INSERTED = ("insert", "update_postimage")  # change types that leave a row in the table
@@ -41,7 +45,7 @@ ACTIVITY_WINDOW = timedelta(minutes=5)
 # ----------------------------------------------------------------------------- one transaction
 
 
-def _silver_frame(spark, ctx: Context, transaction_id: str, version: int):
+def _silver_frame(spark: SparkSession, ctx: Context, transaction_id: str, version: int) -> DataFrame:
     """Silver rows of one id at a version (``VERSION AS OF``). The id is compared as a literal
     value, never parsed as SQL (a named parameter would be lost in the time-travel rewrite)."""
     from pyspark.sql import functions as F
@@ -54,14 +58,16 @@ def _silver_frame(spark, ctx: Context, transaction_id: str, version: int):
     )
 
 
-def _silver_rows(spark, ctx: Context, transaction_id: str, version: int):
+def _silver_rows(spark: SparkSession, ctx: Context, transaction_id: str, version: int) -> list[Row]:
     try:
         return _silver_frame(spark, ctx, transaction_id, version).collect()
     except Exception as error:  # Py4J/Analysis errors from a vacuumed version
         raise read_failed(error, short_name(SILVER_SCORED), version) from None
 
 
-def written_in_version(spark, ctx: Context, transaction_id: str, version: int, known: dict | None = None) -> int | None:
+def written_in_version(
+    spark: SparkSession, ctx: Context, transaction_id: str, version: int, known: dict | None = None
+) -> int | None:
     """The silver version whose commit wrote the row as it is at ``version`` (insert or update),
     from the change data feed; None where the feed no longer reaches back to it."""
     from pyspark.sql import functions as F
@@ -69,21 +75,23 @@ def written_in_version(spark, ctx: Context, transaction_id: str, version: int, k
     name = table_name(ctx, SILVER_SCORED)
     oldest, _ = version_range(spark, name, known)
     try:
-        changes = (
+        written = (
             spark.read.option("readChangeFeed", "true")
             .option("startingVersion", oldest)
             .option("endingVersion", version)
             .table(name)
             .where((F.col("transaction_id") == F.lit(transaction_id)) & F.col("_change_type").isin(*INSERTED))
             .agg(F.max("_commit_version"))
-            .first()[0]
+            .first()
         )
+        assert written is not None  # an aggregate without grouping has one row
+        changes = written[0]
     except Exception:  # change data of vacuumed versions: the audit still shows the row
         return None
     return int(changes) if changes is not None else None
 
 
-def _bronze_record(spark, ctx: Context, transaction_id: str) -> dict | None:
+def _bronze_record(spark: SparkSession, ctx: Context, transaction_id: str) -> dict | None:
     """The bronze row: its text as received (``_raw``) or, for the simulator, its columns as JSON."""
     from pyspark.sql import functions as F
 
@@ -106,7 +114,9 @@ def _bronze_record(spark, ctx: Context, transaction_id: str) -> dict | None:
     }
 
 
-def _alerts(spark, ctx: Context, transaction_id: str, user_id: str | None, event_time: datetime | None) -> list[dict]:
+def _alerts(
+    spark: SparkSession, ctx: Context, transaction_id: str, user_id: str | None, event_time: datetime | None
+) -> list[dict]:
     """Model alerts on this transaction, and user-activity alerts whose window held it.
     ``event_time`` is aware (UTC): ``F.lit`` would read a naive one as the host's local time."""
     from pyspark.sql import functions as F
@@ -126,7 +136,11 @@ def _alerts(spark, ctx: Context, transaction_id: str, user_id: str | None, event
 
 
 def audit_transaction(
-    spark, ctx: Context, transaction_id: str, as_of_version: int | None = None, as_of_timestamp: datetime | None = None
+    spark: SparkSession,
+    ctx: Context,
+    transaction_id: str,
+    as_of_version: int | None = None,
+    as_of_timestamp: datetime | None = None,
 ) -> dict:
     """How one transaction was scored, as silver held it at a version (default: the latest)."""
     known = commits(spark, table_name(ctx, SILVER_SCORED))
@@ -141,7 +155,7 @@ def audit_transaction(
     collected = rows[0].asDict()
     row = row_in_utc(collected)  # times shown as naive UTC, like Spark SQL in the UTC session
     wrote = written_in_version(spark, ctx, transaction_id, version, known)
-    committed, operation = known.get(wrote, (None, None))
+    committed, operation = known.get(wrote, (None, None)) if wrote is not None else (None, None)
     result = {
         "transaction_id": transaction_id,
         "silver_version": version,
@@ -158,7 +172,9 @@ def audit_transaction(
     return result
 
 
-def _not_found(spark, ctx: Context, transaction_id: str, version: int, as_of: bool, known: dict | None = None) -> str:
+def _not_found(
+    spark: SparkSession, ctx: Context, transaction_id: str, version: int, as_of: bool, known: dict | None = None
+) -> str:
     """'not found', with where the id is when it exists elsewhere (later, or only in quarantine)."""
     from pyspark.sql import functions as F
 
@@ -182,7 +198,11 @@ def _not_found(spark, ctx: Context, transaction_id: str, version: int, as_of: bo
 
 
 def rescore_transaction(
-    spark, ctx: Context, transaction_id: str, as_of_version: int | None = None, as_of_timestamp: datetime | None = None
+    spark: SparkSession,
+    ctx: Context,
+    transaction_id: str,
+    as_of_version: int | None = None,
+    as_of_timestamp: datetime | None = None,
 ) -> dict:
     """Score the transaction's recorded features again with the model version recorded beside
     them, loaded from the registry; stored and recomputed scores side by side."""

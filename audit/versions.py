@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
@@ -13,6 +14,9 @@ from fraudlake.tables import (
     table_properties,
 )
 from fraudlake.timeutil import from_row, given_utc
+
+if TYPE_CHECKING:
+    from pyspark.sql import Row, SparkSession
 
 
 def short_name(spec: TableSpec) -> str:
@@ -34,19 +38,19 @@ def resolve_table(ctx: Context, text: str) -> TableSpec:
 # ----------------------------------------------------------------------------- versions
 
 
-def history_rows(spark, name: str, limit: int | None = None):
+def history_rows(spark: SparkSession, name: str, limit: int | None = None) -> list[Row]:
     """``DESCRIBE HISTORY`` rows, newest first (what the retained log still holds)."""
     return spark.sql(f"DESCRIBE HISTORY {name}" + (f" LIMIT {int(limit)}" if limit else "")).collect()
 
 
-def commits(spark, name: str) -> dict[int, tuple[datetime, str]]:
+def commits(spark: SparkSession, name: str) -> dict[int, tuple[datetime, str]]:
     """Version -> (commit time in UTC, operation) for every version the table's log still holds."""
     rows = spark.sql(f"DESCRIBE HISTORY {name}").select("version", "timestamp", "operation").collect()
     # A collected timestamp is the host's local time, not UTC: convert, never relabel.
     return {int(r["version"]): (from_row(r["timestamp"]), r["operation"]) for r in rows}
 
 
-def version_range(spark, name: str, known: dict | None = None) -> tuple[int, int]:
+def version_range(spark: SparkSession, name: str, known: dict | None = None) -> tuple[int, int]:
     """The oldest and the newest version the table's log still holds."""
     versions = list(known or commits(spark, name))
     return min(versions), max(versions)
@@ -58,7 +62,7 @@ def retention_hint(ctx: Context, spec: TableSpec) -> str:
 
 
 def resolve_version(
-    spark,
+    spark: SparkSession,
     ctx: Context,
     spec: TableSpec,
     as_of_version: int | None = None,

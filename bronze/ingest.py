@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 from fraudlake.simulator import rate_stream
 from fraudlake.streaming_io import triggered
 from fraudlake.tables import BRONZE_COLUMNS, BRONZE_TRANSACTIONS, table_name
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
 
 # The columns a record carries; the underscore columns are added on ingest.
 RECORD_COLUMNS = [c.strip() for c in BRONZE_COLUMNS.strip().split(",\n") if not c.strip().startswith("_")]
@@ -27,7 +32,7 @@ def checkpoint_name(source: str) -> str:
     return f"bronze_{source}"
 
 
-def parse_records(lines, source: str = "files"):
+def parse_records(lines: DataFrame, source: str = "files") -> DataFrame:
     """Text lines (``value``, plus ``file_path``) → bronze columns. Pure: batch or stream.
 
     JSON lines are parsed unless the file ends in ``.csv``. Blank lines and CSV header
@@ -53,7 +58,7 @@ def parse_records(lines, source: str = "files"):
     )
 
 
-def files_stream(spark, ctx: Context, landing: str):
+def files_stream(spark: SparkSession, ctx: Context, landing: str) -> DataFrame:
     if "://" not in landing:
         Path(landing).mkdir(parents=True, exist_ok=True)  # the file source needs the folder to exist
     lines = (
@@ -86,8 +91,13 @@ def claim_rate_checkpoint(ctx: Context, rate: int) -> None:
 
 
 def source_frame(
-    spark, ctx: Context, source: str, rate: int | None = None, landing: str | None = None, available_now: bool = False
-):
+    spark: SparkSession,
+    ctx: Context,
+    source: str,
+    rate: int | None = None,
+    landing: str | None = None,
+    available_now: bool = False,
+) -> DataFrame:
     """The stream of bronze rows from ``source`` (rate or files)."""
     ingest = ctx.settings.ingest
     if source == "rate":
@@ -102,8 +112,13 @@ def source_frame(
 
 
 def start_bronze_ingest(
-    spark, ctx: Context, source: str, rate: int | None = None, landing: str | None = None, available_now: bool = False
-):
+    spark: SparkSession,
+    ctx: Context,
+    source: str,
+    rate: int | None = None,
+    landing: str | None = None,
+    available_now: bool = False,
+) -> StreamingQuery:
     """Start the stream that appends ``source`` into ``bronze.transactions``; returns the query.
 
     ``available_now`` processes what the landing folder holds, then stops (a scheduled job's trigger).

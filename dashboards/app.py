@@ -184,7 +184,8 @@ def create_app(read: Callable[[], Snapshot], *, refresh_seconds: float, home: st
     """The Dash app. ``read`` returns a fresh snapshot; it is called from the refresh callback."""
     from dash import Dash, Input, Output, no_update
 
-    app = Dash(__name__, title="fraudlake live", update_title=None, serve_locally=True)
+    # update_title=None: no "Updating..." tab title; Dash accepts None though its signature says str.
+    app = Dash(__name__, title="fraudlake live", update_title=None, serve_locally=True)  # type: ignore[arg-type]
     app.index_string = INDEX
     app.layout = layout(refresh_seconds)
     keys = outputs()
@@ -221,6 +222,7 @@ class SnapshotReader:
     def __call__(self) -> Snapshot:
         last = self._last
         if not self._lock.acquire(blocking=last is None):
+            assert last is not None  # without a snapshot the acquire blocks, so it never fails
             return last[1]  # a read is running: show the previous snapshot now
         try:
             last = self._last
@@ -243,5 +245,6 @@ def make_server(app, host: str, port: int):
     server = werkzeug_server(host, port, app.server, threaded=True)
     # Closing the server waits for requests in flight: a refresh still inside a Spark call
     # when the interpreter shuts down would abort it.
-    server.daemon_threads = False
+    # threaded=True makes a ThreadedWSGIServer; werkzeug's make_server is typed as returning its base class.
+    server.daemon_threads = False  # type: ignore[attr-defined]
     return server

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -29,6 +30,9 @@ from fraudlake.tables import (
     attach_tables,
     table_name,
 )
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 # Columns of each result, so a missing table gives an empty frame of the right shape.
 COLUMNS = {
@@ -186,14 +190,14 @@ def _names(ctx: Context) -> dict[str, str]:
 LEGACY_PARAMETERS = "spark.sql.legacy.parameterSubstitution.constantsOnly"
 
 
-def run_sql(spark, text: str, args: dict | None = None):
+def run_sql(spark: SparkSession, text: str, args: dict | None = None) -> DataFrame:
     """``spark.sql`` with bound parameters that work on a Delta session."""
     if args and spark.conf.get(LEGACY_PARAMETERS, "false") != "true":
         spark.conf.set(LEGACY_PARAMETERS, "true")
     return spark.sql(text, args=args or None)
 
 
-def _frame(spark, ctx: Context, sql: str, kind: str, missing, **args) -> pd.DataFrame:
+def _frame(spark: SparkSession, ctx: Context, sql: str, kind: str, missing, **args) -> pd.DataFrame:
     names = _names(ctx)
     needed = [name for key, name in names.items() if "{" + key + "}" in sql]
     if any(name in missing for name in needed):
@@ -231,7 +235,7 @@ class Snapshot:
 
 
 def read_snapshot(
-    spark,
+    spark: SparkSession,
     ctx: Context,
     *,
     window_minutes: int | None = 60,
@@ -252,6 +256,8 @@ def read_snapshot(
         unit = time_unit((gold["gold_through"] - gold["first_minute"]).total_seconds())
     window = {"window_minutes": window_minutes or 0}
     alerts_sql = LATEST_ALERTS_SQL if alert_order == "latest" else TOP_ALERTS_SQL
+    time_zone = spark.conf.get("spark.sql.session.timeZone")
+    assert time_zone is not None  # a session always has one (Spark's default is the JVM's zone)
     return Snapshot(
         read_at=datetime.now(timezone.utc),
         missing=missing,
@@ -265,7 +271,7 @@ def read_snapshot(
         gold=gold,
         unit=unit,
         window_minutes=window_minutes,
-        time_zone=spark.conf.get("spark.sql.session.timeZone"),
+        time_zone=time_zone,
     )
 
 
@@ -277,7 +283,7 @@ def _gold_span(span: pd.DataFrame) -> dict:
     return {key: None if pd.isna(value) else value for key, value in span.iloc[0].items()}
 
 
-def table_rows(spark, ctx: Context, missing=()) -> dict[str, int | None]:
+def table_rows(spark: SparkSession, ctx: Context, missing=()) -> dict[str, int | None]:
     """Rows per table; None for a table not created yet."""
     return {
         table_name(ctx, spec): None if table_name(ctx, spec) in missing else spark.table(table_name(ctx, spec)).count()

@@ -9,12 +9,16 @@ from __future__ import annotations
 import html
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from fraudlake.dashboards import figures as F
 from fraudlake.dashboards.queries import read_snapshot, table_rows
 from fraudlake.settings import Context
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 REPORT_FIGURES = ("volume", "flagged-share", "precision-recall", "flagged-amount", "scores", "top-users", "alerts")
 
@@ -53,7 +57,7 @@ def model_rows(models: pd.DataFrame, time_zone: str) -> list[list]:
     return rows
 
 
-def write_lakehouse_report(spark, ctx: Context, path: Path | None = None) -> tuple[Path, dict]:
+def write_lakehouse_report(spark: SparkSession, ctx: Context, path: Path | None = None) -> tuple[Path, dict]:
     """Write the report (default ``<reports>/lakehouse-<UTC time>.html``); return its path and headline numbers."""
     from fraudlake.ml.registry import reports_dir
 

@@ -41,9 +41,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from fraudlake.conf.settings import SimulatorSettings
 from fraudlake.reference import UNITS_PER_USD
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 # country, currency, share of card holders
 _COUNTRY_SHARES = [
@@ -148,7 +152,7 @@ def merchant_blocks(sim: SimulatorSettings) -> tuple[list[int], list[int]]:
 # projections apart rather than inline, and so recompute, an expensive expression.)
 
 
-def _uniform(seed: int, salt: str, *keys):
+def _uniform(seed: int, salt: str, *keys: Column) -> Column:
     """A deterministic uniform [0, 1) from the seed, a salt and key columns."""
     from pyspark.sql import functions as F
 
@@ -156,14 +160,14 @@ def _uniform(seed: int, salt: str, *keys):
     return bits.cast("double") / float(1 << 53)
 
 
-def _pick(values: list, index_col):
+def _pick(values: list, index_col: Column) -> Column:
     """``values[index]`` for a small literal list."""
     from pyspark.sql import functions as F
 
     return F.element_at(F.array(*[F.lit(v) for v in values]), index_col.cast("int") + 1)
 
 
-def _weighted_index(u, weights: list[float]):
+def _weighted_index(u: Column, weights: list[float]) -> Column:
     """An index drawn with the given weights from a uniform column."""
     from pyspark.sql import functions as F
 
@@ -174,7 +178,7 @@ def _weighted_index(u, weights: list[float]):
     return pick.otherwise(F.lit(len(bounds) - 1))
 
 
-def _block_of(index, offsets: list[int]):
+def _block_of(index: Column, offsets: list[int]) -> Column:
     """Which block ``index`` falls in, for blocks starting at ``offsets`` (ascending, first 0)."""
     from pyspark.sql import functions as F
 
@@ -184,21 +188,21 @@ def _block_of(index, offsets: list[int]):
     return block.otherwise(F.lit(len(offsets) - 1))
 
 
-def _normal(u1, u2):
+def _normal(u1: Column, u2: Column) -> Column:
     """A standard normal from two uniforms (Box-Muller)."""
     from pyspark.sql import functions as F
 
     return F.sqrt(-2.0 * F.log(u1 + 1e-12)) * F.cos(2 * math.pi * u2)
 
 
-def _index_below(u, n):
+def _index_below(u: Column, n: Column | int) -> Column:
     """An integer in ``[0, n)`` from a uniform column (``n`` a column or int)."""
     from pyspark.sql import functions as F
 
     return F.floor(u * n).cast("long")
 
 
-def _padded(prefix: str, number, width: int):
+def _padded(prefix: str, number: Column, width: int) -> Column:
     """``prefix`` + the number, zero-padded to at least ``width`` digits and never cut:
     ids stay distinct for any population the settings accept."""
     from pyspark.sql import functions as F
@@ -207,8 +211,12 @@ def _padded(prefix: str, number, width: int):
 
 
 def simulate(
-    df, sim: SimulatorSettings, clock: str = "batch", source: str = SOURCE_RATE, rows_per_second: float | None = None
-):
+    df: DataFrame,
+    sim: SimulatorSettings,
+    clock: str = "batch",
+    source: str = SOURCE_RATE,
+    rows_per_second: float | None = None,
+) -> DataFrame:
     """Turn rows with a ``value`` column (and ``timestamp``, for ``clock="source"``) into transactions.
 
     ``clock="batch"``: row ``value`` happens ``value / (rows_per_day / 86400)`` seconds after
@@ -232,7 +240,7 @@ def simulate(
         event_time = F.col("timestamp")
     seed, col = sim.seed, F.col
 
-    def u(salt: str, *keys):
+    def u(salt: str, *keys: Column) -> Column:
         return _uniform(seed, salt, *(keys or (col("value"),)))
 
     user, merchant = col("user_idx"), col("merchant_idx")
@@ -354,7 +362,7 @@ def simulate(
     )
 
 
-def _batch_clock(sim: SimulatorSettings, rates: ScenarioRates):
+def _batch_clock(sim: SimulatorSettings, rates: ScenarioRates) -> Column:
     """The simulated clock at the batch's slow rate, with one exception: a stolen card's
     burst keeps the pace it has in a live stream. Its rows happen within
     ``BURST_SECONDS`` of the block's first row (at a live rate of a few hundred rows a
@@ -370,7 +378,7 @@ def _batch_clock(sim: SimulatorSettings, rates: ScenarioRates):
     return simulated_clock(sim.start_time, rows_per_second, value)
 
 
-def simulated_clock(start: datetime, rows_per_second: float, value=None):
+def simulated_clock(start: datetime, rows_per_second: float, value: Column | None = None) -> Column:
     """Event time of row ``value`` on a clock that starts at ``start`` and ticks ``rows_per_second``
     rows a second, to the microsecond: the rate source's own numbering, so batch and stream agree."""
     from pyspark.sql import functions as F
@@ -380,13 +388,13 @@ def simulated_clock(start: datetime, rows_per_second: float, value=None):
     return F.timestamp_micros(F.lit(start_micros) + F.floor(value * (1_000_000 / rows_per_second)).cast("long"))
 
 
-def generate_batch(spark, sim: SimulatorSettings, n: int, partitions: int | None = None):
+def generate_batch(spark: SparkSession, sim: SimulatorSettings, n: int, partitions: int | None = None) -> DataFrame:
     """``n`` transactions on the synthetic clock, values ``0 .. n-1``."""
     rows = spark.range(0, n, numPartitions=partitions or spark.sparkContext.defaultParallelism)
     return simulate(rows.withColumnRenamed("id", "value"), sim, clock="batch", source="simulator")
 
 
-def rate_stream(spark, sim: SimulatorSettings, rows_per_second: int, partitions: int):
+def rate_stream(spark: SparkSession, sim: SimulatorSettings, rows_per_second: int, partitions: int) -> DataFrame:
     """An endless stream of transactions at ``rows_per_second`` from Spark's ``rate`` source,
     on the wall clock or, with ``sim.stream_start_time``, on the simulated clock."""
     rows = (
@@ -398,11 +406,12 @@ def rate_stream(spark, sim: SimulatorSettings, rows_per_second: int, partitions:
     return simulate(rows, sim, clock="source", source=SOURCE_RATE, rows_per_second=rows_per_second)
 
 
-def summarize(transactions) -> dict:
+def summarize(transactions: DataFrame) -> dict:
     """Row count, fraud share and rows per scenario of a transactions DataFrame."""
     from pyspark.sql import functions as F
 
     totals = transactions.agg(F.count("*").alias("rows"), F.sum("label_is_fraud").alias("fraud")).first()
+    assert totals is not None  # an aggregate without grouping has one row
     rows, fraud = int(totals["rows"]), int(totals["fraud"] or 0)
     by_scenario = {
         r["label_scenario"]: int(r["count"])

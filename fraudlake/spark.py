@@ -8,9 +8,13 @@ import sys
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fraudlake.errors import EnvironmentProblem
 from fraudlake.settings import Context
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 SCALA_BINARY = "2.13"
 
@@ -114,7 +118,7 @@ def _worker_python() -> str | None:
     return sys.executable or None
 
 
-def get_spark(ctx: Context, master: str | None = None):
+def get_spark(ctx: Context, master: str | None = None) -> SparkSession:
     """Return the session: the active one on Databricks, else a local one with Delta.
 
     On a fresh machine the first start resolves the Delta jar from Maven Central

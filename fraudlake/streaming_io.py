@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import DataStreamWriter
 
 
 def writer_app_id(checkpoint: str, query: str) -> str:
@@ -23,7 +29,7 @@ def writer_app_id(checkpoint: str, query: str) -> str:
     return marker.read_text().strip()
 
 
-def triggered(writer, seconds: float, available_now: bool = False):
+def triggered(writer: DataStreamWriter, seconds: float, available_now: bool = False) -> DataStreamWriter:
     """``writer`` (a ``DataStreamWriter``) with its trigger: everything available, then stop
     (a scheduled job); a micro-batch every ``seconds``; or, at 0, one batch after another."""
     if available_now:
@@ -33,7 +39,7 @@ def triggered(writer, seconds: float, available_now: bool = False):
     return writer
 
 
-def append_once(frame, table: str, app_id: str, batch_id: int) -> None:
+def append_once(frame: DataFrame, table: str, app_id: str, batch_id: int) -> None:
     """Append ``frame`` to a Delta table unless this (app id, batch id) already committed there."""
     (
         frame.write.format("delta")
@@ -83,7 +89,7 @@ def parse_lineage(user_metadata: str | None) -> tuple[str, int] | None:
 
 
 @contextmanager
-def committed_once(session, app_id: str, batch_id: int):
+def committed_once(session: SparkSession, app_id: str, batch_id: int) -> Iterator[None]:
     """Within this block a Delta MERGE/UPDATE/DELETE commits unless (app id, batch id) already has.
 
     Pass the micro-batch's own session (``batch.sparkSession`` in ``foreachBatch``): a

@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from fraudlake.settings import Context
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 BRONZE_COLUMNS = """
     transaction_id STRING,
@@ -203,13 +207,13 @@ def _same_folder(location: str) -> str:
     return unquote(_strip_scheme(location)).rstrip("/")
 
 
-def _is_delta_table(spark, location: str) -> bool:
+def _is_delta_table(spark: SparkSession, location: str) -> bool:
     from delta.tables import DeltaTable
 
     return DeltaTable.isDeltaTable(spark, location)
 
 
-def _catalog_entry_location(spark, ctx: Context, spec: TableSpec) -> str | None:
+def _catalog_entry_location(spark: SparkSession, ctx: Context, spec: TableSpec) -> str | None:
     """Where this session's catalog entry for the table points, or None without an entry.
 
     Read from the entry alone (``SHOW TABLE EXTENDED`` is a catalog command): unlike
@@ -264,7 +268,7 @@ def table_properties(ctx: Context, spec: TableSpec) -> dict[str, str]:
     return properties
 
 
-def ensure_tables(spark, ctx: Context) -> list[str]:
+def ensure_tables(spark: SparkSession, ctx: Context) -> list[str]:
     """For writers: create the schemas and every table if missing, bring existing tables up to
     their spec, and register them in this session's catalog; return their names.
 
@@ -290,7 +294,7 @@ def ensure_tables(spark, ctx: Context) -> list[str]:
     return names
 
 
-def attach_tables(spark, ctx: Context) -> tuple[str, ...]:
+def attach_tables(spark: SparkSession, ctx: Context) -> tuple[str, ...]:
     """For readers: make the tables that exist visible in this session, creating and changing
     none; return the names of those that do not exist (yet).
 
@@ -316,7 +320,7 @@ def attach_tables(spark, ctx: Context) -> tuple[str, ...]:
     return tuple(missing)
 
 
-def _register_location(spark, ctx: Context, spec: TableSpec, create: bool) -> bool:
+def _register_location(spark: SparkSession, ctx: Context, spec: TableSpec, create: bool) -> bool:
     """Point this session's catalog entry at the table's folder under this home; return whether
     the table is registered there. Without a Delta table in the folder, ``create`` creates
     the table from its spec; otherwise the table stays absent.
@@ -338,14 +342,16 @@ def _register_location(spark, ctx: Context, spec: TableSpec, create: bool) -> bo
     return True
 
 
-def _bring_up_to_date(spark, ctx: Context, name: str, spec: TableSpec) -> None:
+def _bring_up_to_date(spark: SparkSession, ctx: Context, name: str, spec: TableSpec) -> None:
     """An existing table gets what the spec added since it was created: columns (at the end,
     so appends by name keep working), changed properties (e.g. the audit retention in conf)
     and constraints. Nothing is committed when the table is already up to date."""
-    from pyspark.sql.types import DataType
+    from pyspark.sql.types import DataType, StructType
 
     have = {f.name.lower() for f in spark.table(name).schema.fields}
-    missing = [f for f in DataType.fromDDL(spec.columns).fields if f.name.lower() not in have]
+    wanted = DataType.fromDDL(spec.columns)
+    assert isinstance(wanted, StructType)  # a column list parses as a struct
+    missing = [f for f in wanted.fields if f.name.lower() not in have]
     if missing:
         columns = ", ".join(f"{quote_identifier(f.name)} {f.dataType.simpleString()}" for f in missing)
         spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({columns})")
@@ -359,11 +365,13 @@ def _bring_up_to_date(spark, ctx: Context, name: str, spec: TableSpec) -> None:
             spark.sql(f"ALTER TABLE {name} ADD CONSTRAINT {quote_identifier(constraint)} CHECK ({condition})")
 
 
-def describe_table(spark, ctx: Context, spec: TableSpec) -> dict:
+def describe_table(spark: SparkSession, ctx: Context, spec: TableSpec) -> dict:
     """Name, rows, latest Delta version and location of one table."""
     name = table_name(ctx, spec)
     detail = spark.sql(f"DESCRIBE DETAIL {name}").first()
-    version = spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()["version"]
+    latest = spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()
+    assert detail is not None and latest is not None  # both describe an existing table in one row
+    version = latest["version"]
     return {
         "table": name,
         "rows": spark.table(name).count(),

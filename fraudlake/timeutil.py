@@ -21,9 +21,13 @@ what it shows (like Spark SQL's own output in a UTC session). Example::
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, overload
 
 
+@overload
+def from_row(value: datetime) -> datetime: ...
+@overload
+def from_row(value: None) -> None: ...
 def from_row(value: datetime | None) -> datetime | None:
     """A datetime collected from a Spark ``Row`` as an aware UTC datetime.
 
@@ -37,6 +41,10 @@ def from_row(value: datetime | None) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
+@overload
+def given_utc(value: datetime) -> datetime: ...
+@overload
+def given_utc(value: None) -> None: ...
 def given_utc(value: datetime | None) -> datetime | None:
     """A time from a user or a caller as an aware UTC datetime: naive means UTC (the
     documented meaning of ``--as-of-timestamp 2026-11-28 18:00``), aware is converted.
@@ -52,6 +60,10 @@ def parse_utc(text: str) -> datetime:
     return given_utc(datetime.fromisoformat(text.strip()))
 
 
+@overload
+def shown_utc(value: datetime) -> datetime: ...
+@overload
+def shown_utc(value: None) -> None: ...
 def shown_utc(value: datetime | None) -> datetime | None:
     """An aware datetime as the naive UTC one results show (a naive one is taken as UTC already)."""
     if value is None or value.tzinfo is None:

@@ -10,6 +10,11 @@ with their absolute values.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
 WINDOW = "5 minutes"
 WINDOW_MINUTES = 5
 MINUTE_MICROS = 60_000_000
@@ -21,7 +26,7 @@ MODEL_ALERT = "model"
 ACTIVITY_ALERT = "user_activity"
 
 
-def user_windows(silver):
+def user_windows(silver: DataFrame) -> DataFrame:
     """Per user, 5-minute windows sliding every minute (``total_amount`` in USD), plus
     ``last_event_time``: the newest transaction counted, which is when an alert on the window fires."""
     from pyspark.sql import functions as F
@@ -46,12 +51,12 @@ def user_windows(silver):
     )
 
 
-def user_activity_5m(silver):
+def user_activity_5m(silver: DataFrame) -> DataFrame:
     """Per user, 5-minute windows sliding every minute; ``total_amount`` in USD: the table's values."""
     return user_windows(silver).drop("last_event_time")
 
 
-def dashboard_minute(silver):
+def dashboard_minute(silver: DataFrame) -> DataFrame:
     """Per minute: volume, flagged volume (amounts in USD), and true/false positives where labels
     are known. A transaction in a currency without a USD rate counts in ``tx_count`` and in
     ``unknown_currency_count``, and in no amount."""
@@ -85,7 +90,7 @@ def dashboard_minute(silver):
     )
 
 
-def live_keys(silver):
+def live_keys(silver: DataFrame) -> DataFrame:
     """Each silver row once per window that holds it: ``kind`` (:data:`USER_KIND` for its five
     sliding user windows, :data:`MINUTE_KIND` for its minute), ``user_id`` (null for a minute),
     and the window's ``end``; plus the columns :func:`live_sums` adds up. Keyed by the end, so
@@ -124,7 +129,7 @@ def live_keys(silver):
     )
 
 
-def live_sums(keyed):
+def live_sums(keyed: DataFrame) -> DataFrame:
     """Per ``(kind, user_id, end)``: the sums of :func:`user_activity_5m` and :func:`dashboard_minute`
     (a user window uses the first three), ``last_event_time`` (when an alert on it fires) and
     ``newest_ingest`` (the latest ``_ingest_time`` counted, for freshness)."""
@@ -145,7 +150,7 @@ def live_sums(keyed):
     )
 
 
-def model_alerts(silver):
+def model_alerts(silver: DataFrame) -> DataFrame:
     """One alert per flagged transaction."""
     from pyspark.sql import functions as F
 

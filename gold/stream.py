@@ -35,6 +35,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.gold.aggregates import (
@@ -59,6 +60,10 @@ from fraudlake.tables import (
     table_name,
 )
 from fraudlake.timeutil import utc_clock
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
 
 QUERY_NAME = "gold_windows"
 ALERTS_QUERY_NAME = "gold_alerts"
@@ -103,7 +108,7 @@ def watermark_delay_micros(watermark_seconds: float) -> int:
     return WINDOW_MICROS + int(watermark_seconds * 1_000_000)
 
 
-def live_windows(silver, watermark_seconds: float):
+def live_windows(silver: DataFrame, watermark_seconds: float) -> DataFrame:
     """The stateful aggregation of the ``gold_windows`` query over a silver stream."""
     delay = watermark_delay_micros(watermark_seconds)
     return live_sums(live_keys(silver).withWatermark("end", f"{delay // 1000} milliseconds"))
@@ -113,7 +118,7 @@ class GoldBatchWriter:
     """The ``foreachBatch`` function of the ``gold_windows`` query: its input is the windows
     the micro-batch changed (:func:`live_windows`), with absolute values."""
 
-    def __init__(self, ctx: Context, app_id: str, out=None, stats: GoldStats | None = None):
+    def __init__(self, ctx: Context, app_id: str, out: TextIO | None = None, stats: GoldStats | None = None) -> None:
         streams = ctx.settings.streams
         self.app_id = app_id
         self.out = out or sys.stdout
@@ -134,7 +139,7 @@ class GoldBatchWriter:
 
     # ------------------------------------------------------------------ the batch
 
-    def __call__(self, changed, batch_id: int) -> None:
+    def __call__(self, changed: DataFrame, batch_id: int) -> None:
         from pyspark.sql import functions as F
 
         session = changed.sparkSession  # the query's own session: its DML confs stay in this query
@@ -167,14 +172,16 @@ class GoldBatchWriter:
             changed.unpersist()
         self._count(rows, minutes, final, raised)
 
-    def _restore(self, session) -> None:
+    def _restore(self, session: SparkSession) -> None:
         """At the first batch: the newest minute and the open minutes from ``dashboard_minute``
         (as the last committed batch left them), and who had an activity alert lately."""
         from pyspark.sql import functions as F
 
         if self.last_alerted is not None:
             return
-        newest = session.table(self.minutes_table).agg(F.unix_micros(F.max("minute")).alias("m")).first()["m"]
+        latest = session.table(self.minutes_table).agg(F.unix_micros(F.max("minute")).alias("m")).first()
+        assert latest is not None  # an aggregate without grouping has one row
+        newest = latest["m"]
         self.newest_minute = newest
         self.last_alerted = {}
         if newest is None:
@@ -199,7 +206,9 @@ class GoldBatchWriter:
 
     # ------------------------------------------------------------------ windows
 
-    def _merge_windows(self, session, changed, final: int, before: int | None, batch_id: int) -> None:
+    def _merge_windows(
+        self, session: SparkSession, changed: DataFrame, final: int, before: int | None, batch_id: int
+    ) -> None:
         """Upsert the changed user windows with their absolute values, exactly once."""
         from delta.tables import DeltaTable
         from pyspark.sql import functions as F
@@ -228,7 +237,9 @@ class GoldBatchWriter:
                 .execute()
             )
 
-    def _write_minutes(self, session, changed: dict[int, dict], final: int, before: int | None, batch_id: int) -> int:
+    def _write_minutes(
+        self, session: SparkSession, changed: dict[int, dict], final: int, before: int | None, batch_id: int
+    ) -> int:
         """Rewrite every minute still open before this batch, with this batch's values and
         ``is_final`` (one ``replaceWhere`` commit, exactly once). Returns the rows the batch added."""
         from pyspark.sql import functions as F
@@ -261,7 +272,7 @@ class GoldBatchWriter:
         self.open_minutes = {end: values[end] for end in kept if end > final}
         return added
 
-    def _finalize(self, session, final: int) -> None:
+    def _finalize(self, session: SparkSession, final: int) -> None:
         """Mark the user windows the watermark has passed, and that no batch changed since, as
         final. Windows start on whole minutes, so this commits once per minute at most; setting
         a flag to its final value is harmless to repeat, so it needs no transaction id."""
@@ -280,7 +291,7 @@ class GoldBatchWriter:
 
     # ------------------------------------------------------------------ alerts
 
-    def _activity_alerts(self, session, busy: list, batch_id: int) -> int:
+    def _activity_alerts(self, session: SparkSession, busy: list, batch_id: int) -> int:
         """Append an alert for each burst among the changed windows at the threshold; how many."""
 
         candidates = [(r["user_id"], r["last_event_time"], r["end"] - WINDOW_MICROS, r) for r in busy]
@@ -299,6 +310,7 @@ class GoldBatchWriter:
             for user, at, start, r in kept
         ]
         append_once(_alerts_frame(session, rows), self.alerts_table, self.app_id, batch_id)
+        assert self.last_alerted is not None  # restored at the start of the batch (_restore)
         for user, at, *_ in kept:
             self.last_alerted[user] = max(at, self.last_alerted.get(user, at))
         horizon = (self.newest_minute or 0) - self.lateness_micros - WINDOW_MICROS - self.cooldown_micros
@@ -326,14 +338,14 @@ class ModelAlertWriter:
     """The ``foreachBatch`` function of the ``gold_alerts`` query: one model alert per flagged
     silver row, appended exactly once, the first few printed."""
 
-    def __init__(self, ctx: Context, app_id: str, out=None, stats: GoldStats | None = None):
+    def __init__(self, ctx: Context, app_id: str, out: TextIO | None = None, stats: GoldStats | None = None) -> None:
         self.app_id = app_id
         self.out = out or sys.stdout
         self.alerts_table = table_name(ctx, GOLD_FRAUD_ALERTS)
         self.max_printed = ctx.settings.streams.console_alerts_per_batch
         self.stats = stats or GoldStats()
 
-    def __call__(self, flagged, batch_id: int) -> None:
+    def __call__(self, flagged: DataFrame, batch_id: int) -> None:
         from pyspark.sql import functions as F
 
         # Flagged rows are a few percent of a batch: one job brings them to the driver, and the
@@ -349,7 +361,7 @@ class ModelAlertWriter:
         self.stats.model_alerts += len(alerts)
 
 
-def _alerts_frame(session, rows: list[tuple]):
+def _alerts_frame(session: SparkSession, rows: list[tuple]) -> DataFrame:
     """``gold.fraud_alerts`` rows from tuples ``(type, transaction_id, user_id, fraud_score, reason,
     alert time in epoch µs)`` collected or made on the driver."""
     from pyspark.sql import functions as F
@@ -364,7 +376,7 @@ def _alerts_frame(session, rows: list[tuple]):
     )
 
 
-def _print_alerts(out, alerts: list[tuple], max_printed: int) -> None:
+def _print_alerts(out: TextIO, alerts: list[tuple], max_printed: int) -> None:
     """The earliest ``max_printed`` of a batch's alerts (tuples as for :func:`_alerts_frame`) on the
     console, times in UTC, and how many more there are."""
     shown = sorted(alerts, key=lambda a: a[5])[:max_printed]
@@ -388,7 +400,9 @@ def check_checkpoint(ctx: Context) -> None:
         )
 
 
-def start_gold(spark, ctx: Context, out=None, available_now: bool = False) -> tuple[dict, GoldStats]:
+def start_gold(
+    spark: SparkSession, ctx: Context, out: TextIO | None = None, available_now: bool = False
+) -> tuple[dict[str, StreamingQuery], GoldStats]:
     """Start gold's two queries; returns ``({name: query}, stats)`` (the stats are live).
 
     Gold reads silver's appends. A re-score (``fraudlake rescore``) updates silver rows in
@@ -402,7 +416,7 @@ def start_gold(spark, ctx: Context, out=None, available_now: bool = False) -> tu
     trigger = ctx.settings.streams.gold_trigger_seconds
     queries = {}
 
-    def silver():
+    def silver() -> DataFrame:
         return spark.readStream.option("skipChangeCommits", "true").table(table_name(ctx, SILVER_SCORED))
 
     checkpoint = ctx.paths.checkpoint(QUERY_NAME)

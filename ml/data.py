@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,10 @@ import pandas as pd
 from fraudlake.errors import FraudlakeError
 from fraudlake.ml.features import MODEL_INPUT_COLUMNS, add_features
 from fraudlake.tables import BRONZE_COLUMNS
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import DataType
 
 LABEL = "label_is_fraud"
 SCENARIO = "label_scenario"
@@ -58,14 +63,14 @@ def input_format(path: str) -> str:
     return "parquet"
 
 
-def _is_delta_table(spark, path: str) -> bool:
+def _is_delta_table(spark: SparkSession, path: str) -> bool:
     """Asked of Delta itself, so it holds for a folder, object storage or a volume alike."""
     from delta.tables import DeltaTable
 
     return bool(DeltaTable.isDeltaTable(spark, path))
 
 
-def read_transactions(spark, path: str):
+def read_transactions(spark: SparkSession, path: str) -> DataFrame:
     """Read a Delta, Parquet, CSV or JSON-lines file (or folder) of transactions, as stored.
 
     CSV columns are read as text and typed by :func:`conform_to_bronze`, like every other format.
@@ -144,7 +149,7 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
 
 
-def _nanos_to_timestamps(df, names: set[str]):
+def _nanos_to_timestamps(df: DataFrame, names: set[str]) -> DataFrame:
     """Nanosecond columns, read by Spark as longs (nanoseconds since the epoch, UTC), as timestamps."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType
@@ -162,7 +167,7 @@ def _first_line(error: Exception) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
-def conform_to_bronze(df, source: str, required=REQUIRED_COLUMNS):
+def conform_to_bronze(df: DataFrame, source: str, required=REQUIRED_COLUMNS) -> DataFrame:
     """Transactions in the bronze schema: every bronze column, typed; optional ones null when absent.
 
     Raises :class:`FraudlakeError` for a missing required column, a column whose type
@@ -201,7 +206,7 @@ def conform_to_bronze(df, source: str, required=REQUIRED_COLUMNS):
     return typed.select(*BRONZE_TYPES)
 
 
-def _convertible(data_type, bronze_type: str) -> bool:
+def _convertible(data_type: DataType, bronze_type: str) -> bool:
     """Whether a column of ``data_type`` can hold values of the bronze type (a timestamp, not an
     epoch number whose unit is a guess; an amount, not a boolean); text is parsed value by value."""
     from pyspark.sql import types as T
@@ -217,7 +222,7 @@ def _convertible(data_type, bronze_type: str) -> bool:
     return isinstance(data_type, T.AtomicType)  # STRING: any single value, not a struct, list or map
 
 
-def _check_values(typed, source: str, present: list[str]) -> None:
+def _check_values(typed: DataFrame, source: str, present: list[str]) -> None:
     """One pass over the data: rows, and per column the values that did not convert."""
     from pyspark.sql import functions as F
 
@@ -234,11 +239,14 @@ def _check_values(typed, source: str, present: list[str]) -> None:
         bad_label.alias("_bad_label"),
         *[expr.alias(c) for c, expr in failed.items()],
     ).first()
+    assert counts is not None  # an aggregate without grouping has one row
     if counts["_rows"] == 0:
         raise FraudlakeError(f"{source} is empty: no transactions")
     for column in failed:
         if counts[column]:
-            example = typed.where(F.col(f"_in_{column}").isNotNull() & F.col(column).isNull()).first()[f"_in_{column}"]
+            failing = typed.where(F.col(f"_in_{column}").isNotNull() & F.col(column).isNull()).first()
+            assert failing is not None  # the count above found such rows
+            example = failing[f"_in_{column}"]
             raise FraudlakeError(
                 f"{source}: column {column} has {counts[column]:,} value(s) that are not "
                 f"{BRONZE_TYPES[column].lower()} (e.g. {example!r})"
@@ -247,7 +255,7 @@ def _check_values(typed, source: str, present: list[str]) -> None:
         raise FraudlakeError(f"{source}: {LABEL} must be 0 or 1; {counts['_bad_label']:,} row(s) have other values")
 
 
-def labelled_features(transactions):
+def labelled_features(transactions: DataFrame) -> DataFrame:
     """Transactions in the bronze schema → the key columns and every model input column.
 
     Rows that cannot be featurised or learned from (null event_time, amount or label)
@@ -261,18 +269,18 @@ def labelled_features(transactions):
     return add_features(usable).select(*KEY_COLUMNS, *MODEL_INPUT_COLUMNS)
 
 
-def count_unusable(transactions) -> int:
+def count_unusable(transactions: DataFrame) -> int:
     from pyspark.sql import functions as F
 
     return transactions.where(F.col("event_time").isNull() | F.col("amount").isNull() | F.col(LABEL).isNull()).count()
 
 
-def to_pandas(features) -> pd.DataFrame:
+def to_pandas(features: DataFrame) -> pd.DataFrame:
     """Collect the feature frame, ordered by event time so that every run sees the rows in one order.
 
     Sorted in pandas: a few thousand rows sort faster there than through a Spark shuffle.
     """
-    frame = features.toPandas()
+    frame: pd.DataFrame = features.toPandas()
     frame[LABEL] = frame[LABEL].astype("int64")
     return frame.sort_values(["event_time", "transaction_id"], kind="mergesort").reset_index(drop=True)
 
@@ -306,7 +314,8 @@ def split_frame(frame: pd.DataFrame, method: str, validation_share: float, test_
         parts = ordered.iloc[:train_end], ordered.iloc[train_end : n - n_test], ordered.iloc[n - n_test :]
     else:
         parts = _stratified_parts(frame, n_validation, n_test, seed)
-    return Split(*(part.reset_index(drop=True) for part in parts), method=method)
+    train, validation, test = (part.reset_index(drop=True) for part in parts)
+    return Split(train, validation, test, method=method)
 
 
 def _stratified_parts(frame: pd.DataFrame, n_validation: int, n_test: int, seed: int):

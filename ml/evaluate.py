@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from fraudlake.ml.train import HOLDOUT_ARTIFACT, file_training_data
 from fraudlake.output import note
 from fraudlake.settings import Context
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 
 def holdout_frame(client, ref: ModelRef) -> pd.DataFrame:
     """The test rows logged with the model's training run."""
@@ -45,7 +49,7 @@ def holdout_frame(client, ref: ModelRef) -> pd.DataFrame:
         return pd.read_parquet(local)
 
 
-def file_frame(spark, path: str) -> pd.DataFrame:
+def file_frame(spark: SparkSession, path: str) -> pd.DataFrame:
     """A labelled file → the shared features, exactly as training reads it."""
     return file_training_data(spark, path).frame
 

@@ -12,7 +12,12 @@ on batch and streaming frames alike.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fraudlake.reference import UNITS_PER_USD
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 # Time features of silver.scored_transactions (see fraudlake.tables.FEATURE_COLUMNS).
 TIME_FEATURES = ("tx_hour", "tx_day_of_week", "is_weekend", "is_night")
@@ -32,7 +37,7 @@ SECONDS_PER_DAY = 86_400
 EPOCH_DAY_OF_WEEK = 5
 
 
-def add_time_features(df, time_column: str = "event_time"):
+def add_time_features(df: DataFrame, time_column: str = "event_time") -> DataFrame:
     """Add ``tx_hour`` (0-23), ``tx_day_of_week`` (1 = Sunday … 7 = Saturday, as Spark's
     ``dayofweek``), ``is_weekend`` and ``is_night`` (00:00-05:59), all in UTC.
 
@@ -53,7 +58,7 @@ def add_time_features(df, time_column: str = "event_time"):
     )
 
 
-def add_amount_features(df):
+def add_amount_features(df: DataFrame) -> DataFrame:
     """Add ``amount_usd`` and ``log_amount_usd`` (null for a currency without a reference
     rate, see :mod:`fraudlake.reference`) and ``log_amount`` (local currency).
 
@@ -74,7 +79,7 @@ def add_amount_features(df):
     )
 
 
-def add_features(df):
+def add_features(df: DataFrame) -> DataFrame:
     """Every model input column, added to transactions in the bronze schema.
 
     The one feature step of training and of the silver stream.
@@ -82,6 +87,6 @@ def add_features(df):
     return add_time_features(add_amount_features(df))
 
 
-def model_input(df):
+def model_input(df: DataFrame) -> DataFrame:
     """The model input columns only, in the model's order (``df`` already has the features)."""
     return df.select(*MODEL_INPUT_COLUMNS)

@@ -8,6 +8,7 @@ Accuracy is reported for completeness; at 1.5% fraud, flagging nothing scores 98
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,17 +39,17 @@ def confusion(labels: np.ndarray, flagged: np.ndarray) -> dict[str, int]:
 
 def recall_by_scenario(scenarios: Sequence, labels: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
     """Share of each fraud scenario's rows that are flagged (rows with a scenario and label 1)."""
-    scenarios = np.asarray(scenarios, dtype=object)
+    names = np.asarray(scenarios, dtype=object)
     fraud = np.asarray(labels).astype(bool)
     flagged = np.asarray(flagged).astype(bool)
     result = {}
-    for name in sorted({s for s in scenarios[fraud] if isinstance(s, str)}):
-        rows = fraud & (scenarios == name)
+    for name in sorted({s for s in names[fraud] if isinstance(s, str)}):
+        rows = fraud & (names == name)
         result[name] = float(flagged[rows].mean())
     return result
 
 
-def _ratio(numerator: int, denominator: int) -> float:
+def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
 
 
@@ -72,7 +73,7 @@ def fraud_metrics(
     precision = _ratio(cm["tp"], cm["tp"] + cm["fp"])
     recall = _ratio(cm["tp"], cm["tp"] + cm["fn"])
     both_classes = 0 < labels.sum() < len(labels)
-    metrics = {
+    metrics: dict[str, Any] = {
         "rows": int(len(labels)),
         "fraud_rows": int(labels.sum()),
         "flagged_rows": int(flagged.sum()),

@@ -7,15 +7,18 @@ It is a pure ``DataFrame -> DataFrame`` function: batch and streaming alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from fraudlake.ml.features import MODEL_INPUT_COLUMNS, SILVER_FEATURES, add_features
 from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
 from fraudlake.settings import Context
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class ModelScorer:
     flag_threshold: float
 
 
-def load_scorer(spark, ctx: Context, model_uri: str | None = None) -> ModelScorer:
+def load_scorer(spark: SparkSession, ctx: Context, model_uri: str | None = None) -> ModelScorer:
     """Resolve ``model_uri`` (default ``models:/<name>@champion``) to its version and load it as a UDF.
 
     The alias is resolved once, here: a stream keeps scoring with the version it
@@ -48,9 +51,10 @@ def load_scorer(spark, ctx: Context, model_uri: str | None = None) -> ModelScore
     return ModelScorer(udf, ref.uri, ref.name or "", ref.version or "", threshold)
 
 
-def _local_master(spark) -> bool:
+def _local_master(spark: SparkSession) -> bool:
     try:
-        return spark.sparkContext.master.startswith("local")
+        master = spark.sparkContext.master
+        return master is not None and master.startswith("local")
     except Exception:  # Spark Connect: no SparkContext, and never local workers sharing our disk
         return False
 
@@ -68,7 +72,7 @@ def _loaded_model(path: str):
     return _LOADED[path]
 
 
-def worker_cached_udf(model_path: str):
+def worker_cached_udf(model_path: str) -> Callable[..., Column]:
     """The pyfunc at ``model_path`` (a local copy) as a vectorised Spark UDF that loads the model
     once per Python worker.
 
@@ -90,7 +94,7 @@ def worker_cached_udf(model_path: str):
     return score
 
 
-def score_transactions(transactions, scorer: ModelScorer):
+def score_transactions(transactions: DataFrame, scorer: ModelScorer) -> DataFrame:
     """Transactions (bronze schema) → + time features, ``amount_usd``, ``fraud_score``, ``is_flagged``,
     ``model_name``, ``model_version``, ``scored_at`` and the ``flag_threshold`` the flag used."""
     from pyspark.sql import functions as F

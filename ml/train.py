@@ -6,6 +6,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -33,6 +34,9 @@ from fraudlake.ml.registry import (
 from fraudlake.output import note
 from fraudlake.settings import Context
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 SCORING_MODEL_CODE = Path(__file__).with_name("scoring_model.py")
 # The holdout is logged with the run, so ``fraudlake evaluate`` can score it again without Spark.
 HOLDOUT_ARTIFACT = "holdout/test.parquet"
@@ -47,7 +51,7 @@ class TrainingData:
     dropped_rows: int  # rows without event_time, amount or label
 
 
-def simulated_training_data(spark, ctx: Context, samples: int) -> TrainingData:
+def simulated_training_data(spark: SparkSession, ctx: Context, samples: int) -> TrainingData:
     """``samples`` simulated transactions → the shared features → pandas."""
     from fraudlake.simulator import generate_batch
 
@@ -59,7 +63,7 @@ def simulated_training_data(spark, ctx: Context, samples: int) -> TrainingData:
     return TrainingData(data.to_pandas(data.labelled_features(transactions)), "simulator", 0)
 
 
-def file_training_data(spark, input_path: str) -> TrainingData:
+def file_training_data(spark: SparkSession, input_path: str) -> TrainingData:
     """A labelled file in the bronze schema → checked and typed → the shared features → pandas."""
     note(f"reading {input_path}...")
     transactions = data.conform_to_bronze(data.read_transactions(spark, input_path), input_path).cache()
@@ -76,7 +80,7 @@ def file_training_data(spark, input_path: str) -> TrainingData:
 
 
 def train_model(
-    spark,
+    spark: SparkSession,
     ctx: Context,
     *,
     model: str | None = None,

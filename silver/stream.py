@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fraudlake.ml.serving import ModelScorer, score_transactions
 from fraudlake.settings import Context
@@ -21,11 +22,15 @@ from fraudlake.silver.validation import drop_routed, mark_repeats, validate
 from fraudlake.streaming_io import append_once, triggered, writer_app_id
 from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, table_name
 
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, Observation, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
 QUERY_NAME = "silver"
 EMPTY_TOTALS = {"n": 0, "flagged": 0, "newest": None, "early_ingest": None}
 
 
-def batch_totals() -> list:
+def batch_totals() -> list[Column]:
     """What progress lines need from a batch of scored rows, as aggregate columns."""
     from pyspark.sql import functions as F
 
@@ -56,7 +61,7 @@ class SilverBatchWriter:
     """The ``foreachBatch`` function of the silver query, and silver's half of the combined
     ingest query's (which sets ``skip_routed`` to False once its rows come fresh from the source)."""
 
-    def __init__(self, ctx: Context, scorer: ModelScorer, app_id: str, skip_routed: bool = True):
+    def __init__(self, ctx: Context, scorer: ModelScorer, app_id: str, skip_routed: bool = True) -> None:
         self.ctx = ctx
         self.scorer = scorer
         self.app_id = app_id
@@ -66,13 +71,13 @@ class SilverBatchWriter:
         self.quarantine_table = table_name(ctx, SILVER_QUARANTINE)
         self.stats = SilverStats()
 
-    def __call__(self, batch, batch_id: int) -> None:
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
 
         reason = F.col("quarantine_reason")
         validated = validate(batch, self.ctx.settings.streams.max_future_seconds).persist()
-        checked = None
+        checked: DataFrame | None = None
         try:
             bounds = self._bounds(validated)
             if not bounds["rows"]:
@@ -105,38 +110,38 @@ class SilverBatchWriter:
         self._count(totals, reasons)
 
     @staticmethod
-    def _observed(observed, scored) -> dict:
+    def _observed(observed: Observation, scored: DataFrame) -> dict:
         """The figures observed during the append. A replayed batch whose append Delta skipped
         (it had committed) ran no plan to observe: its figures are computed, once, instead."""
         try:
             return dict(observed.get)
         except Exception:  # Spark raises on reading an observation that never ran
-            return scored.agg(*batch_totals()).first().asDict()
+            totals = scored.agg(*batch_totals()).first()
+            assert totals is not None  # an aggregate without grouping has one row
+            return totals.asDict()
 
     @staticmethod
-    def _bounds(validated) -> dict:
+    def _bounds(validated: DataFrame) -> dict:
         """Rows in the batch, and the id and event-time range of its valid ones (one job, which
         also fills the cache of the validated rows)."""
         from pyspark.sql import functions as F
 
         valid = F.col("quarantine_reason").isNull()
-        return (
-            validated.agg(
-                F.count(F.lit(1)).alias("rows"),
-                F.count_if(valid).alias("valid"),
-                F.min(F.when(valid, F.col("transaction_id"))).alias("lo"),
-                F.max(F.when(valid, F.col("transaction_id"))).alias("hi"),
-                # As epoch microseconds: no Python datetime, so no host time zone, on the way back.
-                F.unix_micros(F.min(F.when(valid, F.col("event_time")))).alias("first"),
-                F.unix_micros(F.max(F.when(valid, F.col("event_time")))).alias("last"),
-                F.unix_micros(F.min("_ingest_time")).alias("ingest_first"),
-                F.unix_micros(F.max("_ingest_time")).alias("ingest_last"),
-            )
-            .first()
-            .asDict()
-        )
+        bounds = validated.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.count_if(valid).alias("valid"),
+            F.min(F.when(valid, F.col("transaction_id"))).alias("lo"),
+            F.max(F.when(valid, F.col("transaction_id"))).alias("hi"),
+            # As epoch microseconds: no Python datetime, so no host time zone, on the way back.
+            F.unix_micros(F.min(F.when(valid, F.col("event_time")))).alias("first"),
+            F.unix_micros(F.max(F.when(valid, F.col("event_time")))).alias("last"),
+            F.unix_micros(F.min("_ingest_time")).alias("ingest_first"),
+            F.unix_micros(F.max("_ingest_time")).alias("ingest_last"),
+        ).first()
+        assert bounds is not None  # an aggregate without grouping has one row
+        return bounds.asDict()
 
-    def _scored_ids_near(self, validated, bounds: dict):
+    def _scored_ids_near(self, validated: DataFrame, bounds: dict) -> DataFrame:
         """Silver rows (id, event time, ingest time) that this batch's valid rows could repeat.
 
         Bounded so that a lookup reads few files: the batch's id range (sequential ids
@@ -155,7 +160,7 @@ class SilverBatchWriter:
             & (F.col("event_time") <= F.timestamp_micros(F.lit(bounds["last"])) + horizon)
         )
 
-    def _quarantined_near(self, validated, bounds: dict):
+    def _quarantined_near(self, validated: DataFrame, bounds: dict) -> DataFrame:
         """Quarantine rows received when this batch's rows were (the identity :func:`drop_routed` compares)."""
         from pyspark.sql import functions as F
 
@@ -184,7 +189,9 @@ class SilverBatchWriter:
             stats.reasons[name] = stats.reasons.get(name, 0) + n
 
 
-def start_silver(spark, ctx: Context, scorer: ModelScorer, available_now: bool = False):
+def start_silver(
+    spark: SparkSession, ctx: Context, scorer: ModelScorer, available_now: bool = False
+) -> tuple[StreamingQuery, SilverBatchWriter]:
     """Start the silver query; returns ``(query, writer)`` (the writer holds live stats).
 
     ``available_now`` processes what bronze holds, then stops (a scheduled job's trigger).

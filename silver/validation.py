@@ -6,6 +6,10 @@ Pure ``DataFrame -> DataFrame`` functions; the silver stream routes on the resul
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
 
 # Must be present (and of the right type: a value that did not parse is null in bronze).
 REQUIRED_COLUMNS = (
@@ -43,7 +47,7 @@ def iso_codes() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return countries, currencies
 
 
-def quarantine_reason(max_future_seconds: int):
+def quarantine_reason(max_future_seconds: int) -> Column:
     """A column: the first rule a row breaks, or null for a valid row."""
     from pyspark.sql import functions as F
 
@@ -69,7 +73,7 @@ def quarantine_reason(max_future_seconds: int):
     )
 
 
-def validate(bronze, max_future_seconds: int):
+def validate(bronze: DataFrame, max_future_seconds: int) -> DataFrame:
     """Bronze rows + ``quarantine_reason`` (null when valid). A second row with an id seen
     earlier in the same frame is a duplicate: the first (by ingest time, then raw text) stays valid.
     Ids scored in earlier micro-batches are checked by the silver stream (:func:`mark_repeats`)."""
@@ -89,7 +93,7 @@ def validate(bronze, max_future_seconds: int):
     )
 
 
-def mark_repeats(checked, scored):
+def mark_repeats(checked: DataFrame, scored: DataFrame) -> DataFrame:
     """Valid rows whose ``transaction_id`` silver already holds *for another bronze row* get
     the reason :data:`DUPLICATE`: an id is scored once.
 
@@ -130,7 +134,7 @@ def mark_repeats(checked, scored):
     ).drop("_r_id", "_r_event", "_r_ingest")
 
 
-def drop_routed(checked, scored, quarantined):
+def drop_routed(checked: DataFrame, scored: DataFrame, quarantined: DataFrame) -> DataFrame:
     """``checked`` without the bronze rows that were already routed where they are routed now.
 
     A bronze row is routed once. The combined ingest query (bronze and silver in one

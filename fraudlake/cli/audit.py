@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from fraudlake.cli.common import bounded
 from fraudlake.output import emit, note, render_frame, render_mapping, render_records
 from fraudlake.timeutil import parse_utc
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from fraudlake.settings import Context
 
 
 def _version(text: str) -> int:
@@ -152,7 +158,7 @@ def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
     maintain.set_defaults(handler=cmd_maintain)
 
 
-def _writer(args):
+def _writer(args: argparse.Namespace) -> tuple[Context, SparkSession]:
     """Context and session for ``rescore`` and ``maintain``, which write (and so may upgrade) tables."""
     from fraudlake.cli.common import context_from, writer_session
 
@@ -160,7 +166,7 @@ def _writer(args):
     return ctx, writer_session(ctx, args)
 
 
-def _reader(args, specs):
+def _reader(args: argparse.Namespace, specs) -> tuple[Context, SparkSession]:
     """Context and session for an audit, which reads ``specs`` and changes no table: a table the
     home does not have yet is a not-found error (exit 4) naming it, not a Spark trace."""
     from fraudlake.cli.common import context_from, not_created_yet, reader_session

@@ -127,7 +127,7 @@ def writer_session(ctx: Context, args: argparse.Namespace) -> SparkSession:
     return spark
 
 
-def reader_session(ctx: Context, args: argparse.Namespace) -> tuple[SparkSession, list[str]]:
+def reader_session(ctx: Context, args: argparse.Namespace) -> tuple[SparkSession, tuple[str, ...]]:
     """The Spark session of a read-only command and the names of the tables that do not exist
     yet: existing tables are only made visible (:func:`fraudlake.tables.attach_tables`), none
     is created or altered, so reading never commits to a table that streams are writing."""

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+from typing import TYPE_CHECKING
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.output import emit, note, render_mapping
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def _port(text: str) -> int:
@@ -55,14 +60,25 @@ def add_dashboard_commands(commands, common: argparse.ArgumentParser) -> None:
     report.set_defaults(handler=cmd_report)
 
 
+def require_dash() -> None:
+    """The live dashboard is an extra (streaming clusters need no web framework): a clear
+    error naming it when Dash is not installed."""
+    if importlib.util.find_spec("dash") is None:
+        raise FraudlakeError(
+            "the live dashboard needs Dash, which is not installed: pip install 'fraudlake[dashboard]' "
+            "(the local extra includes it); fraudlake report writes the same charts as HTML without it"
+        )
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from fraudlake.cli.common import context_from
     from fraudlake.dashboards.app import SnapshotReader, create_app, make_server
     from fraudlake.dashboards.queries import read_snapshot
     from fraudlake.spark import get_spark
 
+    require_dash()
     ctx = context_from(args)
-    state = {}
+    state: dict[str, SparkSession] = {}
 
     def read():
         return read_snapshot(state["spark"], ctx, window_minutes=args.window)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from fraudlake.cli.common import (
     context_from,
@@ -19,6 +20,9 @@ from fraudlake.cli.common import (
 )
 from fraudlake.errors import FraudlakeError
 from fraudlake.output import emit, note, render_frame, render_mapping
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def add_pipeline_commands(commands, common: argparse.ArgumentParser) -> None:
@@ -175,7 +179,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
             hint = f" ({not_created_yet(ctx, missing)})" if missing else ""
             raise NotFoundError(f"SQL failed: {_sql_error(error)}{hint}") from None
         raise FraudlakeError(f"SQL failed: {_sql_error(error)}") from None
-    frame = result.limit(args.max_rows + 1).toPandas()
+    frame: pd.DataFrame = result.limit(args.max_rows + 1).toPandas()
     if len(frame) > args.max_rows:
         frame = frame.head(args.max_rows)
         note(f"(showing the first {args.max_rows:,} rows; raise --max-rows for more)")
@@ -258,6 +262,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _alerts_out(args: argparse.Namespace):
+def _alerts_out(args: argparse.Namespace) -> TextIO:
     """Alerts are for people: on stdout beside a table, on stderr when stdout is JSON or CSV."""
     return sys.stdout if args.format == "table" else sys.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from fraudlake.conf.settings import Settings
 from fraudlake.errors import FraudlakeError
@@ -26,8 +27,16 @@ from fraudlake.tables import (
     GOLD_DASHBOARD_MINUTE,
     SILVER_QUARANTINE,
     SILVER_SCORED,
+    TableSpec,
     table_name,
 )
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+    from fraudlake.ml.serving import ModelScorer
+    from fraudlake.silver.stream import SilverBatchWriter
 
 LAYERS = ("bronze", "silver", "gold")
 # The setting that holds each layer's micro-batch interval (a profile fills it unless set).
@@ -81,13 +90,13 @@ def describe_profile(settings: Settings, layers) -> str:
 
 @dataclass
 class Pipeline:
-    queries: dict = field(default_factory=dict)
+    queries: dict[str, StreamingQuery] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)  # query name -> its writer's live stats (silver, gold)
     stages: list = field(default_factory=list)  # query names, upstream stage first
     intervals: dict = field(default_factory=dict)  # query name -> trigger interval (s)
     model: str | None = None  # the model version silver scores with
 
-    def add_stage(self, queries: dict, interval: float) -> None:
+    def add_stage(self, queries: dict[str, StreamingQuery], interval: float) -> None:
         self.queries.update(queries)
         self.stages.append(list(queries))
         self.intervals.update({name: interval for name in queries})
@@ -112,7 +121,7 @@ def preflight(ctx: Context, layers, source: str, rate: int | None) -> None:
             raise FraudlakeError(f"silver cannot start: {error}") from None
 
 
-def load_champion(spark, ctx: Context):
+def load_champion(spark: SparkSession, ctx: Context) -> ModelScorer:
     """The model silver scores with, resolved to a version now; a clear error if there is none."""
     from fraudlake.ml.serving import load_scorer
 
@@ -123,7 +132,13 @@ def load_champion(spark, ctx: Context):
 
 
 def start_pipeline(
-    spark, ctx: Context, layers, source: str, rate: int | None = None, landing: str | None = None, out=None
+    spark: SparkSession,
+    ctx: Context,
+    layers,
+    source: str,
+    rate: int | None = None,
+    landing: str | None = None,
+    out: TextIO | None = None,
 ) -> Pipeline:
     """Start the queries of ``layers``, upstream first. The model is resolved before anything starts.
 
@@ -134,9 +149,9 @@ def start_pipeline(
     pipeline = Pipeline()
     scorer = load_champion(spark, ctx) if "silver" in layers else None
     if "bronze" in layers and scorer is not None:
-        query, writer = start_ingest_and_score(spark, ctx, source, scorer, rate=rate, landing=landing)
+        query, combined = start_ingest_and_score(spark, ctx, source, scorer, rate=rate, landing=landing)
         pipeline.add_stage({"silver": query}, trigger_seconds(ctx.settings, "bronze"))
-        pipeline.stats["silver"] = writer.silver.stats
+        pipeline.stats["silver"] = combined.silver.stats
     elif "bronze" in layers:
         from fraudlake.bronze.ingest import start_bronze_ingest
 
@@ -173,9 +188,9 @@ class IngestAndScore:
     (``bronze_rate``: the rate source's transaction ids go on where they stopped).
     """
 
-    def __init__(self, ctx: Context, silver, checkpoint: str):
+    def __init__(self, ctx: Context, silver: SilverBatchWriter, checkpoint: str) -> None:
         self.bronze = table_name(ctx, BRONZE_TRANSACTIONS)
-        self.silver = silver  # a SilverBatchWriter
+        self.silver = silver
         self.checkpoint = checkpoint
         self._query_id: str | None = None
         # The first batch after a start may replay one whose bronze append committed before
@@ -183,16 +198,18 @@ class IngestAndScore:
         # rows alone. Later batches hold only rows fresh from the source: no lookup for them.
         self.silver.skip_routed = True
 
-    def query_id(self, batch) -> str:
+    def query_id(self, batch: DataFrame) -> str:
         """The query's id, the one Delta's streaming sink uses as the bronze txnAppId."""
         if self._query_id is None:
             try:
                 self._query_id = json.loads((Path(self.checkpoint) / "metadata").read_text())["id"]
             except OSError:  # a checkpoint on object storage: the same id, from the query's thread
-                self._query_id = batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
+                query_id = batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
+                assert query_id is not None  # Spark sets it on the thread that runs a foreachBatch
+                self._query_id = query_id
         return self._query_id
 
-    def __call__(self, batch, batch_id: int) -> None:
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
         rows = batch.persist()
         try:
             append_once(rows, self.bronze, self.query_id(batch), batch_id)
@@ -203,14 +220,14 @@ class IngestAndScore:
 
 
 def start_ingest_and_score(
-    spark,
+    spark: SparkSession,
     ctx: Context,
     source: str,
-    scorer,
+    scorer: ModelScorer,
     rate: int | None = None,
     landing: str | None = None,
     available_now: bool = False,
-):
+) -> tuple[StreamingQuery, IngestAndScore]:
     """Start the combined bronze + silver query; returns ``(query, writer)``.
 
     Bronze rows silver has not routed yet (from a bronze-only run, or a batch a crash
@@ -234,7 +251,7 @@ def start_ingest_and_score(
         return triggered(stream, ctx.settings.ingest.trigger_seconds, available_now).start(), writer
 
 
-def left_behind(spark, ctx: Context, layers) -> dict[str, int]:
+def left_behind(spark: SparkSession, ctx: Context, layers) -> dict[str, int]:
     """Rows each of ``layers`` has not processed of what the layer before it committed.
 
     Read from the tables, so it holds whoever wrote them: silver's backlog is the bronze
@@ -248,7 +265,7 @@ def left_behind(spark, ctx: Context, layers) -> dict[str, int]:
     """
     from pyspark.sql import functions as F
 
-    def rows(spec) -> int:
+    def rows(spec: TableSpec) -> int:
         return spark.table(table_name(ctx, spec)).count()
 
     left: dict[str, int] = {}
@@ -258,12 +275,13 @@ def left_behind(spark, ctx: Context, layers) -> dict[str, int]:
     if "silver" in layers:
         left["silver"] = rows(BRONZE_TRANSACTIONS) - silver - rows(SILVER_QUARANTINE)
     if "gold" in layers:
-        counted = spark.table(table_name(ctx, GOLD_DASHBOARD_MINUTE)).agg(F.sum("tx_count")).first()[0]
-        left["gold"] = silver - (counted or 0)
+        counted = spark.table(table_name(ctx, GOLD_DASHBOARD_MINUTE)).agg(F.sum("tx_count")).first()
+        assert counted is not None  # an aggregate without grouping has one row
+        left["gold"] = silver - (counted[0] or 0)
     return left
 
 
-def lakehouse_summary(spark, ctx: Context) -> dict:
+def lakehouse_summary(spark: SparkSession, ctx: Context) -> dict:
     """Rows per table, flagged share, live precision/recall from labels, model versions seen."""
     from pyspark.sql import functions as F
 
@@ -277,6 +295,7 @@ def lakehouse_summary(spark, ctx: Context) -> dict:
         F.sum((flagged & (label == 0)).cast("long")).alias("fp"),
         F.sum((~flagged & (label == 1)).cast("long")).alias("fn"),
     ).first()
+    assert totals is not None  # an aggregate without grouping has one row
     n, tp, fp, fn = totals["n"], totals["tp"] or 0, totals["fp"] or 0, totals["fn"] or 0
     summary["flagged_share"] = round((totals["flagged"] or 0) / n, 4) if n else None
     summary["live_precision"] = round(tp / (tp + fp), 4) if tp + fp else None
@@ -288,7 +307,7 @@ def lakehouse_summary(spark, ctx: Context) -> dict:
     return summary
 
 
-def catch_up(spark, ctx: Context, layers, landing: str | None = None, out=None) -> dict:
+def catch_up(spark: SparkSession, ctx: Context, layers, landing: str | None = None, out: TextIO | None = None) -> dict:
     """Process everything available through ``layers`` once, upstream first, then stop.
 
     The scheduled-job form of the pipeline (Trigger.AvailableNow): bronze reads the

@@ -17,11 +17,15 @@ transaction has none, so a crash between the two is repaired by running the same
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 from fraudlake.tables import BRONZE_COLUMNS, GOLD_FRAUD_ALERTS, SILVER_SCORED, table_name
 from fraudlake.timeutil import given_utc
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 # What a re-score replaces; everything else in the row is the transaction as validated.
 SCORE_FIELDS = ("fraud_score", "is_flagged", "flag_threshold", "model_name", "model_version", "scored_at")
@@ -34,7 +38,7 @@ def bronze_column_names() -> list[str]:
 
 
 def rescore_silver(
-    spark,
+    spark: SparkSession,
     ctx: Context,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -72,6 +76,7 @@ def rescore_silver(
             F.sum(F.col("is_flagged").cast("long")).alias("after"),
             F.sum((F.col("is_flagged") & ~F.col("was_flagged")).cast("long")).alias("new"),
         ).first()
+        assert counts is not None  # an aggregate without grouping has one row
         result = {
             "model": f"{scorer.model_name} v{scorer.model_version}",
             "rows_in_slice": rows.count(),
@@ -92,11 +97,13 @@ def rescore_silver(
             _merge(spark, name, rescored, f"fraudlake rescore with {result['model']}")
     finally:
         rescored.unpersist()
-    result["silver_version"] = int(spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()["version"])
+    latest = spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()
+    assert latest is not None  # the table has at least its creating commit
+    result["silver_version"] = int(latest["version"])
     return result
 
 
-def _append_missing_alerts(spark, ctx: Context, newly_flagged) -> int:
+def _append_missing_alerts(spark: SparkSession, ctx: Context, newly_flagged: DataFrame) -> int:
     """Model alerts for newly flagged rows that have none yet (one model alert per transaction).
 
     A newly flagged row was not flagged when gold's stream saw it, so no streamed alert
@@ -118,11 +125,12 @@ def _append_missing_alerts(spark, ctx: Context, newly_flagged) -> int:
     return n
 
 
-def _merge(spark, name: str, rescored, note: str) -> None:
+def _merge(spark: SparkSession, name: str, rescored: DataFrame, note: str) -> None:
     """One MERGE of the new scores; the commit says which model re-scored (DESCRIBE HISTORY's userMetadata)."""
     from delta.tables import DeltaTable
 
-    key = "spark.databricks.delta.commitInfo.userMetadata"
+    from fraudlake.streaming_io import USER_METADATA as key
+
     spark.conf.set(key, note)
     try:
         (

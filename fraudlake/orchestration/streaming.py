@@ -12,14 +12,25 @@ import json
 import math
 import queue
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql.streaming import StreamingQueryListener
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.output import note
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+    from pyspark.sql.streaming.listener import (
+        QueryIdleEvent,
+        QueryProgressEvent,
+        QueryStartedEvent,
+        QueryTerminatedEvent,
+    )
 
 # How long each later stage of a timed run may take to read what the stage before
 # committed, before it is stopped anyway (and what it did not read is reported).
@@ -31,7 +42,7 @@ SOURCE_GRACE_SECONDS = 90.0
 
 
 @contextmanager
-def scheduler_pool(spark, name: str):
+def scheduler_pool(spark: SparkSession, name: str) -> Iterator[None]:
     """Queries started in this block run their jobs in the fair-scheduler pool ``name``.
 
     With ``spark.scheduler.mode=FAIR`` (the local conf sets it; Databricks clusters use
@@ -50,7 +61,8 @@ def scheduler_pool(spark, name: str):
     try:
         yield
     finally:
-        context.setLocalProperty("spark.scheduler.pool", previous)
+        # None (no pool before) removes the property; pyspark types the value as str only.
+        context.setLocalProperty("spark.scheduler.pool", previous)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -88,12 +100,12 @@ class QueryTally:
         return True
 
 
-def _drain(query, tally: QueryTally) -> None:
+def _drain(query: StreamingQuery, tally: QueryTally) -> None:
     for progress in query.recentProgress:
         tally.absorb(progress)
 
 
-def rows_processed(query) -> int:
+def rows_processed(query: StreamingQuery) -> int:
     """Input rows of the query's recent micro-batches (Spark keeps the last 100 reports)."""
     tally = QueryTally(query.name or "")
     _drain(query, tally)
@@ -116,16 +128,16 @@ class ProgressListener(StreamingQueryListener):
     def __init__(self) -> None:
         self._reports: queue.SimpleQueue = queue.SimpleQueue()
 
-    def onQueryStarted(self, event) -> None:
+    def onQueryStarted(self, event: QueryStartedEvent) -> None:
         pass
 
-    def onQueryProgress(self, event) -> None:
+    def onQueryProgress(self, event: QueryProgressEvent) -> None:
         self._reports.put(json.loads(event.progress.json))
 
-    def onQueryIdle(self, event) -> None:
+    def onQueryIdle(self, event: QueryIdleEvent) -> None:
         pass
 
-    def onQueryTerminated(self, event) -> None:
+    def onQueryTerminated(self, event: QueryTerminatedEvent) -> None:
         pass
 
     def reports(self) -> list[dict]:
@@ -305,7 +317,13 @@ class ProgressTracker:
     accepts one, else from each query's ``recentProgress``.
     """
 
-    def __init__(self, queries: dict, stats: dict | None = None, spark=None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        queries: dict[str, StreamingQuery],
+        stats: dict | None = None,
+        spark: SparkSession | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.queries = queries
         self.stats = stats or {}
         self.tallies = {name: QueryTally(name) for name in queries}
@@ -313,7 +331,7 @@ class ProgressTracker:
         self._clock = clock
         self.started = self._since = clock()
         self._rate: tuple[float, int, float | None] = (self.started, 0, None)  # (when, source rows, rows/s)
-        self.listener = None
+        self.listener: ProgressListener | None = None
         self._spark = spark
         if spark is not None:
             listener = ProgressListener()
@@ -340,6 +358,7 @@ class ProgressTracker:
         for name, query in self.queries.items():
             _drain(query, self.tallies[name])
         if self.listener is not None:
+            assert self._spark is not None  # a listener is only added to a session
             with suppress(Exception):  # a session that is stopping has nothing left to clean up
                 self._spark.streams.removeListener(self.listener)
             self.listener = None
@@ -350,7 +369,8 @@ class ProgressTracker:
         now = self._clock()
         first = next(iter(self.queries), None)
         lag: dict[str, float | None] = {}
-        upstream_p95 = freshness_p95 = None
+        upstream_p95: float | None = None
+        freshness_p95: float | None = None
         for name, tally in self.tallies.items():
             freshness = getattr(self.stats.get(name), "freshness", None)
             if freshness is None:  # a source: how long its last batch took
@@ -361,8 +381,10 @@ class ProgressTracker:
             freshness_p95 = interval_p95(entries, self._since) if entries else None
             if freshness_p95 is None and entries:
                 freshness_p95 = entries[-1][2]
-            both = freshness_p95 is not None and upstream_p95 is not None
-            lag[name] = max(freshness_p95 - upstream_p95, 0.0) if both else freshness_p95
+            if freshness_p95 is not None and upstream_p95 is not None:
+                lag[name] = max(freshness_p95 - upstream_p95, 0.0)
+            else:
+                lag[name] = freshness_p95
             upstream_p95 = freshness_p95 if freshness_p95 is not None else upstream_p95
         silver, gold = self.stats.get("silver"), self.stats.get("gold")
         progress = IntervalProgress(
@@ -398,7 +420,9 @@ class ProgressTracker:
 # -- stopping ------------------------------------------------------------------------------
 
 
-def _stop_when(queries, ready, timeout: float) -> list:
+def _stop_when(
+    queries: Iterable[StreamingQuery], ready: Callable[[StreamingQuery], bool], timeout: float
+) -> list[StreamingQuery]:
     """Stop each query as soon as ``ready(query)`` (all watched at once); after ``timeout``, stop the rest.
 
     Returns the queries stopped because the time was up.
@@ -416,7 +440,7 @@ def _stop_when(queries, ready, timeout: float) -> list:
     return pending
 
 
-def stop_between_batches(queries, timeout: float = 30.0) -> list:
+def stop_between_batches(queries: Iterable[StreamingQuery], timeout: float = 30.0) -> list[StreamingQuery]:
     """Stop each query as soon as it is between micro-batches; returns those stopped mid-batch at ``timeout``.
 
     Stopping mid-batch is safe too (the checkpoint replays the batch and the idempotent
@@ -425,7 +449,9 @@ def stop_between_batches(queries, timeout: float = 30.0) -> list:
     return _stop_when(queries, lambda query: not query.status.get("isTriggerActive"), timeout)
 
 
-def stop_after_next_batch(queries, timeout: float = SOURCE_STOP_SECONDS, grace: float = SOURCE_GRACE_SECONDS) -> list:
+def stop_after_next_batch(
+    queries: Sequence[StreamingQuery], timeout: float = SOURCE_STOP_SECONDS, grace: float = SOURCE_GRACE_SECONDS
+) -> list[StreamingQuery]:
     """Stop sources once they have committed what arrived until now; returns those stopped mid-batch.
 
     Each query gets one more micro-batch (it reads up to the present), unless it reports
@@ -439,12 +465,12 @@ def stop_after_next_batch(queries, timeout: float = SOURCE_STOP_SECONDS, grace: 
     that writes two tables per batch (bronze and silver) is not cut between them; only
     one still inside a batch ``grace`` seconds later is stopped mid-batch.
     """
-    seen = {id(q): (q.lastProgress or {}).get("batchId", -1) for q in queries}
+    seen = {id(q): _last_progress(q).get("batchId", -1) for q in queries}
     soft_deadline = time.monotonic() + timeout
     at_deadline: dict[int, int] = {}
 
-    def read_up_to_now(query) -> bool:
-        status, progress = query.status, query.lastProgress or {}
+    def read_up_to_now(query: StreamingQuery) -> bool:
+        status, progress = query.status, _last_progress(query)
         batch_id = progress.get("batchId", -1)
         committed = batch_id - seen[id(query)]
         if time.monotonic() >= soft_deadline:
@@ -458,7 +484,12 @@ def stop_after_next_batch(queries, timeout: float = SOURCE_STOP_SECONDS, grace: 
     return _stop_when(queries, read_up_to_now, timeout + grace)
 
 
-def _caught_up(query, since: float, interval: float) -> bool:
+def _last_progress(query: StreamingQuery) -> dict[str, Any]:
+    """The query's latest progress report; empty before its first one."""
+    return query.lastProgress or {}
+
+
+def _caught_up(query: StreamingQuery, since: float, interval: float) -> bool:
     """True once a trigger that began after ``since`` (a full interval later) found no new data."""
     if not query.isActive:
         return True
@@ -477,7 +508,10 @@ def drain_limit(timeout: float, intervals: Iterable[float]) -> float:
 
 
 def drain_in_stages(
-    queries: dict, stages: list[list[str]], intervals: dict[str, float], timeout: float = DRAIN_SECONDS
+    queries: dict[str, StreamingQuery],
+    stages: list[list[str]],
+    intervals: dict[str, float],
+    timeout: float = DRAIN_SECONDS,
 ) -> dict[str, float]:
     """Stop a pipeline so every layer ends level with the one before it.
 
@@ -515,14 +549,14 @@ def drain_in_stages(
 
 
 def run_queries(
-    queries: dict,
+    queries: dict[str, StreamingQuery],
     duration: float | None,
     progress_seconds: float,
     quiet: bool = False,
     stats: dict | None = None,
     stages: list[list[str]] | None = None,
     intervals: dict[str, float] | None = None,
-    spark=None,
+    spark: SparkSession | None = None,
     report: Callable[[IntervalProgress], None] | None = None,
     drain_seconds: float = DRAIN_SECONDS,
 ) -> dict:
