@@ -4,6 +4,12 @@ The whole suite runs with the host in a time zone off UTC (``Asia/Kolkata``, a h
 offset; ``FRAUDLAKE_TEST_TZ`` chooses another): a machine in UTC hides a local time
 mislabelled as UTC, and here such a time shows as wrong in whichever test meets it. The
 JVM, the dashboard and every ``fraudlake`` subprocess the tests start inherit the zone.
+
+What a test changes on the shared session (a conf, a temporary view, the current catalog or
+database, a stream left running) is undone after it, and what a module's fixtures changed
+after the module: no test passes or fails because of another that ran before it. fraudlake
+itself switches some session confs on and leaves them on (reading nanosecond Parquet, the
+dashboard's bound SQL parameters); they are undone too.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,6 +41,51 @@ def make_context(home: Path, **sections) -> Context:
     return Context(settings=settings, paths=Paths.of(settings, home))
 
 
+@dataclass(frozen=True)
+class SessionState:
+    """What a test can change on the shared session and leave changed."""
+
+    conf: dict[str, str]
+    temp_views: frozenset[str]
+    catalog: str
+    database: str
+    streams: frozenset[str]
+
+    @classmethod
+    def of(cls, session) -> SessionState:
+        views = session.sql("SHOW VIEWS").where("isTemporary").select("viewName").collect()
+        return cls(
+            conf=dict(session.conf.getAll),
+            temp_views=frozenset(row[0] for row in views),
+            catalog=session.catalog.currentCatalog(),
+            database=session.catalog.currentDatabase(),
+            streams=frozenset(query.id for query in session.streams.active),
+        )
+
+    def restore(self, session) -> None:
+        for query in session.streams.active:
+            if query.id not in self.streams:
+                query.stop()
+        for view in SessionState.of(session).temp_views - self.temp_views:
+            session.catalog.dropTempView(view)
+        if session.catalog.currentCatalog() != self.catalog:
+            session.catalog.setCurrentCatalog(self.catalog)
+        if session.catalog.currentDatabase() != self.database:
+            session.catalog.setCurrentDatabase(self.database)
+        now = dict(session.conf.getAll)
+        changed = {key for key in now.keys() | self.conf.keys() if now.get(key) != self.conf.get(key)}
+        for key in sorted(changed):
+            if not session.conf.isModifiable(key):  # fixed when the session started: nothing to undo
+                continue
+            if key in self.conf:
+                session.conf.set(key, self.conf[key])
+            else:
+                session.conf.unset(key)
+
+
+_SESSION: list = []  # the shared session once started, and its state as it started
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from fraudlake.spark import get_spark
@@ -41,13 +93,50 @@ def spark(tmp_path_factory):
     home = tmp_path_factory.mktemp("spark-session")
     ctx = make_context(home, spark={"shuffle_partitions": 2})
     session = get_spark(ctx, master="local[2]")
+    _SESSION[:] = [session, SessionState.of(session)]
     yield session
+    _SESSION.clear()
     session.stop()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_leaves_the_session_as_it_started():
+    """After a module (its fixtures included), the shared session as it was when it started."""
+    yield
+    if _SESSION:
+        session, started = _SESSION
+        started.restore(session)
+
+
+@pytest.fixture(autouse=True)
+def _test_leaves_the_session_as_it_found_it(request):
+    """After a test, the shared session as the test found it (its module's fixtures' changes kept)."""
+    if "spark" not in request.fixturenames:
+        yield
+        return
+    session = request.getfixturevalue("spark")
+    found = SessionState.of(session)
+    yield
+    found.restore(session)
 
 
 @pytest.fixture
 def ctx(tmp_path) -> Context:
     return make_context(tmp_path / "home")
+
+
+def attached(spark, ctx: Context) -> Context:
+    """``ctx``, the session's table names pointed at its home's tables as a reader does
+    (:func:`fraudlake.tables.attach_tables`; nothing is created or committed).
+
+    The names are the session's (``spark_catalog.silver.scored_transactions``), and any test
+    that registers a home of its own points them there. A module whose tests share one home
+    attaches it before each test, so every test reads that home whatever ran before it.
+    """
+    from fraudlake.tables import attach_tables
+
+    attach_tables(spark, ctx)
+    return ctx
 
 
 def fraudlake(capsys, home: Path, *args: str) -> tuple[int, str, str]:
@@ -75,6 +164,18 @@ def run_cli(*args: str, home: Path, timeout: float = 300, env: dict | None = Non
     if check and result.returncode != 0:
         raise AssertionError(f"fraudlake {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
     return result
+
+
+def java_that_records_its_starts(folder: Path) -> tuple[dict[str, str], Path]:
+    """Environment variables whose ``java`` (``JAVA_HOME``, and first on ``PATH``) writes its
+    arguments to a file and fails, and that file: a command run with them that starts a JVM
+    (Spark's launcher runs this ``java``) leaves the file behind, one that starts none does not."""
+    starts = folder / "java-starts"
+    java = folder / "java-home" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text(f'#!/bin/sh\necho "$@" >> "{starts}"\nexit 1\n')
+    java.chmod(0o755)
+    return {"JAVA_HOME": str(java.parent.parent), "PATH": f"{java.parent}{os.pathsep}{os.environ['PATH']}"}, starts
 
 
 WORKER_ENV = ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")

@@ -30,7 +30,7 @@ from fraudlake.tables import (
     ensure_tables,
     table_name,
 )
-from tests.conftest import make_context
+from tests.conftest import attached, make_context
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -83,7 +83,7 @@ def _stream_rate(spark, ctx, seconds: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def night_stream(spark, champion):
+def streamed_twice(spark, champion):
     """A rate stream at 03:00 UTC on the simulated clock, through silver and gold; then its
     checkpoint deleted and the stream run again from row 0, through every layer."""
     ctx = champion.with_settings(simulator={"stream_start_time": NIGHT.isoformat()})
@@ -97,6 +97,13 @@ def night_stream(spark, champion):
     _stream_rate(spark, ctx, 8)
     catch_up(spark, ctx, ("silver", "gold"))
     return ctx, first
+
+
+@pytest.fixture
+def night_stream(spark, streamed_twice):
+    """That home, the session's table names on its tables."""
+    ctx, first = streamed_twice
+    return attached(spark, ctx), first
 
 
 def test_a_stream_at_three_utc_is_scored_like_one_by_day(spark, night_stream):

@@ -4,13 +4,13 @@ version 2 and a re-score of a slice, then time travel, history, changes and re-s
 from __future__ import annotations
 
 import json
+import shutil
 from types import SimpleNamespace
 from unittest import mock
 
 import pytest
 from pyspark.sql import functions as F
 
-from fraudlake import rescore as rescore_module
 from fraudlake.audit import audit_transaction, maintain, rescore_transaction, table_changes, table_history
 from fraudlake.cli import main
 from fraudlake.conf.settings import SimulatorSettings
@@ -18,8 +18,10 @@ from fraudlake.errors import FraudlakeError, NotFoundError
 from fraudlake.gold.stream import start_gold
 from fraudlake.ml.registry import list_versions, mlflow_client, promote
 from fraudlake.ml.train import train_model
+from fraudlake.orchestration import rescore as rescore_module
 from fraudlake.orchestration.pipeline import catch_up
 from fraudlake.orchestration.rescore import rescore_silver
+from fraudlake.settings import Context, Paths
 from fraudlake.simulator import generate_batch
 from fraudlake.tables import (
     GOLD_FRAUD_ALERTS,
@@ -30,7 +32,7 @@ from fraudlake.tables import (
     table_name,
 )
 from fraudlake.timeutil import from_row
-from tests.conftest import make_context, run_cli
+from tests.conftest import attached, make_context, run_cli
 
 pytestmark = pytest.mark.spark
 
@@ -55,8 +57,6 @@ def _version(spark, name: str) -> int:
 
 
 def test_retention_is_set_on_create_and_follows_the_conf(spark, tmp_path):
-    # First in the module: it points the session's table names at another home, before the
-    # module's home is registered.
     from fraudlake.tables import GOLD_USER_ACTIVITY
 
     ctx = make_context(tmp_path / "home")
@@ -84,7 +84,7 @@ def test_retention_is_set_on_create_and_follows_the_conf(spark, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def scored(spark, tmp_path_factory):
+def rescored(spark, tmp_path_factory):
     """Silver scored by version 1; then version 2 promoted and a slice re-scored with it."""
     home = tmp_path_factory.mktemp("audit") / "home"
     ctx = make_context(
@@ -128,6 +128,13 @@ def scored(spark, tmp_path_factory):
         thresholds=thresholds,
         crashed_alerts=crashed_alerts,
     )
+
+
+@pytest.fixture
+def scored(spark, rescored):
+    """The module's home, the session's table names on its tables (a test may point them at its own)."""
+    attached(spark, rescored.ctx)
+    return rescored
 
 
 def test_an_old_version_shows_model_1_and_the_latest_model_2(spark, scored):
@@ -260,8 +267,12 @@ def test_the_cli_prints_an_audit_as_json(spark, scored, capsys):
     assert "choose the transactions to re-score" in capsys.readouterr().err
 
 
-def test_maintain_compacts_and_never_vacuums_inside_the_audit_window(spark, scored):
-    ctx = scored.ctx
+def test_maintain_compacts_and_never_vacuums_inside_the_audit_window(spark, scored, tmp_path):
+    # On a copy of the module's tables: the other tests read the history as the re-score left it.
+    settings = scored.ctx.settings
+    ctx = Context(settings=settings, paths=Paths.of(settings, tmp_path / "home"))
+    shutil.copytree(scored.ctx.paths.warehouse, ctx.paths.warehouse)
+    attached(spark, ctx)
     with pytest.raises(FraudlakeError, match="below the audit window of 720 hours"):
         maintain(spark, ctx, retain_hours=719)
     report = maintain(spark, ctx, specs=(SILVER_SCORED,))

@@ -28,7 +28,7 @@ from fraudlake.tables import (
     ensure_tables,
     table_name,
 )
-from tests.conftest import make_context
+from tests.conftest import attached, make_context
 
 pytestmark = pytest.mark.spark
 
@@ -75,7 +75,7 @@ BURST = [
 
 
 @pytest.fixture(scope="module")
-def lakehouse(spark, tmp_path_factory):
+def caught_up(spark, tmp_path_factory):
     """A home with a champion model, a landing folder, and every layer caught up on it."""
     home = tmp_path_factory.mktemp("pipeline") / "home"
     ctx = make_context(home, ml={"samples": 6_000}, streams={"watermark_seconds": 60, "console_alerts_per_batch": 2})
@@ -100,6 +100,13 @@ def lakehouse(spark, tmp_path_factory):
     repeated = sum(1 for line in first_part.read_text().splitlines() if line.strip()) + len(BURST)
     catch_up(spark, ctx, LAYERS, landing=str(landing))
     return ctx, repeated
+
+
+@pytest.fixture
+def lakehouse(spark, caught_up):
+    """The module's home, the session's table names on its tables."""
+    ctx, repeated = caught_up
+    return attached(spark, ctx), repeated
 
 
 def _table(spark, ctx, spec):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from fraudlake.conf.settings import PROFILES, Settings
+from fraudlake.conf.settings import Settings
 from fraudlake.errors import ConfigError
 from fraudlake.settings import Context, apply_assignments, load_settings, parse_settings
+
+
+def _throughput() -> Settings:
+    """What choosing the throughput profile, and nothing else, gives."""
+    return parse_settings({"profile": "throughput"})
 
 
 def _stream_values(settings: Settings) -> dict[str, float]:
@@ -18,7 +23,7 @@ def _stream_values(settings: Settings) -> dict[str, float]:
 
 
 def test_latency_is_the_default_and_batches_more_often_than_throughput():
-    latency, throughput = Settings(), parse_settings({"profile": "throughput"})
+    latency, throughput = Settings(), _throughput()
     assert latency.profile == "latency"
     fast, slow = _stream_values(latency), _stream_values(throughput)
     assert all(fast[layer] < slow[layer] for layer in fast), (fast, slow)
@@ -31,7 +36,7 @@ def test_a_value_set_in_the_conf_wins_over_its_profile(tmp_path):
     conf.write_text("profile: throughput\nstreams:\n  gold_trigger_seconds: 12\n")
     settings = load_settings(str(conf))
     assert settings.streams.gold_trigger_seconds == 12
-    assert settings.streams.silver_trigger_seconds == PROFILES["throughput"]["streams"]["silver_trigger_seconds"]
+    assert settings.streams.silver_trigger_seconds == _throughput().streams.silver_trigger_seconds
     assert settings.explicit_stream_keys() == {"streams.gold_trigger_seconds"}
 
 
@@ -42,7 +47,7 @@ def test_switching_profile_with_set_keeps_explicit_values_and_moves_the_rest(tmp
     conf.write_text("ingest:\n  trigger_seconds: 2\n")
     ctx = Context.load(str(conf), str(tmp_path), assignments=["profile=throughput"])
     assert ctx.settings.ingest.trigger_seconds == 2
-    assert _stream_values(ctx.settings) == {**_stream_values(parse_settings({"profile": "throughput"})), "bronze": 2}
+    assert _stream_values(ctx.settings) == {**_stream_values(_throughput()), "bronze": 2}
 
 
 def test_a_set_value_wins_over_the_profile_in_either_order():
@@ -52,13 +57,13 @@ def test_a_set_value_wins_over_the_profile_in_either_order():
     ):
         settings = apply_assignments(Settings(), assignments)
         assert settings.streams.gold_trigger_seconds == 7, assignments
-        assert settings.ingest.trigger_seconds == PROFILES["throughput"]["ingest"]["trigger_seconds"]
+        assert settings.ingest.trigger_seconds == _throughput().ingest.trigger_seconds
 
 
 def test_other_overrides_keep_following_the_profile():
-    settings = apply_assignments(parse_settings({"profile": "throughput"}), ["ingest.rate=50"])
+    settings = apply_assignments(_throughput(), ["ingest.rate=50"])
     assert settings.ingest.rate == 50
-    assert _stream_values(settings) == _stream_values(parse_settings({"profile": "throughput"}))
+    assert _stream_values(settings) == _stream_values(_throughput())
     assert settings.explicit_stream_keys() == frozenset()
 
 
@@ -82,7 +87,7 @@ def test_a_section_built_in_code_keeps_only_what_it_set():
 
     settings = Settings(profile="throughput", ingest=IngestSettings(rate=9))
     assert settings.ingest.rate == 9
-    assert settings.ingest.trigger_seconds == PROFILES["throughput"]["ingest"]["trigger_seconds"]
+    assert settings.ingest.trigger_seconds == _throughput().ingest.trigger_seconds
 
 
 def _run_args(*args: str):
@@ -97,7 +102,7 @@ def test_run_and_demo_take_the_profile_and_set_values_still_win():
     ctx = context_from(_run_args("run", "--profile", "throughput", "--set", "streams.gold_trigger_seconds=7"))
     assert ctx.settings.profile == "throughput"
     assert ctx.settings.streams.gold_trigger_seconds == 7
-    assert ctx.settings.ingest.trigger_seconds == PROFILES["throughput"]["ingest"]["trigger_seconds"]
+    assert ctx.settings.ingest.trigger_seconds == _throughput().ingest.trigger_seconds
     assert context_from(_run_args("demo", "--profile", "throughput")).settings.profile == "throughput"
     assert context_from(_run_args("run")).settings.profile == "latency"
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from fraudlake.errors import FraudlakeError
+from fraudlake.orchestration.listener import ProgressListener
 from fraudlake.orchestration.streaming import (
     IntervalProgress,
-    ProgressListener,
     ProgressTracker,
     drain_in_stages,
     format_left_behind,

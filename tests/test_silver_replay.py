@@ -19,19 +19,26 @@ from fraudlake.silver import stream as silver_stream
 from fraudlake.silver.stream import SilverBatchWriter
 from fraudlake.simulator import generate_batch
 from fraudlake.tables import SILVER_QUARANTINE, SILVER_SCORED, ensure_tables, table_name
-from tests.conftest import make_context
+from tests.conftest import attached, make_context
 
 pytestmark = pytest.mark.spark
 
 
 @pytest.fixture(scope="module")
-def silver_home(spark, tmp_path_factory):
+def trained_home(spark, tmp_path_factory):
     ctx = make_context(
         tmp_path_factory.mktemp("silver-replay") / "home", ml={"samples": 2_000, "isolation_forest_trees": 20}
     )
     ensure_tables(spark, ctx)
     train_model(spark, ctx, model="isolation_forest")
     return ctx, load_champion(spark, ctx)
+
+
+@pytest.fixture
+def silver_home(spark, trained_home):
+    """The module's home, the session's table names on its tables (the writers append by name)."""
+    ctx, scorer = trained_home
+    return attached(spark, ctx), scorer
 
 
 def _batch(spark, ctx, first: int, n: int, bad: int = 0):

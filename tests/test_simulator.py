@@ -25,7 +25,9 @@ def generated(spark, tmp_path_factory):
     out = tmp_path_factory.mktemp("generate") / "tx.parquet"
     home = out.parent / "home"
     assert main(["generate", "--samples", "30000", "--output", str(out), "--home", str(home)]) == 0
-    return spark.read.parquet(str(out)).cache()
+    frame = spark.read.parquet(str(out)).cache()
+    yield frame
+    frame.unpersist()
 
 
 def test_generate_writes_the_requested_rows_in_the_bronze_schema(generated):
@@ -134,12 +136,15 @@ def test_the_same_expressions_run_as_a_stream(spark, tmp_path):
             time.sleep(0.5)
     finally:
         query.stop()
-    got = spark.table("simulated_stream")
-    assert got.count() >= 200
-    assert got.columns == BRONZE_NAMES
-    batch = generate_batch(spark, SimulatorSettings(), 200).drop("_ingest_time", "event_time", "_source")
-    streamed = got.where("transaction_id < 'tx-000000000200'").drop("_ingest_time", "event_time", "_source")
-    assertDataFrameEqual(streamed, batch)
+    try:
+        got = spark.table("simulated_stream")
+        assert got.count() >= 200
+        assert got.columns == BRONZE_NAMES
+        batch = generate_batch(spark, SimulatorSettings(), 200).drop("_ingest_time", "event_time", "_source")
+        streamed = got.where("transaction_id < 'tx-000000000200'").drop("_ingest_time", "event_time", "_source")
+        assertDataFrameEqual(streamed, batch)
+    finally:
+        spark.catalog.dropTempView("simulated_stream")  # the memory sink's table
 
 
 def test_the_stream_can_run_on_the_simulated_clock_from_a_chosen_instant(spark):

@@ -7,14 +7,26 @@ import pytest
 from fraudlake.conf.settings import SimulatorSettings
 from fraudlake.simulator import COUNTRIES, cumulative_shares, merchant_blocks, scenario_rates
 
+MIX = {"amount_anomaly": 0.8, "compromised_merchant": 0.4, "compromised_card": 0.4}  # 1/2, 1/4, 1/4 of fraud
 
-def test_scenario_rates_add_up_to_the_fraud_rate_with_merchant_collisions():
-    sim = SimulatorSettings(fraud_rate=0.02)
-    rates = scenario_rates(sim)
-    collisions = sim.compromised_merchants_per_period / sim.n_merchants * (1 - sim.fraud_rate)
-    total = rates.amount_anomaly + rates.compromised_merchant + collisions + rates.compromised_card
-    assert total == pytest.approx(0.02)
-    assert rates.amount_anomaly == pytest.approx(0.02 * 0.4)
+
+def test_each_scenario_gets_its_share_of_the_fraud_rate():
+    rates = scenario_rates(SimulatorSettings(fraud_rate=0.02, scenario_mix=MIX))
+    assert rates.amount_anomaly == pytest.approx(0.01) and rates.compromised_card == pytest.approx(0.005)
+    assert 0 < rates.compromised_merchant < 0.005  # see below
+
+
+def test_genuine_traffic_at_compromised_merchants_counts_towards_their_share():
+    # A compromised merchant's every transaction is fraud, genuine draws landing there too: the
+    # more of the merchants are compromised, the fewer of that scenario are drawn explicitly.
+    def merchant_draws(compromised: int) -> float:
+        sim = SimulatorSettings(
+            fraud_rate=0.02, scenario_mix=MIX, n_merchants=2_000, compromised_merchants_per_period=compromised
+        )
+        return scenario_rates(sim).compromised_merchant
+
+    explicit = [merchant_draws(compromised) for compromised in (1, 3, 9)]
+    assert 0.005 > explicit[0] > explicit[1] > explicit[2] > 0, explicit
 
 
 def test_stolen_card_blocks_hold_one_burst_of_the_configured_size():

@@ -42,6 +42,7 @@ def test_the_future_is_judged_against_when_bronze_received_the_row(spark):
 
 def test_a_query_started_in_a_pool_runs_there_and_the_thread_gets_its_pool_back(spark):
     context = spark.sparkContext
+    previous = context.getLocalProperty("spark.scheduler.pool")
     context.setLocalProperty("spark.scheduler.pool", "outer")
     try:
         with scheduler_pool(spark, "silver"):
@@ -54,4 +55,4 @@ def test_a_query_started_in_a_pool_runs_there_and_the_thread_gets_its_pool_back(
         assert context._jsc.sc().getPoolForName("silver").isDefined()
         assert spark.conf.get("spark.scheduler.mode") == "FAIR"
     finally:
-        context.setLocalProperty("spark.scheduler.pool", None)
+        context.setLocalProperty("spark.scheduler.pool", previous)

@@ -131,6 +131,7 @@ def _merge(spark: SparkSession, name: str, rescored: DataFrame, note: str) -> No
 
     from fraudlake.streaming_io import USER_METADATA as key
 
+    previous = spark.conf.get(key, None)  # a user's own commit note in a notebook session stays theirs
     spark.conf.set(key, note)
     try:
         (
@@ -145,4 +146,4 @@ def _merge(spark: SparkSession, name: str, rescored: DataFrame, note: str) -> No
             raise FraudlakeError(f"{name} changed while re-scoring (a running silver stream): run it again") from None
         raise
     finally:
-        spark.conf.unset(key)
+        spark.conf.unset(key) if previous is None else spark.conf.set(key, previous)

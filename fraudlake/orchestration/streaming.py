@@ -1,7 +1,7 @@
 """Running streaming queries from the CLI: one progress line per interval, clean stops, a summary.
 
 Progress comes from Spark's :class:`~pyspark.sql.streaming.StreamingQueryListener`
-(polling ``recentProgress`` where a listener cannot be added) and the layers' own
+(:mod:`.listener`, imported once a session exists; polling ``recentProgress`` where a listener cannot be added) and the layers' own
 batch stats; what is shown is built by pure functions (:func:`format_progress`,
 :func:`progress_event`, :func:`format_left_behind`), so it is tested without Spark.
 """
@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import queue
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-from pyspark.sql.streaming import StreamingQueryListener
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.output import note
@@ -25,12 +22,8 @@ from fraudlake.output import note
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
     from pyspark.sql.streaming import StreamingQuery
-    from pyspark.sql.streaming.listener import (
-        QueryIdleEvent,
-        QueryProgressEvent,
-        QueryStartedEvent,
-        QueryTerminatedEvent,
-    )
+
+    from fraudlake.orchestration.listener import ProgressListener
 
 # How long each later stage of a timed run may take to read what the stage before
 # committed, before it is stopped anyway (and what it did not read is reported).
@@ -110,44 +103,6 @@ def rows_processed(query: StreamingQuery) -> int:
     tally = QueryTally(query.name or "")
     _drain(query, tally)
     return tally.rows
-
-
-class ProgressListener(StreamingQueryListener):
-    """Keeps the progress report of every micro-batch as Spark posts it.
-
-    Spark calls it on its listener thread; :meth:`reports` hands the reports over to the
-    thread that prints progress. Example::
-
-        listener = ProgressListener()
-        spark.streams.addListener(listener)
-        ...
-        for report in listener.reports():
-            print(report["name"], report["numInputRows"])
-    """
-
-    def __init__(self) -> None:
-        self._reports: queue.SimpleQueue = queue.SimpleQueue()
-
-    def onQueryStarted(self, event: QueryStartedEvent) -> None:
-        pass
-
-    def onQueryProgress(self, event: QueryProgressEvent) -> None:
-        self._reports.put(json.loads(event.progress.json))
-
-    def onQueryIdle(self, event: QueryIdleEvent) -> None:
-        pass
-
-    def onQueryTerminated(self, event: QueryTerminatedEvent) -> None:
-        pass
-
-    def reports(self) -> list[dict]:
-        """The reports received since the last call, oldest first."""
-        received = []
-        while True:
-            try:
-                received.append(self._reports.get_nowait())
-            except queue.Empty:
-                return received
 
 
 # -- what a person (or a program) sees: pure functions ------------------------------------
@@ -334,6 +289,8 @@ class ProgressTracker:
         self.listener: ProgressListener | None = None
         self._spark = spark
         if spark is not None:
+            from fraudlake.orchestration.listener import ProgressListener
+
             listener = ProgressListener()
             try:
                 spark.streams.addListener(listener)
