@@ -24,16 +24,14 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import SparkSession
 
-# ----------------------------------------------------------------------------- tables
 
-
-def writer_of(operation: str, params: dict, user_metadata: str | None) -> str | None:
+def writer_of(operation: str, params: dict, lineage: tuple[str, int] | None) -> str | None:
     """Who wrote a commit, from ``DESCRIBE HISTORY`` alone: Delta's streaming sink records its
     query and batch as operation parameters; fraudlake's idempotent writes (``foreachBatch``
-    appends and MERGEs) record their writer id and batch in the commit's ``userMetadata``."""
+    appends and MERGEs) record their writer id and batch in the commit's ``userMetadata``
+    (``lineage``: :func:`~fraudlake.streaming_io.parse_lineage` of it)."""
     if operation == "STREAMING UPDATE" and params.get("queryId"):
         return f"query {params['queryId']} batch {params.get('epochId')}"
-    lineage = parse_lineage(user_metadata)
     return f"{lineage[0]} batch {lineage[1]}" if lineage else None
 
 
@@ -64,6 +62,7 @@ def table_history(spark: SparkSession, ctx: Context, spec: TableSpec, limit: int
     for r in rows:
         params, metrics = r["operationParameters"] or {}, r["operationMetrics"] or {}
         operation = r["operation"]
+        lineage = parse_lineage(r["userMetadata"])
         inserted = (
             _metric(metrics, "numTargetRowsInserted") if operation == "MERGE" else _metric(metrics, "numOutputRows")
         )
@@ -77,8 +76,8 @@ def table_history(spark: SparkSession, ctx: Context, spec: TableSpec, limit: int
                 "rows_deleted": _metric(metrics, "numTargetRowsDeleted", "numDeletedRows"),
                 "files_added": _metric(metrics, "numFiles", "numAddedFiles", "numTargetFilesAdded"),
                 "files_removed": _metric(metrics, "numRemovedFiles", "numTargetFilesRemoved"),
-                "writer": writer_of(operation, params, r["userMetadata"]),
-                "note": None if parse_lineage(r["userMetadata"]) else r["userMetadata"],
+                "writer": writer_of(operation, params, lineage),
+                "note": None if lineage else r["userMetadata"],
                 "parameters": "; ".join(
                     f"{k}={params[k]}" for k in _SHOWN_PARAMETERS if params.get(k) not in (None, "", "[]")
                 ),

@@ -116,6 +116,12 @@ def context_from(args: argparse.Namespace) -> Context:
     return ctx
 
 
+def simulator_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The simulator settings given as options (``--seed``, ``--fraud-rate``), for ``generate`` and ``train``."""
+    given = {"seed": args.seed, "fraud_rate": args.fraud_rate}
+    return {key: value for key, value in given.items() if value is not None}
+
+
 def writer_session(ctx: Context, args: argparse.Namespace) -> SparkSession:
     """The Spark session of a command that writes tables (streams, ``rescore``, ``maintain``):
     every table created if missing and brought up to its spec (:func:`fraudlake.tables.ensure_tables`)."""

@@ -6,7 +6,7 @@ import argparse
 import importlib.util
 from typing import TYPE_CHECKING
 
-from fraudlake.errors import FraudlakeError
+from fraudlake.errors import EnvironmentProblem, FraudlakeError
 from fraudlake.output import emit, note, render_mapping
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def require_dash() -> None:
     """The live dashboard is an extra (streaming clusters need no web framework): a clear
     error naming it when Dash is not installed."""
     if importlib.util.find_spec("dash") is None:
-        raise FraudlakeError(
+        raise EnvironmentProblem(
             "the live dashboard needs Dash, which is not installed: pip install 'fraudlake[dashboard]' "
             "(the local extra includes it); fraudlake report writes the same charts as HTML without it"
         )

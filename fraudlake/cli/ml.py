@@ -102,12 +102,12 @@ def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fraudlake.cli.common import context_from
+    from fraudlake.cli.common import context_from, simulator_overrides
     from fraudlake.ml.train import train_model
     from fraudlake.spark import get_spark
 
     ctx = context_from(args)
-    overrides = {k: v for k, v in {"seed": args.seed, "fraud_rate": args.fraud_rate}.items() if v is not None}
+    overrides = simulator_overrides(args)
     if overrides:
         if args.input:
             raise FraudlakeError("--seed and --fraud-rate configure the simulator: they do not apply to --input")

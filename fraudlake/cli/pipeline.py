@@ -14,6 +14,7 @@ from fraudlake.cli.common import (
     positive_float,
     positive_int,
     reader_session,
+    simulator_overrides,
     source_options,
     stream_options,
     writer_session,
@@ -117,7 +118,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from fraudlake.simulator import generate_batch, summarize
 
     ctx = context_from(args)
-    overrides = {k: v for k, v in {"seed": args.seed, "fraud_rate": args.fraud_rate}.items() if v is not None}
+    overrides = simulator_overrides(args)
     if overrides:
         ctx = ctx.with_settings(simulator=overrides)
     output = Path(args.output)

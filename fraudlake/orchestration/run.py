@@ -86,7 +86,7 @@ def stream_layers(
     )
     interrupted = any(tally["interrupted"] for tally in queries.values())
     limits = {name: tally["drain_limit_seconds"] for name, tally in queries.items() if tally["drain_limit_seconds"]}
-    left = left_behind(spark, ctx, layers)
+    result = RunResult(ctx.settings.profile, queries, left_behind(spark, ctx, layers), limits)
     if as_json:
         note(
             json.dumps(
@@ -94,15 +94,15 @@ def stream_layers(
                     "event": "stopped",
                     "elapsed_seconds": max((t["seconds"] for t in queries.values()), default=0.0),
                     "interrupted": interrupted,
-                    "rows": {name: t["rows"] for name, t in queries.items()},
-                    "left_behind": left,
+                    "rows": result.rows(),
+                    "left_behind": result.left_behind,
                     "drain_limit_reached": limits,
                 }
             )
         )
-    elif left:
-        note(format_left_behind(left, limits, interrupted))
-    return RunResult(ctx.settings.profile, queries, left, limits)
+    elif result.left_behind:
+        note(format_left_behind(result.left_behind, limits, interrupted))
+    return result
 
 
 def run_demo(
