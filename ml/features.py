@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from fraudlake.reference import UNITS_PER_USD
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 # Time features of silver.scored_transactions (see fraudlake.tables.FEATURE_COLUMNS).
 TIME_FEATURES = ("tx_hour", "tx_day_of_week", "is_weekend", "is_night")
@@ -37,9 +37,9 @@ SECONDS_PER_DAY = 86_400
 EPOCH_DAY_OF_WEEK = 5
 
 
-def add_time_features(df: DataFrame, time_column: str = "event_time") -> DataFrame:
-    """Add ``tx_hour`` (0-23), ``tx_day_of_week`` (1 = Sunday … 7 = Saturday, as Spark's
-    ``dayofweek``), ``is_weekend`` and ``is_night`` (00:00-05:59), all in UTC.
+def time_feature_columns(time_column: str = "event_time") -> dict[str, Column]:
+    """``tx_hour`` (0-23), ``tx_day_of_week`` (1 = Sunday … 7 = Saturday, as Spark's
+    ``dayofweek``), ``is_weekend`` and ``is_night`` (00:00-05:59), all in UTC, as columns.
 
     Computed from epoch seconds rather than ``hour()``/``dayofweek()``, which follow
     ``spark.sql.session.timeZone``: a cluster in another time zone must compute the
@@ -50,17 +50,17 @@ def add_time_features(df: DataFrame, time_column: str = "event_time") -> DataFra
     seconds = F.unix_seconds(F.col(time_column))
     day_of_week = (F.pmod(F.floor(seconds / SECONDS_PER_DAY) + (EPOCH_DAY_OF_WEEK - 1), 7) + 1).cast("int")
     hour = F.floor(F.pmod(seconds, SECONDS_PER_DAY) / 3600).cast("int")
-    return (
-        df.withColumn("tx_hour", hour)
-        .withColumn("tx_day_of_week", day_of_week)
-        .withColumn("is_weekend", F.col("tx_day_of_week").isin(1, 7))
-        .withColumn("is_night", F.col("tx_hour") < NIGHT_END_HOUR)
-    )
+    return {
+        "tx_hour": hour,
+        "tx_day_of_week": day_of_week,
+        "is_weekend": day_of_week.isin(1, 7),
+        "is_night": hour < NIGHT_END_HOUR,
+    }
 
 
-def add_amount_features(df: DataFrame) -> DataFrame:
-    """Add ``amount_usd`` and ``log_amount_usd`` (null for a currency without a reference
-    rate, see :mod:`fraudlake.reference`) and ``log_amount`` (local currency).
+def amount_feature_columns() -> dict[str, Column]:
+    """``amount_usd`` and ``log_amount_usd`` (null for a currency without a reference rate, see
+    :mod:`fraudlake.reference`) and ``log_amount`` (local currency), as columns.
 
     Amounts are heavy-tailed and in local currency (a JPY or INR amount is ~100x the
     same purchase in USD): the log makes them comparable in scale, the USD
@@ -72,19 +72,39 @@ def add_amount_features(df: DataFrame) -> DataFrame:
     # Negative amounts (refunds) have no log; they count as zero spend.
     amount = F.greatest(F.col("amount").cast("double"), F.lit(0.0))
     rate = F.try_element_at(rates, F.upper(F.col("currency")))
-    return (
-        df.withColumn("amount_usd", F.round(F.col("amount").cast("double") / rate, 2))
-        .withColumn("log_amount", F.log1p(amount))
-        .withColumn("log_amount_usd", F.log1p(amount / rate))
-    )
+    return {
+        "amount_usd": F.round(F.col("amount").cast("double") / rate, 2),
+        "log_amount": F.log1p(amount),
+        "log_amount_usd": F.log1p(amount / rate),
+    }
+
+
+def add_time_features(df: DataFrame, time_column: str = "event_time") -> DataFrame:
+    """``df`` with the columns of :func:`time_feature_columns`."""
+    return df.withColumns(time_feature_columns(time_column))
+
+
+def add_amount_features(df: DataFrame) -> DataFrame:
+    """``df`` with the columns of :func:`amount_feature_columns`."""
+    return df.withColumns(amount_feature_columns())
+
+
+# The feature columns by Spark gateway: built once per JVM, not in every micro-batch.
+_FEATURES: dict[int, dict[str, Column]] = {}
 
 
 def add_features(df: DataFrame) -> DataFrame:
     """Every model input column, added to transactions in the bronze schema.
 
-    The one feature step of training and of the silver stream.
+    The one feature step of training and of the silver stream: one projection, so a
+    micro-batch's plan is analysed once for all of them, not once per column.
     """
-    return add_time_features(add_amount_features(df))
+    from pyspark import SparkContext
+
+    key = id(SparkContext._gateway)
+    if key not in _FEATURES:
+        _FEATURES[key] = {**amount_feature_columns(), **time_feature_columns()}
+    return df.withColumns(_FEATURES[key])
 
 
 def model_input(df: DataFrame) -> DataFrame:

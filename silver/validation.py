@@ -47,8 +47,22 @@ def iso_codes() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return countries, currencies
 
 
+# Built columns by (Spark gateway, max_future_seconds): the rules hold ~430 ISO codes, and
+# making their literals costs ~0.6 s of calls to the JVM, which a micro-batch should not pay.
+_REASONS: dict[tuple[int, int], Column] = {}
+
+
 def quarantine_reason(max_future_seconds: int) -> Column:
-    """A column: the first rule a row breaks, or null for a valid row."""
+    """A column: the first rule a row breaks, or null for a valid row (built once per JVM)."""
+    from pyspark import SparkContext
+
+    key = (id(SparkContext._gateway), max_future_seconds)
+    if key not in _REASONS:
+        _REASONS[key] = _quarantine_reason(max_future_seconds)
+    return _REASONS[key]
+
+
+def _quarantine_reason(max_future_seconds: int) -> Column:
     from pyspark.sql import functions as F
 
     countries, currencies = iso_codes()
