@@ -294,6 +294,7 @@ def main() -> None:
         default="bronze,silver,gold",
         help="latency: the layers that run (e.g. bronze,silver to see what gold's batches cost)",
     )
+    parser.add_argument("--out", default=None, help="results file name (default: pipeline_<mode>[_<profile>])")
     args = parser.parse_args()
 
     base = Context.load(home=tempfile.mkdtemp(prefix="fraudlake-bench-session-"))
@@ -305,7 +306,13 @@ def main() -> None:
     name = f"pipeline_{args.mode}" + (f"_{args.profile}" if args.mode != "scoring" else "")
     if args.mode == "latency" and parse_layers(args.layers) != LAYERS:
         name += "_" + "-".join(parse_layers(args.layers))
-    path = write_results(name, {"master": args.master, "load_average_after": os.getloadavg(), **result})
+    # JVM flags and Spark confs given through the environment (a setting on trial) are part of what was measured.
+    extra = {
+        name.lower(): os.environ[name] for name in ("JAVA_TOOL_OPTIONS", "PYSPARK_SUBMIT_ARGS") if os.environ.get(name)
+    }
+    path = write_results(
+        args.out or name, {"master": args.master, **extra, "load_average_after": os.getloadavg(), **result}
+    )
     print(result)
     print(f"-> {path}")
 
