@@ -107,16 +107,15 @@ STEP_TARGETS = (
         "batch": "fraudlake.gold.stream:GoldBatchWriter.__call__",
         "steps": {
             "fraudlake.gold.stream:GoldBatchWriter._restore": "_restore",
-            "fraudlake.gold.stream:GoldBatchWriter._merge_windows": "_merge_windows",
+            "fraudlake.gold.stream:GoldBatchWriter._merge_user_minutes": "_merge_user_minutes",
             "fraudlake.gold.stream:GoldBatchWriter._write_minutes": "_write_minutes",
             "fraudlake.gold.stream:GoldBatchWriter._activity_alerts": "_activity_alerts",
             "fraudlake.gold.stream:append_once": "append_once",
-            "fraudlake.gold.stream:GoldBatchWriter._finalize": "_finalize",
         },
         # The batch's first action runs the stateful aggregation itself (state store reads and writes).
         "actions": {
             "persist": "persist",
-            "collect": "minutes and alert candidates collect (runs the state update)",
+            "collect": "minutes collect (runs the state update)",
             "first": "summary agg",
             "unpersist": "unpersist",
         },

@@ -1,4 +1,4 @@
-"""Gold's windows micro-batch (``foreachBatch`` of ``gold_windows``) alone, step by step, on a gold
+"""Gold's minutes micro-batch (``foreachBatch`` of ``gold_minutes``) alone, step by step, on a gold
 that already holds a few minutes of history.
 
     python benchmarks/bench_gold_batch.py [--rate 1000] [--batch-seconds 5] [--history-minutes 6] [--batches 8]
@@ -9,8 +9,8 @@ rows are made with Spark (``--rate`` transactions per simulated second over 1,00
 users, 1% flagged, a burst user crossing the activity threshold in every batch); the
 history is written through the gold writer itself, batch after batch, so the tables have
 the files and deletion vectors that a running gold leaves. The writer gets what the state
-store emits for a batch: every window the batch's rows fall in (their values summed over
-the batch alone; the cost depends on how many windows change, not on their values).
+store emits for a batch: every user minute and minute the batch's rows fall in (their values
+summed over the batch alone; the cost depends on how many change, not on their values).
 Then ``--batches`` batches of ``--batch-seconds`` each are timed: wall ms of every step of
 ``GoldBatchWriter`` (its methods and the write helpers it calls) and of the whole call.
 The state store's own cost per batch is in the pipeline benchmark's progress reports.
@@ -38,7 +38,7 @@ START_MICROS = 1_780_000_000_000_000  # a whole minute, UTC
 
 
 def silver_rows(spark, first_second: int, seconds: int, rate: int, threshold: int):
-    """The windows that silver-like rows for simulated seconds [first_second, first_second + seconds) change."""
+    """The minutes that silver-like rows for simulated seconds [first_second, first_second + seconds) change."""
     from pyspark.sql import functions as F
 
     from fraudlake.gold.aggregates import live_keys, live_sums

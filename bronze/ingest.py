@@ -1,8 +1,9 @@
 """Sources → ``bronze.transactions``: the simulator's rate stream or a landing folder of files.
 
 Bronze keeps everything: a malformed record becomes a row with null typed columns
-and its original text in ``_raw``. Each source appends through the Delta sink
-with its own checkpoint, which makes the stream exactly-once across restarts.
+and its original text in ``_raw``. Each source has its own checkpoint, and each
+micro-batch is appended once (:class:`BronzeWriter`), which makes the stream
+exactly-once across restarts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 from fraudlake.simulator import rate_stream
-from fraudlake.streaming_io import triggered
+from fraudlake.streaming_io import ReplayCheck, append_once, triggered
 from fraudlake.tables import BRONZE_COLUMNS, BRONZE_TRANSACTIONS, table_name
 
 if TYPE_CHECKING:
@@ -111,6 +112,36 @@ def source_frame(
     raise FraudlakeError(f"unknown source {source!r}: choose rate or files")
 
 
+class BronzeWriter:
+    """Appends a source's micro-batches to ``bronze.transactions``, each exactly once.
+
+    The writer id is the query's own id (kept in its checkpoint), as Delta's streaming sink
+    uses it: a checkpoint that an earlier fraudlake (or ``--layers bronze`` before it) wrote
+    through the sink resumes without writing its last batch twice. The ``foreachBatch``
+    function of ``--layers bronze``, and the bronze half of the combined ingest query.
+    """
+
+    def __init__(self, ctx: Context, checkpoint: str) -> None:
+        self.table = table_name(ctx, BRONZE_TRANSACTIONS)
+        self.checkpoint = checkpoint
+        self.replays = ReplayCheck()  # only the first batch after a start may have committed already
+        self._query_id: str | None = None
+
+    def query_id(self, batch: DataFrame) -> str:
+        """The query's id, the one Delta's streaming sink uses as the bronze txnAppId."""
+        if self._query_id is None:
+            try:
+                self._query_id = json.loads((Path(self.checkpoint) / "metadata").read_text())["id"]
+            except OSError:  # a checkpoint on object storage: the same id, from the query's thread
+                query_id = batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
+                assert query_id is not None  # Spark sets it on the thread that runs a foreachBatch
+                self._query_id = query_id
+        return self._query_id
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        append_once(batch, self.table, self.query_id(batch), batch_id, self.replays.needed(self.table))
+
+
 def start_bronze_ingest(
     spark: SparkSession,
     ctx: Context,
@@ -124,12 +155,10 @@ def start_bronze_ingest(
     ``available_now`` processes what the landing folder holds, then stops (a scheduled job's trigger).
     """
     frame = source_frame(spark, ctx, source, rate, landing, available_now)
+    checkpoint = ctx.paths.checkpoint(checkpoint_name(source))
     writer = (
-        frame.writeStream.format("delta")
-        .queryName(checkpoint_name(source))
-        .outputMode("append")
-        .option("checkpointLocation", ctx.paths.checkpoint(checkpoint_name(source)))
+        frame.writeStream.queryName(checkpoint_name(source))
+        .foreachBatch(BronzeWriter(ctx, checkpoint))
+        .option("checkpointLocation", checkpoint)
     )
-    return triggered(writer, ctx.settings.ingest.trigger_seconds, available_now).toTable(
-        table_name(ctx, BRONZE_TRANSACTIONS)
-    )
+    return triggered(writer, ctx.settings.ingest.trigger_seconds, available_now).start()

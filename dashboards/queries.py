@@ -25,7 +25,7 @@ from fraudlake.tables import (
     ALL_TABLES,
     GOLD_DASHBOARD_MINUTE,
     GOLD_FRAUD_ALERTS,
-    GOLD_USER_ACTIVITY,
+    GOLD_USER_MINUTE,
     SILVER_SCORED,
     attach_tables,
     table_name,
@@ -128,16 +128,32 @@ GROUP BY 1
 ORDER BY 1
 """
 
-# Each user's busiest 5-minute window in the period, open ones included (is_final false).
+# Each user's busiest 5-minute window in the period, open ones included (is_final false). The
+# windows are added up from gold.user_activity_minute as gold.user_activity_5m does, over the
+# period's minutes only: a filter on the view's window_end would add up every minute first.
 TOP_USERS_SQL = """
+WITH newest AS (
+  SELECT max(minute) AS minute FROM {user_minute}
+), final AS (
+  SELECT max(minute) + INTERVAL 1 MINUTE AS through FROM {minutes} WHERE is_final
+), windows AS (
+  SELECT m.user_id, w.window_start,
+         sum(m.tx_count) AS tx_count, sum(m.flagged_count) AS flagged_count, sum(m.total_amount) AS total_amount
+  FROM {user_minute} m
+    LATERAL VIEW explode(sequence(m.minute - INTERVAL 4 MINUTES, m.minute, INTERVAL 1 MINUTE)) w AS window_start
+  WHERE :window_minutes = 0
+     OR m.minute >= (SELECT minute FROM newest) - make_dt_interval(0, 0, :window_minutes)
+  GROUP BY m.user_id, w.window_start
+)
 SELECT user_id,
        max(tx_count) AS tx_count,
        max_by(flagged_count, tx_count) AS flagged_count,
        max_by(total_amount, tx_count) AS total_amount,
        max_by(window_start, tx_count) AS window_start,
-       max_by(is_final, tx_count) AS is_final
-FROM {activity}
-WHERE :window_minutes = 0 OR window_end >= (SELECT max(window_end) FROM {activity}) - make_dt_interval(0, 0, :window_minutes)
+       max_by(coalesce(window_start + INTERVAL 5 MINUTES <= (SELECT through FROM final), false), tx_count) AS is_final
+FROM windows
+WHERE :window_minutes = 0
+   OR window_start >= (SELECT minute FROM newest) - make_dt_interval(0, 0, :window_minutes)
 GROUP BY user_id
 ORDER BY tx_count DESC, flagged_count DESC, user_id
 LIMIT :limit
@@ -177,7 +193,7 @@ def _names(ctx: Context) -> dict[str, str]:
     return {
         "silver": table_name(ctx, SILVER_SCORED),
         "minutes": table_name(ctx, GOLD_DASHBOARD_MINUTE),
-        "activity": table_name(ctx, GOLD_USER_ACTIVITY),
+        "user_minute": table_name(ctx, GOLD_USER_MINUTE),
         "alerts": table_name(ctx, GOLD_FRAUD_ALERTS),
     }
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 
 if TYPE_CHECKING:
@@ -104,18 +105,20 @@ SILVER_QUARANTINE = TableSpec(
     {"delta.enableChangeDataFeed": "true"},
     "Bronze rows that failed validation, with the reason",
 )
-# Live windows: upserted by the gold stream while open (is_final false), marked final once the
-# watermark has passed their end. Deletion vectors let a MERGE that updates a few open windows
-# mark their old rows instead of rewriting whole files.
+# Live rows: upserted by the gold stream while open (is_final false), final once the watermark
+# has passed their end. Deletion vectors let a MERGE that updates a few open rows mark their
+# old rows instead of rewriting whole files.
 LIVE_WINDOW_COLUMNS = "is_final BOOLEAN, updated_at TIMESTAMP"
 LIVE_WINDOW_PROPERTIES = {"delta.enableDeletionVectors": "true"}
-GOLD_USER_ACTIVITY = TableSpec(
+# Per user and minute: what the 5-minute windows add up. One row per user and minute with
+# transactions (a 5-minute window would be five), so the gold stream upserts a fifth of the rows.
+GOLD_USER_MINUTE = TableSpec(
     "gold",
-    "user_activity_5m",
-    f"""user_id STRING, window_start TIMESTAMP, window_end TIMESTAMP,
-       tx_count BIGINT, total_amount DOUBLE, flagged_count BIGINT, {LIVE_WINDOW_COLUMNS}""",
+    "user_activity_minute",
+    """user_id STRING, minute TIMESTAMP, tx_count BIGINT, total_amount DOUBLE, flagged_count BIGINT,
+       last_event_time TIMESTAMP, updated_at TIMESTAMP""",
     LIVE_WINDOW_PROPERTIES,
-    "Per-user activity in 5-minute windows sliding every minute, open ones included (is_final); amounts in USD",
+    "Per-user activity per minute, open minutes included; amounts in USD; gold.user_activity_5m adds them up",
 )
 GOLD_DASHBOARD_MINUTE = TableSpec(
     "gold",
@@ -139,12 +142,45 @@ ALL_TABLES = (
     BRONZE_TRANSACTIONS,
     SILVER_SCORED,
     SILVER_QUARANTINE,
-    GOLD_USER_ACTIVITY,
+    GOLD_USER_MINUTE,
     GOLD_DASHBOARD_MINUTE,
     GOLD_FRAUD_ALERTS,
 )
 
 
+@dataclass(frozen=True)
+class ViewSpec:
+    """A view over the tables: ``sql`` names them by placeholders, ``{user_minute}`` for
+    :data:`GOLD_USER_MINUTE` and ``{dashboard_minute}`` for :data:`GOLD_DASHBOARD_MINUTE`."""
+
+    layer: str
+    name: str
+    sql: str
+    comment: str = ""
+
+
+# The 5-minute windows sliding every minute, added up from the minutes when read: a window
+# is final once its last minute is (the newest final minute of gold.dashboard_minute ends
+# at or after the window's end). Same columns as a batch aggregation of silver
+# (fraudlake.gold.aggregates.user_activity_5m) plus is_final and updated_at.
+GOLD_USER_ACTIVITY = ViewSpec(
+    "gold",
+    "user_activity_5m",
+    """SELECT m.user_id,
+       w.window_start,
+       w.window_start + INTERVAL 5 MINUTES AS window_end,
+       sum(m.tx_count) AS tx_count,
+       sum(m.total_amount) AS total_amount,
+       sum(m.flagged_count) AS flagged_count,
+       coalesce(w.window_start + INTERVAL 5 MINUTES <= (
+         SELECT max(minute) + INTERVAL 1 MINUTE FROM {dashboard_minute} WHERE is_final), false) AS is_final,
+       max(m.updated_at) AS updated_at
+FROM {user_minute} m
+  LATERAL VIEW explode(sequence(m.minute - INTERVAL 4 MINUTES, m.minute, INTERVAL 1 MINUTE)) w AS window_start
+GROUP BY m.user_id, w.window_start""",
+    "Per-user activity in 5-minute windows sliding every minute, open ones included (is_final); amounts in USD",
+)
+ALL_VIEWS = (GOLD_USER_ACTIVITY,)
 LAYERS = ("bronze", "silver", "gold")
 
 # A name part Spark SQL reads without backticks (Spark's own ``quoteIfNeeded`` rule).
@@ -183,7 +219,7 @@ def schema_name(ctx: Context, layer: str) -> str:
     return qualified_name(*_schema_parts(ctx, layer))
 
 
-def table_name(ctx: Context, spec: TableSpec) -> str:
+def table_name(ctx: Context, spec: TableSpec | ViewSpec) -> str:
     """Fully qualified name, quoted where needed (:func:`qualified_name`), e.g.
     ``spark_catalog.bronze.transactions``; a catalog ``dev-fraud`` in conf gets backticks."""
     return qualified_name(*_schema_parts(ctx, spec.layer), spec.name)
@@ -291,7 +327,34 @@ def ensure_tables(spark: SparkSession, ctx: Context) -> list[str]:
             _register_location(spark, ctx, spec, create=True)
         _bring_up_to_date(spark, ctx, name, spec)
         names.append(name)
+    for view in ALL_VIEWS:
+        _create_view(spark, ctx, view)
     return names
+
+
+def view_sql(ctx: Context, view: ViewSpec) -> str:
+    """``CREATE OR REPLACE VIEW`` for ``view`` over this context's tables."""
+    select = view.sql.format(
+        user_minute=table_name(ctx, GOLD_USER_MINUTE), dashboard_minute=table_name(ctx, GOLD_DASHBOARD_MINUTE)
+    )
+    comment = f" COMMENT {sql_string(view.comment)}" if view.comment else ""
+    return f"CREATE OR REPLACE VIEW {table_name(ctx, view)}{comment} AS {select}"
+
+
+def _create_view(spark: SparkSession, ctx: Context, view: ViewSpec) -> None:
+    """Define ``view`` in the catalog (a catalog change; no table is written). Locally a view
+    takes the place of an earlier fraudlake's table of the same name: its entry, never its files."""
+    schema = schema_name(ctx, view.layer)
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    entries = spark.sql(f"SHOW TABLE EXTENDED IN {schema} LIKE {sql_string(view.name)}").collect()
+    if any("Type: VIEW" not in row["information"] for row in entries if not row["isTemporary"]):
+        if ctx.settings.storage.managed_tables:  # dropping a managed table would delete its files
+            raise FraudlakeError(
+                f"{table_name(ctx, view)} is a table from an earlier fraudlake; it is a view now. "
+                f"Drop the table (DROP TABLE {table_name(ctx, view)}) and run again"
+            )
+        spark.sql(f"DROP TABLE IF EXISTS {table_name(ctx, view)}")  # an external table: the entry, not its files
+    spark.sql(view_sql(ctx, view))
 
 
 def attach_tables(spark: SparkSession, ctx: Context) -> tuple[str, ...]:
@@ -317,6 +380,9 @@ def attach_tables(spark: SparkSession, ctx: Context) -> tuple[str, ...]:
             present = _register_location(spark, ctx, spec, create=False)
         if not present:
             missing.append(name)
+    if not ctx.settings.storage.managed_tables and not missing:  # Unity Catalog keeps the views too
+        for view in ALL_VIEWS:
+            _create_view(spark, ctx, view)
     return tuple(missing)
 
 

@@ -3,9 +3,9 @@
 :func:`user_activity_5m` and :func:`dashboard_minute` define gold's windows over a batch
 of silver rows. The gold stream computes the same values incrementally with one
 stateful aggregation (:func:`live_keys`, :func:`live_sums`): every transaction is keyed
-by each window that holds it (its five sliding user windows and its minute), so one
-state store keeps every open window, and each micro-batch emits the windows it changed
-with their absolute values.
+by its user's minute and by its minute, so one state store keeps every open minute, and
+each micro-batch emits the minutes it changed with their absolute values. The 5-minute
+user windows are sums of five user minutes (:func:`windows_of_minutes`).
 """
 
 from __future__ import annotations
@@ -91,30 +91,23 @@ def dashboard_minute(silver: DataFrame) -> DataFrame:
 
 
 def live_keys(silver: DataFrame) -> DataFrame:
-    """Each silver row once per window that holds it: ``kind`` (:data:`USER_KIND` for its five
-    sliding user windows, :data:`MINUTE_KIND` for its minute), ``user_id`` (null for a minute),
-    and the window's ``end``; plus the columns :func:`live_sums` adds up. Keyed by the end, so
-    one watermark closes a user window and a minute alike, once the newest event time is far
-    enough past its end. Minutes are cut from epoch microseconds: no session time zone enters."""
+    """Each silver row twice: once for its user's minute (``kind`` :data:`USER_KIND`) and once
+    for its minute (:data:`MINUTE_KIND`, ``user_id`` null), both keyed by the minute's ``end``;
+    plus the columns :func:`live_sums` adds up. A 5-minute user window is the sum of five
+    user minutes (``gold.user_activity_5m`` adds them up when read), so the state holds one
+    key per user and minute, not five windows. Keyed by the end, so one watermark closes a
+    user minute and a dashboard minute alike. Minutes are cut from epoch microseconds: no
+    session time zone enters."""
     from pyspark.sql import functions as F
 
     micros = F.unix_micros("event_time")
-    minute_end = micros - micros % F.lit(MINUTE_MICROS) + F.lit(MINUTE_MICROS)
+    minute_end = F.timestamp_micros(micros - micros % F.lit(MINUTE_MICROS) + F.lit(MINUTE_MICROS))
     keys = [
+        F.struct(F.lit(USER_KIND).alias("kind"), F.col("user_id").alias("user_id"), minute_end.alias("end")),
         F.struct(
-            F.lit(USER_KIND).alias("kind"),
-            F.col("user_id").alias("user_id"),
-            F.timestamp_micros(minute_end + F.lit(later * MINUTE_MICROS)).alias("end"),
-        )
-        for later in range(WINDOW_MINUTES)
+            F.lit(MINUTE_KIND).alias("kind"), F.lit(None).cast("string").alias("user_id"), minute_end.alias("end")
+        ),
     ]
-    keys.append(
-        F.struct(
-            F.lit(MINUTE_KIND).alias("kind"),
-            F.lit(None).cast("string").alias("user_id"),
-            F.timestamp_micros(minute_end).alias("end"),
-        )
-    )
     return (
         silver.select(
             F.explode(F.array(*keys)).alias("k"),
@@ -131,7 +124,7 @@ def live_keys(silver: DataFrame) -> DataFrame:
 
 def live_sums(keyed: DataFrame) -> DataFrame:
     """Per ``(kind, user_id, end)``: the sums of :func:`user_activity_5m` and :func:`dashboard_minute`
-    (a user window uses the first three), ``last_event_time`` (when an alert on it fires) and
+    (a user minute uses the first three), ``last_event_time`` (when an alert on it fires) and
     ``newest_ingest`` (the latest ``_ingest_time`` counted, for freshness)."""
     from pyspark.sql import functions as F
 
@@ -147,6 +140,30 @@ def live_sums(keyed: DataFrame) -> DataFrame:
         F.count_if(F.col("amount_usd").isNull()).alias("unknown_currency_count"),
         F.max("event_time").alias("last_event_time"),
         F.max("_ingest_time").alias("newest_ingest"),
+    )
+
+
+def windows_of_minutes(minutes: DataFrame) -> DataFrame:
+    """User minutes (``user_id``, ``minute`` and the sums) → the 5-minute windows sliding every
+    minute that hold them, added up: what ``gold.user_activity_5m`` shows, plus ``last_event_time``
+    where the minutes have it. Pure: the gold stream uses it for activity alerts."""
+    from pyspark.sql import functions as F
+
+    starts = F.sequence(
+        F.col("minute") - F.expr(f"INTERVAL {WINDOW_MINUTES - 1} MINUTES"), F.col("minute"), F.expr("INTERVAL 1 MINUTE")
+    )
+    sums = [
+        F.sum("tx_count").alias("tx_count"),
+        F.sum("total_amount").alias("total_amount"),
+        F.sum("flagged_count").alias("flagged_count"),
+    ]
+    if "last_event_time" in minutes.columns:
+        sums.append(F.max("last_event_time").alias("last_event_time"))
+    return (
+        minutes.select("*", F.explode(starts).alias("window_start"))
+        .groupBy("user_id", "window_start")
+        .agg(*sums)
+        .withColumn("window_end", F.col("window_start") + F.expr(f"INTERVAL {WINDOW_MINUTES} MINUTES"))
     )
 
 

@@ -1,30 +1,33 @@
 """``silver.scored_transactions`` → every gold table, in two streaming queries.
 
-``gold_windows`` keeps the windows. One stateful aggregation (Spark's state store, update
-mode) keys every silver row by each window that holds it: its five sliding 5-minute user
-windows and its minute (:func:`~fraudlake.gold.aggregates.live_keys`). Each micro-batch
-emits the windows it changed, with their absolute values, and ``foreachBatch`` writes them:
+``gold_minutes`` keeps the live minutes. One stateful aggregation (Spark's state store,
+update mode) keys every silver row by its user's minute and by its minute
+(:func:`~fraudlake.gold.aggregates.live_keys`). Each micro-batch emits the minutes it
+changed, with their absolute values, and ``foreachBatch`` writes them:
 
-- ``user_activity_5m``: one MERGE of the changed windows (set, not add);
+- ``user_activity_minute``: one MERGE of the changed user minutes (set, not add). The view
+  ``user_activity_5m`` adds five of them up into each sliding 5-minute window when read: a
+  fifth of the rows a table of windows would need, and nothing to rewrite when a window
+  turns final;
 - ``dashboard_minute``: every open minute rewritten with ``replaceWhere`` (a handful of rows,
   cheaper than a MERGE and marking minutes final in the same commit);
-- ``fraud_alerts``: a user-activity alert when a changed window holds
-  ``activity_alert_threshold`` transactions, one per burst (``first_alert_per_burst``),
-  straight from the batch: no table is read back.
+- ``fraud_alerts``: a user-activity alert when a window holding a changed user minute
+  reaches ``activity_alert_threshold`` transactions, one per burst
+  (``first_alert_per_burst``), in the micro-batch that took it there.
 
-The watermark is on the window end: a window is open until the newest minute gold has
+The watermark is on the minute's end: a minute is open until the newest minute gold has
 counted begins ``streams.watermark_seconds`` after its end. Then the state store drops it
-and the table marks it ``is_final``. A transaction later than that still counts in the
-windows that are open; the final ones no longer change (Spark drops the row from them, as
-any windowed aggregation with a watermark does).
+and the tables show it final. A transaction later than that counts in no window (Spark
+drops it, as any windowed aggregation with a watermark does); it still gets its model alert.
 
 ``gold_alerts`` appends one model alert per flagged silver row: stateless, so no
 transaction, however late, loses its alert.
 
-Exactly once: every write carries the micro-batch id as Delta's transaction version
-(appends and ``replaceWhere`` through writer options, MERGE through the session confs),
+Exactly once: every write records its writer and micro-batch, and the first batch after a
+start is looked for among the commits before it writes (appends and ``replaceWhere``, see
+:mod:`fraudlake.streaming_io`; MERGE through Delta's txnAppId/txnVersion session confs),
 and the state store is versioned by batch, so a micro-batch replayed after a crash
-emits the same windows and skips what had committed. The writer keeps only the open
+emits the same minutes and skips what had committed. The writer keeps only the open
 minutes and the last alert per user in memory, and reloads them from the tables when
 it starts.
 """
@@ -44,18 +47,20 @@ from fraudlake.gold.aggregates import (
     MINUTE_MICROS,
     USER_KIND,
     WINDOW_MICROS,
+    WINDOW_MINUTES,
     activity_reason,
     first_alert_per_burst,
     live_keys,
     live_sums,
     model_alerts,
+    windows_of_minutes,
 )
 from fraudlake.settings import Context
-from fraudlake.streaming_io import append_once, committed_once, triggered, writer_app_id
+from fraudlake.streaming_io import ReplayCheck, append_once, committed_once, overwrite_once, triggered, writer_app_id
 from fraudlake.tables import (
     GOLD_DASHBOARD_MINUTE,
     GOLD_FRAUD_ALERTS,
-    GOLD_USER_ACTIVITY,
+    GOLD_USER_MINUTE,
     SILVER_SCORED,
     table_name,
 )
@@ -65,11 +70,18 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
-QUERY_NAME = "gold_windows"
+QUERY_NAME = "gold_minutes"
 ALERTS_QUERY_NAME = "gold_alerts"
 # The queries that kept gold before: one append-only query per table, then one query that
-# added each batch's sums to the tables (no state store).
-FORMER_QUERIES = ("gold_user_activity", "gold_dashboard", "gold_model_alerts", "gold_activity_alerts", "gold")
+# added each batch's sums to the tables (no state store), then a state store of 5-minute windows.
+FORMER_QUERIES = (
+    "gold_user_activity",
+    "gold_dashboard",
+    "gold_model_alerts",
+    "gold_activity_alerts",
+    "gold",
+    "gold_windows",
+)
 FRESHNESS_KEPT = 1_000  # per-batch freshness entries kept for progress lines
 MINUTE_COLUMNS = (
     "tx_count",
@@ -98,31 +110,31 @@ class GoldStats:
 
 
 def watermark_delay_micros(watermark_seconds: float) -> int:
-    """The state store's watermark delay on window ends. The newest end Spark sees is that of
-    the newest row's last sliding window, 5 minutes after its minute began; a window is final
-    once that minute began ``watermark_seconds`` after the window's end.
+    """The state store's watermark delay on minute ends. The newest end Spark sees is that of
+    the newest row's minute; a minute is final once the newest minute began
+    ``watermark_seconds`` after its end.
 
     >>> watermark_delay_micros(120) // 60_000_000
-    7
+    3
     """
-    return WINDOW_MICROS + int(watermark_seconds * 1_000_000)
+    return MINUTE_MICROS + int(watermark_seconds * 1_000_000)
 
 
 def live_windows(silver: DataFrame, watermark_seconds: float) -> DataFrame:
-    """The stateful aggregation of the ``gold_windows`` query over a silver stream."""
+    """The stateful aggregation of the ``gold_minutes`` query over a silver stream."""
     delay = watermark_delay_micros(watermark_seconds)
     return live_sums(live_keys(silver).withWatermark("end", f"{delay // 1000} milliseconds"))
 
 
 class GoldBatchWriter:
-    """The ``foreachBatch`` function of the ``gold_windows`` query: its input is the windows
-    the micro-batch changed (:func:`live_windows`), with absolute values."""
+    """The ``foreachBatch`` function of the ``gold_minutes`` query: its input is the user
+    minutes and minutes the micro-batch changed (:func:`live_windows`), with absolute values."""
 
     def __init__(self, ctx: Context, app_id: str, out: TextIO | None = None, stats: GoldStats | None = None) -> None:
         streams = ctx.settings.streams
         self.app_id = app_id
         self.out = out or sys.stdout
-        self.windows_table = table_name(ctx, GOLD_USER_ACTIVITY)
+        self.user_minutes_table = table_name(ctx, GOLD_USER_MINUTE)
         self.minutes_table = table_name(ctx, GOLD_DASHBOARD_MINUTE)
         self.alerts_table = table_name(ctx, GOLD_FRAUD_ALERTS)
         self.lateness_micros = int(streams.watermark_seconds * 1_000_000)
@@ -130,11 +142,11 @@ class GoldBatchWriter:
         self.cooldown_micros = streams.activity_alert_cooldown_seconds * 1_000_000
         self.max_printed = streams.console_alerts_per_batch
         self.stats = stats or GoldStats()
+        self.replays = ReplayCheck()  # only the first batch after a start may have committed already
         # Restored from the tables at the first batch (see _restore):
         self.newest_minute: int | None = None  # the newest minute gold has counted (epoch µs)
         self.open_minutes: dict[int, dict] = {}  # minute's end -> its values, for minutes not final
         self.last_alerted: dict[str, int] | None = None  # user -> their latest activity alert
-        self.finalized_through: int | None = None  # user windows ending at or before it are marked final
         self.newest_ingest: int | None = None  # the newest _ingest_time counted
 
     # ------------------------------------------------------------------ the batch
@@ -145,29 +157,26 @@ class GoldBatchWriter:
         session = changed.sparkSession  # the query's own session: its DML confs stay in this query
         changed = changed.persist()
         try:
-            # One job: the minutes (a handful) and the user windows at the threshold (alert candidates).
+            # One job: the minutes (a handful; the user minutes stay in Spark).
             picked = (
-                changed.where((F.col("kind") == F.lit(MINUTE_KIND)) | (F.col("tx_count") >= F.lit(self.threshold)))
+                changed.where(F.col("kind") == F.lit(MINUTE_KIND))
                 .withColumn("end", F.unix_micros("end"))
-                .withColumn("last_event_time", F.unix_micros("last_event_time"))
                 .withColumn("newest_ingest", F.unix_micros("newest_ingest"))
                 .collect()
             )
-            minutes = {r["end"]: r.asDict() for r in picked if r["kind"] == MINUTE_KIND}
+            minutes = {r["end"]: r.asDict() for r in picked}
             if not minutes:
                 return  # a batch that only moved the watermark
             self._restore(session)
-            # Windows ending at or before ``final`` are final: the state store's watermark (it
+            # Minutes ending at or before ``final`` are final: the state store's watermark (it
             # drops them, and late rows for them, from the next batch on). ``before``: the same
-            # as of the previous batch; every window this batch changed ends after it.
+            # as of the previous batch; every minute this batch changed ends after it.
             before = None if self.newest_minute is None else self.newest_minute - self.lateness_micros
             self.newest_minute = max(self.newest_minute or 0, max(minutes) - MINUTE_MICROS)
             final = self.newest_minute - self.lateness_micros
-            self._merge_windows(session, changed, final, before, batch_id)
+            self._merge_user_minutes(session, changed, before, batch_id)
             rows = self._write_minutes(session, minutes, final, before, batch_id)
-            busy = [r for r in picked if r["kind"] == USER_KIND]
-            raised = self._activity_alerts(session, busy, batch_id) if busy else 0
-            self._finalize(session, final)
+            raised = self._activity_alerts(session, changed, before, batch_id)
         finally:
             changed.unpersist()
         self._count(rows, minutes, final, raised)
@@ -204,32 +213,28 @@ class GoldBatchWriter:
         )
         self.last_alerted = {r["user_id"]: r["last"] for r in recent.collect()}
 
-    # ------------------------------------------------------------------ windows
+    # ------------------------------------------------------------------ user minutes
 
-    def _merge_windows(
-        self, session: SparkSession, changed: DataFrame, final: int, before: int | None, batch_id: int
-    ) -> None:
-        """Upsert the changed user windows with their absolute values, exactly once."""
+    def _merge_user_minutes(self, session: SparkSession, changed: DataFrame, before: int | None, batch_id: int) -> None:
+        """Upsert the changed user minutes with their absolute values, exactly once."""
         from delta.tables import DeltaTable
         from pyspark.sql import functions as F
 
-        end = F.unix_micros("end")
         source = changed.where(F.col("kind") == F.lit(USER_KIND)).select(
             "user_id",
-            F.timestamp_micros(end - F.lit(WINDOW_MICROS)).alias("window_start"),
-            F.col("end").alias("window_end"),
+            F.timestamp_micros(F.unix_micros("end") - F.lit(MINUTE_MICROS)).alias("minute"),
             "tx_count",
             "total_amount",
             "flagged_count",
-            (end <= F.lit(final)).alias("is_final"),
+            "last_event_time",
             F.current_timestamp().alias("updated_at"),
         )
-        condition = "t.user_id = s.user_id AND t.window_start = s.window_start"
-        if before is not None:  # only open windows change: Delta skips the files of final ones
-            condition += f" AND t.window_end > timestamp_micros({before})"
+        condition = "t.user_id = s.user_id AND t.minute = s.minute"
+        if before is not None:  # only open minutes change: Delta skips the files of final ones
+            condition += f" AND t.minute > timestamp_micros({before - MINUTE_MICROS})"
         with committed_once(session, self.app_id, batch_id):
             (
-                DeltaTable.forName(session, self.windows_table)
+                DeltaTable.forName(session, self.user_minutes_table)
                 .alias("t")
                 .merge(source.alias("s"), condition)
                 .whenMatchedUpdateAll()
@@ -261,40 +266,53 @@ class GoldBatchWriter:
             "is_final",
             F.current_timestamp().alias("updated_at"),
         )
-        (
-            frame.write.format("delta")
-            .mode("overwrite")
-            .option("replaceWhere", f"minute > timestamp_micros({since - MINUTE_MICROS})")
-            .option("txnAppId", self.app_id)
-            .option("txnVersion", batch_id)
-            .saveAsTable(self.minutes_table)
-        )
+        replace = f"minute > timestamp_micros({since - MINUTE_MICROS})"
+        table = self.minutes_table
+        overwrite_once(frame, table, replace, self.app_id, batch_id, self.replays.needed(table))
         self.open_minutes = {end: values[end] for end in kept if end > final}
         return added
 
-    def _finalize(self, session: SparkSession, final: int) -> None:
-        """Mark the user windows the watermark has passed, and that no batch changed since, as
-        final. Windows start on whole minutes, so this commits once per minute at most; setting
-        a flag to its final value is harmless to repeat, so it needs no transaction id."""
-        from delta.tables import DeltaTable
-
-        through = final - final % MINUTE_MICROS
-        if self.finalized_through is not None and through <= self.finalized_through:
-            return
-        condition = f"NOT is_final AND window_end <= timestamp_micros({through})"
-        if self.finalized_through is not None:  # only windows that turned final since the last time
-            condition += f" AND window_end > timestamp_micros({self.finalized_through})"
-        DeltaTable.forName(session, self.windows_table).update(
-            condition, {"is_final": "true", "updated_at": "current_timestamp()"}
-        )
-        self.finalized_through = through
-
     # ------------------------------------------------------------------ alerts
 
-    def _activity_alerts(self, session: SparkSession, busy: list, batch_id: int) -> int:
-        """Append an alert for each burst among the changed windows at the threshold; how many."""
+    def _activity_alerts(self, session: SparkSession, changed: DataFrame, before: int | None, batch_id: int) -> int:
+        """Append an alert for each burst: a window holding a user minute this batch changed that
+        has reached the threshold, read from ``user_activity_minute`` as this batch left it
+        (the minutes before it included); return how many."""
+        from pyspark.sql import functions as F
 
-        candidates = [(r["user_id"], r["last_event_time"], r["end"] - WINDOW_MICROS, r) for r in busy]
+        touched = changed.where(F.col("kind") == F.lit(USER_KIND)).select(
+            "user_id", (F.col("end") - F.expr("INTERVAL 1 MINUTE")).alias("minute")
+        )
+        minutes = session.table(self.user_minutes_table)
+        if before is not None:  # a changed minute is open: its windows start at most 4 minutes earlier
+            minutes = minutes.where(F.col("minute") > F.timestamp_micros(F.lit(before - MINUTE_MICROS - WINDOW_MICROS)))
+        holding = touched.select(
+            "user_id",
+            F.explode(
+                F.sequence(
+                    F.col("minute") - F.expr(f"INTERVAL {WINDOW_MINUTES - 1} MINUTES"),
+                    F.col("minute"),
+                    F.expr("INTERVAL 1 MINUTE"),
+                )
+            ).alias("window_start"),
+        )
+        busy = (
+            windows_of_minutes(minutes.join(touched.select("user_id").distinct(), "user_id", "left_semi"))
+            .where(F.col("tx_count") >= F.lit(self.threshold))
+            .join(holding.distinct(), ["user_id", "window_start"], "left_semi")
+            .select(
+                "user_id",
+                "tx_count",
+                "total_amount",
+                "flagged_count",
+                F.unix_micros("window_start").alias("start"),
+                F.unix_micros("last_event_time").alias("last_event_time"),
+            )
+            .collect()
+        )
+        if not busy:
+            return 0
+        candidates = [(r["user_id"], r["last_event_time"], r["start"], r) for r in busy]
         kept = first_alert_per_burst(candidates, self.last_alerted or {}, self.cooldown_micros)
         if not kept:
             return 0
@@ -309,7 +327,8 @@ class GoldBatchWriter:
             )
             for user, at, start, r in kept
         ]
-        append_once(_alerts_frame(session, rows), self.alerts_table, self.app_id, batch_id)
+        table = self.alerts_table
+        append_once(_alerts_frame(session, rows), table, self.app_id, batch_id, self.replays.needed(table))
         assert self.last_alerted is not None  # restored at the start of the batch (_restore)
         for user, at, *_ in kept:
             self.last_alerted[user] = max(at, self.last_alerted.get(user, at))
@@ -344,6 +363,7 @@ class ModelAlertWriter:
         self.alerts_table = table_name(ctx, GOLD_FRAUD_ALERTS)
         self.max_printed = ctx.settings.streams.console_alerts_per_batch
         self.stats = stats or GoldStats()
+        self.replays = ReplayCheck()  # only the first batch after a start may have committed already
 
     def __call__(self, flagged: DataFrame, batch_id: int) -> None:
         from pyspark.sql import functions as F
@@ -356,7 +376,10 @@ class ModelAlertWriter:
         ]
         if not alerts:
             return
-        append_once(_alerts_frame(flagged.sparkSession, alerts), self.alerts_table, self.app_id, batch_id)
+        table = self.alerts_table
+        append_once(
+            _alerts_frame(flagged.sparkSession, alerts), table, self.app_id, batch_id, self.replays.needed(table)
+        )
         _print_alerts(self.out, alerts, self.max_printed)
         self.stats.model_alerts += len(alerts)
 

@@ -4,9 +4,10 @@ One streaming query reads bronze (a Delta source) and, per micro-batch, validate
 every row, sends a ``transaction_id`` that silver has already scored to quarantine
 (``duplicate_transaction_id``: a file dropped twice, a producer's retry, a re-created
 checkpoint), scores the rest with the registered model, and appends each row to
-exactly one of the two silver tables. Both appends are idempotent (Delta's
-``txnAppId``/``txnVersion``), so a micro-batch replayed after a crash is skipped
-where it had already landed: bronze = silver + quarantine, always.
+exactly one of the two silver tables. Both appends are idempotent (each commit records its
+writer and batch; the first batch after a start is looked for first, see
+:mod:`fraudlake.streaming_io`), so a micro-batch replayed after a crash is skipped where it
+had already landed: bronze = silver + quarantine, always.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from fraudlake.ml.serving import ModelScorer, score_transactions
 from fraudlake.settings import Context
 from fraudlake.silver.validation import drop_routed, mark_repeats, validate
-from fraudlake.streaming_io import append_once, triggered, writer_app_id
+from fraudlake.streaming_io import ReplayCheck, append_once, triggered, writer_app_id
 from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, table_name
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class SilverBatchWriter:
         self.skip_routed = skip_routed
         self.scored_table = table_name(ctx, SILVER_SCORED)
         self.quarantine_table = table_name(ctx, SILVER_QUARANTINE)
+        self.replays = ReplayCheck()  # only the first batch after a start may have committed already
         self.stats = SilverStats()
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -96,13 +98,23 @@ class SilverBatchWriter:
             # quarantine append runs only for a batch with bad rows.
             reasons = {row[0]: row[1] for row in checked.where(reason.isNotNull()).groupBy(reason).count().collect()}
             if reasons:
-                append_once(checked.where(reason.isNotNull()), self.quarantine_table, self.app_id, batch_id)
+                quarantined = checked.where(reason.isNotNull())
+                append_once(
+                    quarantined,
+                    self.quarantine_table,
+                    self.app_id,
+                    batch_id,
+                    self.replays.needed(self.quarantine_table),
+                )
             # The batch's figures are observed while the append writes the rows: no second pass
             # over the scored rows (and no second run of the model) just to count them.
             observed = Observation(f"silver_batch_{batch_id}")
             scored = score_transactions(checked.where(reason.isNull()).drop("quarantine_reason"), self.scorer)
-            append_once(scored.observe(observed, *batch_totals()), self.scored_table, self.app_id, batch_id)
-            totals = self._observed(observed, scored) if bounds["valid"] else EMPTY_TOTALS
+            observing = scored.observe(observed, *batch_totals())
+            wrote = append_once(
+                observing, self.scored_table, self.app_id, batch_id, self.replays.needed(self.scored_table)
+            )
+            totals = self._observed(observed if wrote else None, scored) if bounds["valid"] else EMPTY_TOTALS
         finally:
             for frame in (checked, validated):
                 if frame is not None:
@@ -110,15 +122,18 @@ class SilverBatchWriter:
         self._count(totals, reasons)
 
     @staticmethod
-    def _observed(observed: Observation, scored: DataFrame) -> dict:
-        """The figures observed during the append. A replayed batch whose append Delta skipped
-        (it had committed) ran no plan to observe: its figures are computed, once, instead."""
+    def _observed(observed: Observation | None, scored: DataFrame) -> dict:
+        """The figures observed during the append. A replayed batch whose append was skipped (it
+        had committed: ``observed`` is None, or Delta skipped it) ran no plan to observe: its
+        figures are computed, once, instead."""
         try:
-            return dict(observed.get)
-        except Exception:  # Spark raises on reading an observation that never ran
-            totals = scored.agg(*batch_totals()).first()
-            assert totals is not None  # an aggregate without grouping has one row
-            return totals.asDict()
+            if observed is not None:
+                return dict(observed.get)
+        except Exception:  # Spark raises on reading an observation whose write Delta skipped
+            pass
+        totals = scored.agg(*batch_totals()).first()
+        assert totals is not None  # an aggregate without grouping has one row
+        return totals.asDict()
 
     @staticmethod
     def _bounds(validated: DataFrame) -> dict:

@@ -57,10 +57,10 @@ def _version(spark, name: str) -> int:
 
 
 def test_retention_is_set_on_create_and_follows_the_conf(spark, tmp_path):
-    from fraudlake.tables import GOLD_USER_ACTIVITY
+    from fraudlake.tables import GOLD_USER_MINUTE
 
     ctx = make_context(tmp_path / "home")
-    silver, gold = table_name(ctx, SILVER_SCORED), table_name(ctx, GOLD_USER_ACTIVITY)
+    silver, gold = table_name(ctx, SILVER_SCORED), table_name(ctx, GOLD_USER_MINUTE)
     # A silver table from before flag_threshold existed: registration adds the column.
     old_columns = ", ".join(
         f.simpleString().replace(":", " ")

@@ -86,10 +86,10 @@ def test_a_replay_after_a_crash_between_quarantine_and_silver_lands_each_row_onc
     real_append = silver_stream.append_once
     scored_table = table_name(ctx, SILVER_SCORED)
 
-    def crash_before_silver(frame, table, app_id, batch_id):
+    def crash_before_silver(frame, table, app_id, batch_id, verify=True):
         if table == scored_table:
             raise RuntimeError("injected crash before the silver append")
-        real_append(frame, table, app_id, batch_id)
+        return real_append(frame, table, app_id, batch_id, verify)
 
     with mock.patch.object(silver_stream, "append_once", side_effect=crash_before_silver):
         with pytest.raises(RuntimeError, match="injected crash"):

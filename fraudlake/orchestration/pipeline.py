@@ -10,9 +10,7 @@ can run as a separate job; gold always does.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from fraudlake.conf.settings import Settings
@@ -20,7 +18,7 @@ from fraudlake.errors import FraudlakeError
 from fraudlake.orchestration.streaming import scheduler_pool
 from fraudlake.output import note
 from fraudlake.settings import Context
-from fraudlake.streaming_io import append_once, triggered, writer_app_id
+from fraudlake.streaming_io import triggered, writer_app_id
 from fraudlake.tables import (
     ALL_TABLES,
     BRONZE_TRANSACTIONS,
@@ -183,36 +181,25 @@ class IngestAndScore:
     Each micro-batch of the source is appended to bronze, then routed by silver's writer
     (validation, repeats, scoring, quarantine): bronze = silver + quarantine holds at
     every commit of the query. Every append is idempotent, so a batch replayed after
-    ``kill -9`` lands once. The bronze append commits under the query's own id, as Delta's
-    streaming sink does in a bronze-only run, so the two share the source checkpoint
-    (``bronze_rate``: the rate source's transaction ids go on where they stopped).
+    ``kill -9`` lands once. The bronze append is a bronze-only run's (:class:`BronzeWriter`,
+    under the query's own id), so the two share the source checkpoint (``bronze_rate``: the
+    rate source's transaction ids go on where they stopped).
     """
 
     def __init__(self, ctx: Context, silver: SilverBatchWriter, checkpoint: str) -> None:
-        self.bronze = table_name(ctx, BRONZE_TRANSACTIONS)
+        from fraudlake.bronze.ingest import BronzeWriter
+
+        self.bronze = BronzeWriter(ctx, checkpoint)
         self.silver = silver
-        self.checkpoint = checkpoint
-        self._query_id: str | None = None
         # The first batch after a start may replay one whose bronze append committed before
         # a crash; the catch-up at start has routed those rows, so that batch leaves routed
         # rows alone. Later batches hold only rows fresh from the source: no lookup for them.
         self.silver.skip_routed = True
 
-    def query_id(self, batch: DataFrame) -> str:
-        """The query's id, the one Delta's streaming sink uses as the bronze txnAppId."""
-        if self._query_id is None:
-            try:
-                self._query_id = json.loads((Path(self.checkpoint) / "metadata").read_text())["id"]
-            except OSError:  # a checkpoint on object storage: the same id, from the query's thread
-                query_id = batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
-                assert query_id is not None  # Spark sets it on the thread that runs a foreachBatch
-                self._query_id = query_id
-        return self._query_id
-
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         rows = batch.persist()
         try:
-            append_once(rows, self.bronze, self.query_id(batch), batch_id)
+            self.bronze(rows, batch_id)
             self.silver(rows, batch_id)
             self.silver.skip_routed = False
         finally:
