@@ -70,7 +70,7 @@ STEP_TARGETS = (
         # silver's writer, which it calls (timed as steps of this batch, not as a batch of their own).
         "batch": "fraudlake.orchestration.pipeline:IngestAndScore.__call__",
         "steps": {
-            "fraudlake.orchestration.pipeline:append_once": "append_once",
+            "fraudlake.bronze.ingest:BronzeWriter.__call__": "bronze append",
             "fraudlake.silver.stream:validate": "validate",
             "fraudlake.silver.stream:SilverBatchWriter._scored_ids_near": "_scored_ids_near",
             "fraudlake.silver.stream:SilverBatchWriter._quarantined_near": "_quarantined_near",
@@ -111,6 +111,7 @@ STEP_TARGETS = (
             "fraudlake.gold.stream:GoldBatchWriter._write_minutes": "_write_minutes",
             "fraudlake.gold.stream:GoldBatchWriter._activity_alerts": "_activity_alerts",
             "fraudlake.gold.stream:append_once": "append_once",
+            "fraudlake.gold.stream:overwrite_once": "overwrite_once",
         },
         # The batch's first action runs the stateful aggregation itself (state store reads and writes).
         "actions": {
