@@ -135,7 +135,7 @@ TOP_USERS_SQL = """
 WITH newest AS (
   SELECT max(minute) AS minute FROM {user_minute}
 ), final AS (
-  SELECT max(minute) + INTERVAL 1 MINUTE AS through FROM {minutes} WHERE is_final
+  SELECT max(minute) - make_dt_interval(0, 0, 0, :watermark_seconds) AS through FROM {minutes}
 ), windows AS (
   SELECT m.user_id, w.window_start,
          sum(m.tx_count) AS tx_count, sum(m.flagged_count) AS flagged_count, sum(m.total_amount) AS total_amount
@@ -280,7 +280,16 @@ def read_snapshot(
         models=_frame(spark, ctx, MODELS_SQL, "models", missing),
         volumes=_frame(spark, ctx, VOLUMES_SQL, "volumes", missing, unit=unit, **window),
         quality=_frame(spark, ctx, QUALITY_SQL, "quality", missing, unit=unit, **window),
-        top_users=_frame(spark, ctx, TOP_USERS_SQL, "top_users", missing, limit=top_users, **window),
+        top_users=_frame(
+            spark,
+            ctx,
+            TOP_USERS_SQL,
+            "top_users",
+            missing,
+            limit=top_users,
+            watermark_seconds=float(ctx.settings.streams.watermark_seconds),
+            **window,
+        ),
         scores=_frame(spark, ctx, SCORES_SQL, "scores", missing, bins=bins, **window),
         alerts=_frame(spark, ctx, alerts_sql, "alerts", missing, limit=alerts),
         alert_counts=_frame(spark, ctx, ALERT_COUNTS_SQL, "alert_counts", missing),

@@ -86,11 +86,13 @@ def batch_committed(session: SparkSession, table: str, app_id: str, batch_id: in
 
 
 def append_once(frame: DataFrame, table: str, app_id: str, batch_id: int, verify: bool = True) -> bool:
-    """Append ``frame`` to a Delta table as batch ``batch_id`` of ``app_id``; returns whether it wrote.
+    """Append ``frame`` to a Delta table as batch ``batch_id`` of ``app_id``.
 
     ``verify`` (a writer's first write to the table since it started: :class:`ReplayCheck`)
     skips a batch that already committed, found by its lineage or by Delta's own
     ``txnAppId``/``txnVersion`` (commits of Delta's streaming sink carry no lineage).
+    Returns False when the lineage showed the batch committed (nothing ran); Delta skips
+    its own quietly, so True means the write ran, not that it added rows.
     """
     return _save_once(frame.write.mode("append"), frame.sparkSession, table, app_id, batch_id, verify)
 

@@ -151,7 +151,8 @@ ALL_TABLES = (
 @dataclass(frozen=True)
 class ViewSpec:
     """A view over the tables: ``sql`` names them by placeholders, ``{user_minute}`` for
-    :data:`GOLD_USER_MINUTE` and ``{dashboard_minute}`` for :data:`GOLD_DASHBOARD_MINUTE`."""
+    :data:`GOLD_USER_MINUTE` and ``{dashboard_minute}`` for :data:`GOLD_DASHBOARD_MINUTE`,
+    and ``{watermark_seconds}`` for ``streams.watermark_seconds``."""
 
     layer: str
     name: str
@@ -160,8 +161,9 @@ class ViewSpec:
 
 
 # The 5-minute windows sliding every minute, added up from the minutes when read: a window
-# is final once its last minute is (the newest final minute of gold.dashboard_minute ends
-# at or after the window's end). Same columns as a batch aggregation of silver
+# is final once its last minute is, i.e. once the newest minute gold has counted began
+# streams.watermark_seconds after the window's end (the gold stream's watermark; a minute
+# without transactions has no row, so the newest final row could be earlier). Same columns as a batch aggregation of silver
 # (fraudlake.gold.aggregates.user_activity_5m) plus is_final and updated_at.
 GOLD_USER_ACTIVITY = ViewSpec(
     "gold",
@@ -173,7 +175,7 @@ GOLD_USER_ACTIVITY = ViewSpec(
        sum(m.total_amount) AS total_amount,
        sum(m.flagged_count) AS flagged_count,
        coalesce(w.window_start + INTERVAL 5 MINUTES <= (
-         SELECT max(minute) + INTERVAL 1 MINUTE FROM {dashboard_minute} WHERE is_final), false) AS is_final,
+         SELECT max(minute) FROM {dashboard_minute}) - make_dt_interval(0, 0, 0, {watermark_seconds}), false) AS is_final,
        max(m.updated_at) AS updated_at
 FROM {user_minute} m
   LATERAL VIEW explode(sequence(m.minute - INTERVAL 4 MINUTES, m.minute, INTERVAL 1 MINUTE)) w AS window_start
@@ -335,7 +337,9 @@ def ensure_tables(spark: SparkSession, ctx: Context) -> list[str]:
 def view_sql(ctx: Context, view: ViewSpec) -> str:
     """``CREATE OR REPLACE VIEW`` for ``view`` over this context's tables."""
     select = view.sql.format(
-        user_minute=table_name(ctx, GOLD_USER_MINUTE), dashboard_minute=table_name(ctx, GOLD_DASHBOARD_MINUTE)
+        user_minute=table_name(ctx, GOLD_USER_MINUTE),
+        dashboard_minute=table_name(ctx, GOLD_DASHBOARD_MINUTE),
+        watermark_seconds=float(ctx.settings.streams.watermark_seconds),
     )
     comment = f" COMMENT {sql_string(view.comment)}" if view.comment else ""
     return f"CREATE OR REPLACE VIEW {table_name(ctx, view)}{comment} AS {select}"
