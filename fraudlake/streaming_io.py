@@ -5,8 +5,8 @@ commits; DML uses Delta's idempotent (txnAppId, txnVersion) session confs.
 Spark re-runs at most one micro-batch after a restart: the last one it planned, whose commit
 it had not recorded. So only a writer's first write to a table after it starts can repeat a
 commit; later ones cannot, and go straight to the table. Delta's own check of ``txnAppId``
-on an append reconstructs the table's state: ~1 s per append on 2 cores (1.40 s against
-0.37 s for the same append without it, benchmarks/results/delta_append_cost.json), paid by
+on an append reconstructs the table's state: over 1 s per append on 2 cores (1.60 s against
+0.36 s for the same append without it, benchmarks/results/delta_append_cost.json), paid by
 every micro-batch of every query. Looking for the batch in the latest commits' metadata
 once per start costs a fraction of that.
 """
