@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable, Hashable
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fraudlake.errors import EnvironmentProblem
 from fraudlake.settings import Context
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -175,6 +178,22 @@ def get_spark(ctx: Context, master: str | None = None) -> SparkSession:
         raise EnvironmentProblem(f"Spark could not start: {last.strip()} (details: {log_path})") from None
     spark.sparkContext.setLogLevel(ctx.settings.spark.log_level)
     return spark
+
+
+# Values built once per JVM (Spark's gateway) and key: see built_once.
+_BUILT: dict[tuple[int, Hashable], Any] = {}
+
+
+def built_once(key: Hashable, build: Callable[[], T]) -> T:
+    """``build()`` for ``key``, made once per JVM and kept: for column expressions whose making
+    costs many JVM calls (e.g. hundreds of literals) that every micro-batch would otherwise pay.
+    Keyed by the gateway too, so a new JVM in the same process builds them again."""
+    from pyspark import SparkContext
+
+    full_key = (id(SparkContext._gateway), key)
+    if full_key not in _BUILT:
+        _BUILT[full_key] = build()
+    return _BUILT[full_key]
 
 
 def spark_log_path(ctx: Context) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 WINDOW = "5 minutes"
 WINDOW_MINUTES = 5
@@ -143,15 +143,20 @@ def live_sums(keyed: DataFrame) -> DataFrame:
     )
 
 
+def window_starts(minute: Column) -> Column:
+    """The starts of the 5-minute windows sliding every minute that hold ``minute``: an array
+    of the five minutes up to and including it."""
+    from pyspark.sql import functions as F
+
+    return F.sequence(minute - F.expr(f"INTERVAL {WINDOW_MINUTES - 1} MINUTES"), minute, F.expr("INTERVAL 1 MINUTE"))
+
+
 def windows_of_minutes(minutes: DataFrame) -> DataFrame:
     """User minutes (``user_id``, ``minute`` and the sums) → the 5-minute windows sliding every
     minute that hold them, added up: what ``gold.user_activity_5m`` shows, plus ``last_event_time``
     where the minutes have it. Pure: the gold stream uses it for activity alerts."""
     from pyspark.sql import functions as F
 
-    starts = F.sequence(
-        F.col("minute") - F.expr(f"INTERVAL {WINDOW_MINUTES - 1} MINUTES"), F.col("minute"), F.expr("INTERVAL 1 MINUTE")
-    )
     sums = [
         F.sum("tx_count").alias("tx_count"),
         F.sum("total_amount").alias("total_amount"),
@@ -160,7 +165,7 @@ def windows_of_minutes(minutes: DataFrame) -> DataFrame:
     if "last_event_time" in minutes.columns:
         sums.append(F.max("last_event_time").alias("last_event_time"))
     return (
-        minutes.select("*", F.explode(starts).alias("window_start"))
+        minutes.select("*", F.explode(window_starts(F.col("minute"))).alias("window_start"))
         .groupBy("user_id", "window_start")
         .agg(*sums)
         .withColumn("window_end", F.col("window_start") + F.expr(f"INTERVAL {WINDOW_MINUTES} MINUTES"))

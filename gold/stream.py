@@ -47,12 +47,12 @@ from fraudlake.gold.aggregates import (
     MINUTE_MICROS,
     USER_KIND,
     WINDOW_MICROS,
-    WINDOW_MINUTES,
     activity_reason,
     first_alert_per_burst,
     live_keys,
     live_sums,
     model_alerts,
+    window_starts,
     windows_of_minutes,
 )
 from fraudlake.settings import Context
@@ -286,16 +286,7 @@ class GoldBatchWriter:
         minutes = session.table(self.user_minutes_table)
         if before is not None:  # a changed minute is open: its windows start at most 4 minutes earlier
             minutes = minutes.where(F.col("minute") > F.timestamp_micros(F.lit(before - MINUTE_MICROS - WINDOW_MICROS)))
-        holding = touched.select(
-            "user_id",
-            F.explode(
-                F.sequence(
-                    F.col("minute") - F.expr(f"INTERVAL {WINDOW_MINUTES - 1} MINUTES"),
-                    F.col("minute"),
-                    F.expr("INTERVAL 1 MINUTE"),
-                )
-            ).alias("window_start"),
-        )
+        holding = touched.select("user_id", F.explode(window_starts(F.col("minute"))).alias("window_start"))
         busy = (
             windows_of_minutes(minutes.join(touched.select("user_id").distinct(), "user_id", "left_semi"))
             .where(F.col("tx_count") >= F.lit(self.threshold))

@@ -89,22 +89,16 @@ def add_amount_features(df: DataFrame) -> DataFrame:
     return df.withColumns(amount_feature_columns())
 
 
-# The feature columns by Spark gateway: built once per JVM, not in every micro-batch.
-_FEATURES: dict[int, dict[str, Column]] = {}
-
-
 def add_features(df: DataFrame) -> DataFrame:
     """Every model input column, added to transactions in the bronze schema.
 
     The one feature step of training and of the silver stream: one projection, so a
-    micro-batch's plan is analysed once for all of them, not once per column.
+    micro-batch's plan is analysed once for all of them, not once per column; the
+    columns are built once per JVM.
     """
-    from pyspark import SparkContext
+    from fraudlake.spark import built_once
 
-    key = id(SparkContext._gateway)
-    if key not in _FEATURES:
-        _FEATURES[key] = {**amount_feature_columns(), **time_feature_columns()}
-    return df.withColumns(_FEATURES[key])
+    return df.withColumns(built_once("features", lambda: {**amount_feature_columns(), **time_feature_columns()}))
 
 
 def model_input(df: DataFrame) -> DataFrame:

@@ -47,19 +47,13 @@ def iso_codes() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return countries, currencies
 
 
-# Built columns by (Spark gateway, max_future_seconds): the rules hold ~430 ISO codes, and
-# making their literals costs ~0.6 s of calls to the JVM, which a micro-batch should not pay.
-_REASONS: dict[tuple[int, int], Column] = {}
-
-
 def quarantine_reason(max_future_seconds: int) -> Column:
-    """A column: the first rule a row breaks, or null for a valid row (built once per JVM)."""
-    from pyspark import SparkContext
+    """A column: the first rule a row breaks, or null for a valid row. Built once per JVM: the
+    rules hold ~430 ISO codes, and making their literals costs ~0.6 s of calls to the JVM,
+    which a micro-batch should not pay."""
+    from fraudlake.spark import built_once
 
-    key = (id(SparkContext._gateway), max_future_seconds)
-    if key not in _REASONS:
-        _REASONS[key] = _quarantine_reason(max_future_seconds)
-    return _REASONS[key]
+    return built_once(("quarantine_reason", max_future_seconds), lambda: _quarantine_reason(max_future_seconds))
 
 
 def _quarantine_reason(max_future_seconds: int) -> Column:
