@@ -501,7 +501,7 @@ def silver_latency(spark, ctx, measured_from: float) -> dict:
 
 
 def run(spark, base, args) -> dict:
-    from fraudlake.orchestration.pipeline import LAYERS, start_pipeline
+    from fraudlake.orchestration.pipeline import parse_layers, start_pipeline
 
     ctx = fresh_context(base)
     load = {"start": loadavg(), "java_processes_start": java_processes()}
@@ -516,7 +516,7 @@ def run(spark, base, args) -> dict:
     load_samples = []
     try:
         with open(os.devnull, "w") as devnull:
-            pipeline = start_pipeline(spark, ctx, LAYERS, "rate", rate=args.rate, out=devnull)
+            pipeline = start_pipeline(spark, ctx, parse_layers(args.layers), "rate", rate=args.rate, out=devnull)
             started = time.time()
             try:
                 while time.time() - started < args.seconds:
@@ -537,6 +537,7 @@ def run(spark, base, args) -> dict:
             one_minute_during_run={"min": round(min(load_samples), 2), "max": round(max(load_samples), 2)},
         )
         result = {
+            "layers": args.layers,
             "rate": args.rate,
             "seconds": args.seconds,
             "master": args.master,
@@ -598,6 +599,9 @@ def main() -> None:
     parser.add_argument("--steps", action="store_true", help="also time the Python steps in STEP_TARGETS")
     parser.add_argument("--out", default="batch_profile", help="results file name (benchmarks/results/NAME.json)")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument(
+        "--layers", default="bronze,silver,gold", help="the layers that run (bronze,silver: silver without gold's load)"
+    )
     parser.add_argument("--code-note", default=None, help="free text saved with the results, e.g. the commit profiled")
     args = parser.parse_args()
 
