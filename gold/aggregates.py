@@ -5,7 +5,9 @@ of silver rows. The gold stream computes the same values incrementally with one
 stateful aggregation (:func:`live_keys`, :func:`live_sums`): every transaction is keyed
 by its user's minute and by its minute, so one state store keeps every open minute, and
 each micro-batch emits the minutes it changed with their absolute values. The 5-minute
-user windows are sums of five user minutes (:func:`windows_of_minutes`).
+user windows are sums of five user minutes: the view ``gold.user_activity_5m`` adds them up
+when read, and the stream finds activity bursts in the recent ones it keeps in memory
+(:mod:`fraudlake.gold.bursts`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
 
 WINDOW = "5 minutes"
 WINDOW_MINUTES = 5
@@ -140,35 +142,6 @@ def live_sums(keyed: DataFrame) -> DataFrame:
         F.count_if(F.col("amount_usd").isNull()).alias("unknown_currency_count"),
         F.max("event_time").alias("last_event_time"),
         F.max("_ingest_time").alias("newest_ingest"),
-    )
-
-
-def window_starts(minute: Column) -> Column:
-    """The starts of the 5-minute windows sliding every minute that hold ``minute``: an array
-    of the five minutes up to and including it."""
-    from pyspark.sql import functions as F
-
-    return F.sequence(minute - F.expr(f"INTERVAL {WINDOW_MINUTES - 1} MINUTES"), minute, F.expr("INTERVAL 1 MINUTE"))
-
-
-def windows_of_minutes(minutes: DataFrame) -> DataFrame:
-    """User minutes (``user_id``, ``minute`` and the sums) → the 5-minute windows sliding every
-    minute that hold them, added up: what ``gold.user_activity_5m`` shows, plus ``last_event_time``
-    where the minutes have it. Pure: the gold stream uses it for activity alerts."""
-    from pyspark.sql import functions as F
-
-    sums = [
-        F.sum("tx_count").alias("tx_count"),
-        F.sum("total_amount").alias("total_amount"),
-        F.sum("flagged_count").alias("flagged_count"),
-    ]
-    if "last_event_time" in minutes.columns:
-        sums.append(F.max("last_event_time").alias("last_event_time"))
-    return (
-        minutes.select("*", F.explode(window_starts(F.col("minute"))).alias("window_start"))
-        .groupBy("user_id", "window_start")
-        .agg(*sums)
-        .withColumn("window_end", F.col("window_start") + F.expr(f"INTERVAL {WINDOW_MINUTES} MINUTES"))
     )
 
 

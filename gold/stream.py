@@ -13,7 +13,9 @@ changed, with their absolute values, and ``foreachBatch`` writes them:
   cheaper than a MERGE and marking minutes final in the same commit);
 - ``fraud_alerts``: a user-activity alert when a window holding a changed user minute
   reaches ``activity_alert_threshold`` transactions, one per burst
-  (``first_alert_per_burst``), in the micro-batch that took it there.
+  (``first_alert_per_burst``), in the micro-batch that took it there. The windows are summed
+  from the recent user minutes the writer keeps in memory (:mod:`fraudlake.gold.bursts`),
+  not read back from the table.
 
 The watermark is on the minute's end: a minute is open until the newest minute gold has
 counted begins ``streams.watermark_seconds`` after its end. Then the state store drops it
@@ -28,8 +30,8 @@ start is looked for among the commits before it writes (appends and ``replaceWhe
 :mod:`fraudlake.streaming_io`; MERGE through Delta's txnAppId/txnVersion session confs),
 and the state store is versioned by batch, so a micro-batch replayed after a crash
 emits the same minutes and skips what had committed. The writer keeps only the open
-minutes and the last alert per user in memory, and reloads them from the tables when
-it starts.
+minutes, the user minutes an open window may hold and the last alert per user in memory,
+and reloads them from the tables when it starts.
 """
 
 from __future__ import annotations
@@ -52,9 +54,8 @@ from fraudlake.gold.aggregates import (
     live_keys,
     live_sums,
     model_alerts,
-    window_starts,
-    windows_of_minutes,
 )
+from fraudlake.gold.bursts import RecentUserMinutes, UserMinute
 from fraudlake.settings import Context
 from fraudlake.streaming_io import ReplayCheck, append_once, committed_once, overwrite_once, triggered, writer_app_id
 from fraudlake.tables import (
@@ -148,6 +149,7 @@ class GoldBatchWriter:
         self.open_minutes: dict[int, dict] = {}  # minute's end -> its values, for minutes not final
         self.last_alerted: dict[str, int] | None = None  # user -> their latest activity alert
         self.newest_ingest: int | None = None  # the newest _ingest_time counted
+        self.recent = RecentUserMinutes()  # the user minutes an open window may hold
 
     # ------------------------------------------------------------------ the batch
 
@@ -157,16 +159,33 @@ class GoldBatchWriter:
         session = changed.sparkSession  # the query's own session: its DML confs stay in this query
         changed = changed.persist()
         try:
-            # One job: the minutes (a handful; the user minutes stay in Spark).
-            picked = (
-                changed.where(F.col("kind") == F.lit(MINUTE_KIND))
-                .withColumn("end", F.unix_micros("end"))
-                .withColumn("newest_ingest", F.unix_micros("newest_ingest"))
-                .collect()
-            )
-            minutes = {r["end"]: r.asDict() for r in picked}
+            # One job brings every changed minute and user minute to the driver (Arrow): the
+            # dashboard minutes are rewritten from there, and the activity alerts are found
+            # in the recent user minutes kept in memory (RecentUserMinutes), not read back.
+            picked = changed.select(
+                "kind",
+                "user_id",
+                F.unix_micros("end").alias("end"),
+                *MINUTE_COLUMNS,
+                F.unix_micros("last_event_time").alias("last_event_time"),
+                F.unix_micros("newest_ingest").alias("newest_ingest"),
+            ).toArrow()
+            keyed = picked.to_pylist()  # Python ints, floats and None, no NaN
+            minutes = {r["end"]: r for r in keyed if r["kind"] == MINUTE_KIND}
             if not minutes:
                 return  # a batch that only moved the watermark
+            user_minutes = [
+                UserMinute(
+                    r["user_id"],
+                    r["end"] - MINUTE_MICROS,
+                    r["tx_count"],
+                    r["total_amount"],
+                    r["flagged_count"],
+                    r["last_event_time"],
+                )
+                for r in keyed
+                if r["kind"] == USER_KIND
+            ]
             self._restore(session)
             # Minutes ending at or before ``final`` are final: the state store's watermark (it
             # drops them, and late rows for them, from the next batch on). ``before``: the same
@@ -176,14 +195,15 @@ class GoldBatchWriter:
             final = self.newest_minute - self.lateness_micros
             self._merge_user_minutes(session, changed, before, batch_id)
             rows = self._write_minutes(session, minutes, final, before, batch_id)
-            raised = self._activity_alerts(session, changed, before, batch_id)
+            raised = self._activity_alerts(session, user_minutes, final, batch_id)
         finally:
             changed.unpersist()
         self._count(rows, minutes, final, raised)
 
     def _restore(self, session: SparkSession) -> None:
         """At the first batch: the newest minute and the open minutes from ``dashboard_minute``
-        (as the last committed batch left them), and who had an activity alert lately."""
+        (as the last committed batch left them), who had an activity alert lately, and the user
+        minutes an open window may hold, from ``user_activity_minute``."""
         from pyspark.sql import functions as F
 
         if self.last_alerted is not None:
@@ -212,6 +232,19 @@ class GoldBatchWriter:
             .agg(F.unix_micros(F.max("alert_time")).alias("last"))
         )
         self.last_alerted = {r["user_id"]: r["last"] for r in recent.collect()}
+        kept = (
+            session.table(self.user_minutes_table)
+            .where(F.unix_micros("minute") >= F.lit(_kept_since(final)))
+            .select(
+                "user_id",
+                F.unix_micros("minute").alias("minute"),
+                "tx_count",
+                "total_amount",
+                "flagged_count",
+                F.unix_micros("last_event_time").alias("last_event_time"),
+            )
+        )
+        self.recent.update(UserMinute(**r.asDict()) for r in kept.collect())
 
     # ------------------------------------------------------------------ user minutes
 
@@ -274,49 +307,22 @@ class GoldBatchWriter:
 
     # ------------------------------------------------------------------ alerts
 
-    def _activity_alerts(self, session: SparkSession, changed: DataFrame, before: int | None, batch_id: int) -> int:
+    def _activity_alerts(self, session: SparkSession, changed: list[UserMinute], final: int, batch_id: int) -> int:
         """Append an alert for each burst: a window holding a user minute this batch changed that
-        has reached the threshold, read from ``user_activity_minute`` as this batch left it
-        (the minutes before it included); return how many."""
-        from pyspark.sql import functions as F
-
-        touched = changed.where(F.col("kind") == F.lit(USER_KIND)).select(
-            "user_id", (F.col("end") - F.expr("INTERVAL 1 MINUTE")).alias("minute")
-        )
-        minutes = session.table(self.user_minutes_table)
-        if before is not None:  # a changed minute is open: its windows start at most 4 minutes earlier
-            minutes = minutes.where(F.col("minute") > F.timestamp_micros(F.lit(before - MINUTE_MICROS - WINDOW_MICROS)))
-        holding = touched.select("user_id", F.explode(window_starts(F.col("minute"))).alias("window_start"))
-        busy = (
-            windows_of_minutes(minutes.join(touched.select("user_id").distinct(), "user_id", "left_semi"))
-            .where(F.col("tx_count") >= F.lit(self.threshold))
-            .join(holding.distinct(), ["user_id", "window_start"], "left_semi")
-            .select(
-                "user_id",
-                "tx_count",
-                "total_amount",
-                "flagged_count",
-                F.unix_micros("window_start").alias("start"),
-                F.unix_micros("last_event_time").alias("last_event_time"),
-            )
-            .collect()
-        )
+        has reached the threshold, summed from the recent user minutes as this batch left
+        them (the minutes before it included); return how many."""
+        self.recent.update(changed)
+        busy = self.recent.busy_windows(((m.user_id, m.minute) for m in changed), self.threshold)
+        self.recent.forget_before(_kept_since(final))
         if not busy:
             return 0
-        candidates = [(r["user_id"], r["last_event_time"], r["start"], r) for r in busy]
+        candidates = [(w.user_id, w.last_event_time, w.start, w) for w in busy]
         kept = first_alert_per_burst(candidates, self.last_alerted or {}, self.cooldown_micros)
         if not kept:
             return 0
         rows = [
-            (
-                ACTIVITY_ALERT,
-                None,
-                user,
-                None,
-                activity_reason(r["tx_count"], r["flagged_count"], r["total_amount"], start),
-                at,
-            )
-            for user, at, start, r in kept
+            (ACTIVITY_ALERT, None, user, None, activity_reason(w.tx_count, w.flagged_count, w.total_amount, start), at)
+            for user, at, start, w in kept
         ]
         table = self.alerts_table
         append_once(_alerts_frame(session, rows), table, self.app_id, batch_id, self.replays.needed(table))
@@ -373,6 +379,14 @@ class ModelAlertWriter:
         )
         _print_alerts(self.out, alerts, self.max_printed)
         self.stats.model_alerts += len(alerts)
+
+
+def _kept_since(final: int) -> int:
+    """The oldest user minute a window that may still change can hold, once minutes ending at or
+    before ``final`` are final: the next batch changes only minutes ending after it, and their
+    windows start at most four minutes earlier (one more minute kept for a lateness that is
+    not a whole number of minutes)."""
+    return final - WINDOW_MICROS - MINUTE_MICROS
 
 
 def _alerts_frame(session: SparkSession, rows: list[tuple]) -> DataFrame:

@@ -1,8 +1,12 @@
-"""Gold's pure pieces, without a JVM: which activity-alert candidates raise an alert."""
+"""Gold's pure pieces, without a JVM: which activity-alert candidates raise an alert, and the
+5-minute windows summed from the recent user minutes gold keeps in memory."""
 
 from __future__ import annotations
 
+import random
+
 from fraudlake.gold.aggregates import first_alert_per_burst
+from fraudlake.gold.bursts import RecentUserMinutes, UserMinute, window_starts_of
 
 MINUTE = 60 * 1_000_000
 COOLDOWN = 5 * MINUTE
@@ -45,3 +49,83 @@ def test_windows_of_one_burst_alerting_at_the_same_transaction_raise_one_alert_f
     at = 12 * MINUTE
     candidates = [("u1", at, start * MINUTE, f"window {start}") for start in (9, 7, 8)]
     assert first_alert_per_burst(candidates, {}, COOLDOWN) == [("u1", at, 7 * MINUTE, "window 7")]
+
+
+# ---------------------------------------------------------------- recent user minutes (bursts)
+
+
+def _user_minutes(transactions: list[tuple[str, int, float | None]]) -> dict[tuple[str, int], UserMinute]:
+    """Transactions ``(user, event time µs, amount USD or None)`` → their user minutes, as the state store emits them."""
+    minutes: dict[tuple[str, int], UserMinute] = {}
+    for user, at, amount in transactions:
+        key = (user, at - at % MINUTE)
+        old = minutes.get(key)
+        total = (old.total_amount if old else None, amount)
+        known = [a for a in total if a is not None]
+        minutes[key] = UserMinute(
+            user,
+            key[1],
+            (old.tx_count if old else 0) + 1,
+            sum(known) if known else None,
+            0,
+            max(at, old.last_event_time if old else at),
+        )
+    return minutes
+
+
+def _windows_from_transactions(transactions, threshold: int) -> set[tuple[str, int, int]]:
+    """Every busy sliding window ``(user, start, tx_count)``, counted from the transactions themselves."""
+    counts: dict[tuple[str, int], int] = {}
+    for user, at, _ in transactions:
+        for start in window_starts_of(at - at % MINUTE):
+            counts[(user, start)] = counts.get((user, start), 0) + 1
+    return {(user, start, n) for (user, start), n in counts.items() if n >= threshold}
+
+
+def test_windows_summed_from_batches_of_user_minutes_equal_windows_counted_from_the_transactions():
+    rng = random.Random(7)
+    transactions = [
+        (f"u{rng.randrange(4)}", rng.randrange(0, 30 * MINUTE), rng.choice([1.0, 2.5, None])) for _ in range(400)
+    ]
+    transactions.sort(key=lambda t: t[1])
+    recent = RecentUserMinutes()
+    found: set[tuple[str, int, int]] = set()
+    # Micro-batches of 40 transactions: each emits the user minutes it changed, with absolute values.
+    for end in range(40, len(transactions) + 1, 40):
+        so_far = _user_minutes(transactions[:end])
+        changed = {key: so_far[key] for key in _user_minutes(transactions[end - 40 : end])}
+        recent.update(changed.values())
+        found |= {(w.user_id, w.start, w.tx_count) for w in recent.busy_windows(changed, threshold=6)}
+        recent.forget_before(transactions[end - 1][1] - 6 * MINUTE)  # the oldest minute still open, less a window
+    assert found  # the draw has busy windows
+    # Every busy window was seen, and its last sighting carried its full count.
+    expected = _windows_from_transactions(transactions, threshold=6)
+    last_seen = {(user, start): n for user, start, n in sorted(found, key=lambda w: w[2])}
+    assert {(user, start, n) for (user, start), n in last_seen.items()} == expected
+
+
+def test_a_window_sums_known_amounts_and_is_unknown_only_when_every_amount_is():
+    minutes = _user_minutes([("u1", 0, None), ("u1", MINUTE, 4.0), ("u2", 0, None)])
+    recent = RecentUserMinutes(minutes.values())
+    assert recent.window("u1", 0).total_amount == 4.0
+    assert recent.window("u2", 0).total_amount is None
+    assert recent.window("u2", 0).tx_count == 1
+    assert recent.window("u3", 0) is None
+
+
+def test_a_window_holding_only_minutes_of_other_users_or_outside_it_is_not_busy():
+    minutes = _user_minutes([("u1", 0, 1.0)] * 3 + [("u1", 5 * MINUTE, 1.0)] * 3 + [("u2", MINUTE, 1.0)] * 3)
+    recent = RecentUserMinutes(minutes.values())
+    # u1's minutes 0 and 5 are six transactions, but no 5-minute window holds both.
+    assert recent.busy_windows([("u1", 5 * MINUTE)], threshold=4) == []
+    assert [(w.start, w.tx_count) for w in recent.busy_windows([("u1", 5 * MINUTE)], threshold=3)] == [
+        (start, 3) for start in range(1 * MINUTE, 6 * MINUTE, MINUTE)
+    ]
+
+
+def test_forgotten_minutes_no_longer_count():
+    recent = RecentUserMinutes(_user_minutes([("u1", 0, 1.0), ("u1", 2 * MINUTE, 1.0)]).values())
+    assert recent.window("u1", 0).tx_count == 2
+    recent.forget_before(MINUTE)
+    assert recent.window("u1", 0).tx_count == 1
+    assert len(recent) == 1
