@@ -116,7 +116,8 @@ STEP_TARGETS = (
         # The batch's first action runs the stateful aggregation itself (state store reads and writes).
         "actions": {
             "persist": "persist",
-            "collect": "minutes collect (runs the state update)",
+            "toArrow": "changed rows to the driver (runs the state update)",
+            "collect": "collect",
             "first": "summary agg",
             "unpersist": "unpersist",
         },
