@@ -17,6 +17,9 @@ changed, with their absolute values, and ``foreachBatch`` writes them:
   from the recent user minutes the writer keeps in memory (:mod:`fraudlake.gold.bursts`),
   not read back from the table.
 
+The batch writes the alerts first, then the minutes, then the MERGE: alerts and the current
+minute are what people wait for, and neither needs the MERGE.
+
 The watermark is on the minute's end: a minute is open until the newest minute gold has
 counted begins ``streams.watermark_seconds`` after its end. Then the state store drops it
 and the tables show it final. A transaction later than that counts in no window (Spark
@@ -193,9 +196,12 @@ class GoldBatchWriter:
             before = None if self.newest_minute is None else self.newest_minute - self.lateness_micros
             self.newest_minute = max(self.newest_minute or 0, max(minutes) - MINUTE_MICROS)
             final = self.newest_minute - self.lateness_micros
-            self._merge_user_minutes(session, changed, before, batch_id)
-            rows = self._write_minutes(session, minutes, final, before, batch_id)
+            # What people wait for first: the alerts (found in memory, they need no table), then
+            # the current minute, then the user minutes' MERGE (the slowest write). Each write is
+            # exactly once on its own, so a replay after a crash between them completes the rest.
             raised = self._activity_alerts(session, user_minutes, final, batch_id)
+            rows = self._write_minutes(session, minutes, final, before, batch_id)
+            self._merge_user_minutes(session, changed, before, batch_id)
         finally:
             changed.unpersist()
         self._count(rows, minutes, final, raised)
