@@ -117,7 +117,6 @@ STEP_TARGETS = (
         "actions": {
             "persist": "persist",
             "toArrow": "changed rows to the driver (runs the state update)",
-            "collect": "collect",
             "first": "summary agg",
             "unpersist": "unpersist",
         },

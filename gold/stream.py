@@ -196,9 +196,8 @@ class GoldBatchWriter:
             before = None if self.newest_minute is None else self.newest_minute - self.lateness_micros
             self.newest_minute = max(self.newest_minute or 0, max(minutes) - MINUTE_MICROS)
             final = self.newest_minute - self.lateness_micros
-            # What people wait for first: the alerts (found in memory, they need no table), then
-            # the current minute, then the user minutes' MERGE (the slowest write). Each write is
-            # exactly once on its own, so a replay after a crash between them completes the rest.
+            # Alerts, minutes, MERGE (see the module's docstring). Each write is exactly once on
+            # its own, so a replay after a crash between them completes the rest.
             raised = self._activity_alerts(session, user_minutes, final, batch_id)
             rows = self._write_minutes(session, minutes, final, before, batch_id)
             self._merge_user_minutes(session, changed, before, batch_id)
