@@ -8,7 +8,14 @@ exactly one of the two silver tables. Both appends are idempotent (each commit r
 writer and batch; the first batch after a start is looked for first, see
 :mod:`fraudlake.streaming_io`), so a micro-batch replayed after a crash is skipped where it
 had already landed: bronze = silver + quarantine, always.
-"""
+
+A micro-batch is routed in the driver: its validated rows come back as one Arrow table
+(a live batch is seconds of transactions: thousands of rows, a few MB; bound a catch-up's
+with ``streams.silver_max_files_per_trigger``), silver near the batch is read once for
+repeats, and both appends write from the driver's rows, the model scoring them in Spark's
+Python workers on the way. On 2 cores a batch's cost is its fixed costs (each Spark job,
+each cache, each Delta snapshot of silver), not its rows: routing from the driver runs
+three jobs where caching and re-reading the batch ran thirteen (benchmarks/results)."""
 
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from fraudlake.streaming_io import ReplayCheck, append_once, triggered, writer_a
 from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, table_name
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import Column, DataFrame, Observation, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
@@ -42,6 +50,116 @@ def batch_totals() -> list[Column]:
         # The 5th percentile of ingest times: commit time minus it is the batch's p95 wait.
         F.percentile_approx(F.unix_micros("_ingest_time"), 0.05).alias("early_ingest"),
     ]
+
+
+def local_frame(session: SparkSession, rows: pa.Table) -> DataFrame:
+    """A DataFrame over rows held in the driver (Arrow): its plans read no table and no source again."""
+    return session.createDataFrame(rows)
+
+
+def arrow_bounds(validated: pa.Table) -> dict:
+    """The id and event-time range of the valid rows and the ingest-time range of all rows of a
+    validated batch in the driver, times as epoch microseconds (no host time zone), None if none."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    valid = pc.is_null(validated.column("quarantine_reason"))
+
+    def low_high(column: str, rows: pa.Array | None = None) -> tuple:
+        values = validated.column(column)
+        if rows is not None:
+            values = values.filter(rows)
+        if values.type != pa.string():
+            values = values.cast(pa.int64())  # timestamp[us] -> epoch microseconds
+        extremes = pc.min_max(values)
+        return extremes["min"].as_py(), extremes["max"].as_py()
+
+    lo, hi = low_high("transaction_id", valid)
+    first, last = low_high("event_time", valid)
+    ingest_first, ingest_last = low_high("_ingest_time")
+    return {
+        "lo": lo,
+        "hi": hi,
+        "first": first,
+        "last": last,
+        "ingest_first": ingest_first,
+        "ingest_last": ingest_last,
+    }
+
+
+# The silver rows a writer keeps in the driver before it pins silver's latest snapshot
+# again (see SilverIdentities), and the longest a snapshot stays pinned (vacuum keeps a
+# snapshot's files for days; its log, see audit, for longer).
+PIN_ROWS = 500_000
+PIN_SECONDS = 3_600.0
+IDENTITY = ("transaction_id", "event_time", "_ingest_time")
+
+
+class SilverIdentities:
+    """Silver's rows as repeats are looked up in: ``transaction_id``, ``event_time``, ``_ingest_time``.
+
+    A snapshot of silver pinned when the writer starts (again after :data:`PIN_ROWS` rows
+    or :data:`PIN_SECONDS`), plus the rows this writer has appended since, kept in the
+    driver. Silver's latest snapshot changes at every batch (the writer's own append), and
+    Delta rebuilds a new snapshot's state before it can skip files: ~1 s per lookup on 2
+    cores. The pinned snapshot's state is built once and the lookup reads only the files
+    near the batch (benchmarks/results/profile_silver_routed_in_driver*.json).
+    """
+
+    def __init__(self, table: str, horizon_hours: int, clock=time.monotonic) -> None:
+        self.table = table
+        self.horizon_hours = horizon_hours
+        self._clock = clock
+        self._pinned: DataFrame | None = None
+        self._pinned_at = 0.0
+        self._since: list[pa.Table] = []  # IDENTITY of the rows appended since the pin
+        self._since_rows = 0
+
+    def near(self, session: SparkSession, bounds: dict, ids: pa.Array) -> pa.Table:
+        """The rows a batch with these valid ``ids`` (and ``bounds``, see :func:`arrow_bounds`) could repeat."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        from pyspark.sql import functions as F
+
+        if self._pinned is None or self._since_rows > PIN_ROWS or self._clock() - self._pinned_at > PIN_SECONDS:
+            self._pin(session)
+        assert self._pinned is not None
+        if bounds["lo"] is None:
+            return self._pinned.limit(0).toArrow()
+        micros = 3_600_000_000 * self.horizon_hours
+        earliest, latest = bounds["first"] - micros, bounds["last"] + micros
+        pinned = self._pinned.where(
+            F.col("transaction_id").between(F.lit(bounds["lo"]), F.lit(bounds["hi"]))
+            & (F.unix_micros("event_time") >= F.lit(earliest))
+            & (F.unix_micros("event_time") <= F.lit(latest))
+        ).toArrow()
+        recent = []
+        for rows in self._since:
+            times = rows.column("event_time").cast(pa.int64())
+            keep = pc.and_(
+                pc.is_in(rows.column("transaction_id"), value_set=ids),
+                pc.and_(pc.greater_equal(times, earliest), pc.less_equal(times, latest)),
+            )
+            recent.append(rows.filter(keep))
+        return pa.concat_tables([pinned, *recent]) if recent else pinned
+
+    def added(self, rows: pa.Table) -> None:
+        """Rows this writer appended to silver (or found there, committed by its earlier attempt)."""
+        import pyarrow as pa
+
+        kept = rows.select(list(IDENTITY))
+        # Nullable as a lookup's rows are: a source's schema may say "not null" where silver's does not.
+        self._since.append(kept.cast(pa.schema([f.with_nullable(True) for f in kept.schema])))
+        self._since_rows += rows.num_rows
+
+    def _pin(self, session: SparkSession) -> None:
+        from delta.tables import DeltaTable
+
+        version = DeltaTable.forName(session, self.table).history(1).first()
+        assert version is not None  # a table has at least the commit that created it
+        self._pinned = session.read.option("versionAsOf", version["version"]).table(self.table).select(*IDENTITY)
+        self._pinned_at = self._clock()
+        self._since, self._since_rows = [], 0
 
 
 @dataclass
@@ -72,54 +190,65 @@ class SilverBatchWriter:
         self.quarantine_table = table_name(ctx, SILVER_QUARANTINE)
         self.replays = ReplayCheck()  # only the first batch after a start may have committed already
         self.stats = SilverStats()
+        self.identities = SilverIdentities(self.scored_table, ctx.settings.streams.duplicate_horizon_hours)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        import pyarrow.compute as pc
         from pyspark.sql import Observation
-        from pyspark.sql import functions as F
 
-        reason = F.col("quarantine_reason")
-        validated = validate(batch, self.ctx.settings.streams.max_future_seconds).persist()
-        checked: DataFrame | None = None
-        try:
-            bounds = self._bounds(validated)
-            if not bounds["rows"]:
-                return  # nothing arrived: no commit, not even an empty one
-            near = self._scored_ids_near(validated, bounds)
-            checked = mark_repeats(validated, near)
-            if self.skip_routed:
-                checked = drop_routed(checked, near, self._quarantined_near(validated, bounds))
-            checked = checked.persist()
-            # A replay must route every row as the first attempt did. Repeats are found by
-            # looking silver up, so quarantine goes first: after a crash between the two
-            # appends silver is as the first attempt saw it. After a crash once silver has
-            # committed, silver holds this batch's own rows, which mark_repeats tells from
-            # repeats (same bronze row). Each append is idempotent (skipped on replay) and
-            # costs a table-state reconstruction even when it writes nothing, so the
-            # quarantine append runs only for a batch with bad rows.
-            reasons = {row[0]: row[1] for row in checked.where(reason.isNotNull()).groupBy(reason).count().collect()}
-            if reasons:
-                quarantined = checked.where(reason.isNotNull())
-                append_once(
-                    quarantined,
-                    self.quarantine_table,
-                    self.app_id,
-                    batch_id,
-                    self.replays.needed(self.quarantine_table),
-                )
+        session = batch.sparkSession
+        # One job: the batch's rows and their reasons come to the driver (Arrow). Routing and
+        # the batch's figures are worked out there, and each append writes from there: no cache,
+        # and no Spark job of its own for the bounds or the reasons (see the module's docstring).
+        validated = validate(batch, self.ctx.settings.streams.max_future_seconds).toArrow()
+        if not validated.num_rows:
+            return  # nothing arrived: no commit, not even an empty one
+        bounds = arrow_bounds(validated)
+        checked = self._route(session, validated, bounds)
+        reason = checked.column("quarantine_reason")
+        reasons = {str(r["values"]): int(r["counts"]) for r in pc.value_counts(reason.drop_null()).to_pylist()}
+        # A replay must route every row as the first attempt did. Repeats are found by looking
+        # silver up before either append, and a row silver holds from this very batch (an earlier
+        # attempt committed it) is told from a repeat (mark_repeats): the routing does not
+        # depend on which of the two appends had committed. Each append is idempotent (skipped
+        # on replay), and runs only for a batch with rows for it.
+        if reasons:
+            quarantined = checked.filter(pc.is_valid(reason))
+            table = self.quarantine_table
+            append_once(local_frame(session, quarantined), table, self.app_id, batch_id, self.replays.needed(table))
+        valid = checked.filter(pc.is_null(reason)).drop_columns(["quarantine_reason"])
+        totals = EMPTY_TOTALS
+        if valid.num_rows:
             # The batch's figures are observed while the append writes the rows: no second pass
             # over the scored rows (and no second run of the model) just to count them.
             observed = Observation(f"silver_batch_{batch_id}")
-            scored = score_transactions(checked.where(reason.isNull()).drop("quarantine_reason"), self.scorer)
-            observing = scored.observe(observed, *batch_totals())
+            scored = score_transactions(local_frame(session, valid), self.scorer)
+            table = self.scored_table
             wrote = append_once(
-                observing, self.scored_table, self.app_id, batch_id, self.replays.needed(self.scored_table)
+                scored.observe(observed, *batch_totals()), table, self.app_id, batch_id, self.replays.needed(table)
             )
-            totals = self._observed(observed if wrote else None, scored) if bounds["valid"] else EMPTY_TOTALS
-        finally:
-            for frame in (checked, validated):
-                if frame is not None:
-                    frame.unpersist()
+            totals = self._observed(observed if wrote else None, scored)
+            self.identities.added(valid)
         self._count(totals, reasons)
+
+    def _route(self, session: SparkSession, validated: pa.Table, bounds: dict) -> pa.Table:
+        """``validated`` with repeats of silver rows marked and, when ``skip_routed``, without rows
+        already routed. Silver near the batch is looked up once (:class:`SilverIdentities`), and
+        quarantine too when ``skip_routed``; the Spark rules of :mod:`~fraudlake.silver.validation`
+        run over driver-local frames only when a lookup found rows, which rows fresh from a
+        source with new ids never meet."""
+        import pyarrow.compute as pc
+
+        ids = validated.column("transaction_id").filter(pc.is_null(validated.column("quarantine_reason")))
+        near = self.identities.near(session, bounds, ids)
+        routed = self._quarantined_near(session, bounds).toArrow() if self.skip_routed else None
+        if not near.num_rows and not (routed is not None and routed.num_rows):
+            return validated
+        frame, scored = local_frame(session, validated), local_frame(session, near)
+        checked = mark_repeats(frame, scored)
+        if routed is not None:
+            checked = drop_routed(checked, scored, local_frame(session, routed))
+        return checked.toArrow()
 
     @staticmethod
     def _observed(observed: Observation | None, scored: DataFrame) -> dict:
@@ -135,51 +264,11 @@ class SilverBatchWriter:
         assert totals is not None  # an aggregate without grouping has one row
         return totals.asDict()
 
-    @staticmethod
-    def _bounds(validated: DataFrame) -> dict:
-        """Rows in the batch, and the id and event-time range of its valid ones (one job, which
-        also fills the cache of the validated rows)."""
-        from pyspark.sql import functions as F
-
-        valid = F.col("quarantine_reason").isNull()
-        bounds = validated.agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.count_if(valid).alias("valid"),
-            F.min(F.when(valid, F.col("transaction_id"))).alias("lo"),
-            F.max(F.when(valid, F.col("transaction_id"))).alias("hi"),
-            # As epoch microseconds: no Python datetime, so no host time zone, on the way back.
-            F.unix_micros(F.min(F.when(valid, F.col("event_time")))).alias("first"),
-            F.unix_micros(F.max(F.when(valid, F.col("event_time")))).alias("last"),
-            F.unix_micros(F.min("_ingest_time")).alias("ingest_first"),
-            F.unix_micros(F.max("_ingest_time")).alias("ingest_last"),
-        ).first()
-        assert bounds is not None  # an aggregate without grouping has one row
-        return bounds.asDict()
-
-    def _scored_ids_near(self, validated: DataFrame, bounds: dict) -> DataFrame:
-        """Silver rows (id, event time, ingest time) that this batch's valid rows could repeat.
-
-        Bounded so that a lookup reads few files: the batch's id range (sequential ids
-        such as the simulator's skip every other file by its statistics) and event times
-        within ``streams.duplicate_horizon_hours`` of the batch's.
-        """
-        from pyspark.sql import functions as F
-
-        silver = validated.sparkSession.table(self.scored_table).select("transaction_id", "event_time", "_ingest_time")
-        if bounds["lo"] is None:
-            return silver.limit(0)
-        horizon = F.make_dt_interval(hours=F.lit(self.ctx.settings.streams.duplicate_horizon_hours))
-        return silver.where(
-            F.col("transaction_id").between(F.lit(bounds["lo"]), F.lit(bounds["hi"]))
-            & (F.col("event_time") >= F.timestamp_micros(F.lit(bounds["first"])) - horizon)
-            & (F.col("event_time") <= F.timestamp_micros(F.lit(bounds["last"])) + horizon)
-        )
-
-    def _quarantined_near(self, validated: DataFrame, bounds: dict) -> DataFrame:
+    def _quarantined_near(self, session: SparkSession, bounds: dict) -> DataFrame:
         """Quarantine rows received when this batch's rows were (the identity :func:`drop_routed` compares)."""
         from pyspark.sql import functions as F
 
-        quarantine = validated.sparkSession.table(self.quarantine_table).select(
+        quarantine = session.table(self.quarantine_table).select(
             "transaction_id", "event_time", "_ingest_time", "_raw", "quarantine_reason"
         )
         if bounds["ingest_first"] is None:

@@ -10,6 +10,7 @@ can run as a separate job; gold always does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
@@ -178,9 +179,9 @@ def start_pipeline(
 class IngestAndScore:
     """The ``foreachBatch`` function of the combined bronze + silver query.
 
-    Each micro-batch of the source is appended to bronze, then routed by silver's writer
+    Each micro-batch of the source is appended to bronze while silver's writer routes it
     (validation, repeats, scoring, quarantine): bronze = silver + quarantine holds at
-    every commit of the query. Every append is idempotent, so a batch replayed after
+    every commit of the query (between its micro-batches). Every append is idempotent, so a batch replayed after
     ``kill -9`` lands once. The bronze append is a bronze-only run's (:class:`BronzeWriter`,
     under the query's own id), so the two share the source checkpoint (``bronze_rate``: the
     rate source's transaction ids go on where they stopped).
@@ -197,13 +198,43 @@ class IngestAndScore:
         self.silver.skip_routed = True
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        rows = batch.persist()
+        from fraudlake.silver.stream import local_frame
+
+        # The source runs once (one job brings the batch to the driver); bronze's append and
+        # silver's routing then run at the same time, each a few Spark jobs and a Delta commit
+        # that leave cores idle while they wait on the driver. Each is idempotent on its own, so
+        # a replay after a crash between them writes only the one that had not committed.
+        rows = local_frame(batch.sparkSession, batch.toArrow())
+        bronze = _Parallel(self.bronze, rows, batch_id)
         try:
-            self.bronze(rows, batch_id)
             self.silver(rows, batch_id)
-            self.silver.skip_routed = False
         finally:
-            rows.unpersist()
+            bronze.join()
+        self.silver.skip_routed = False
+
+
+class _Parallel:
+    """``call(*args)`` on a thread that inherits the caller's Spark local properties (its
+    scheduler pool, its query's job group); :meth:`join` waits and raises what it raised."""
+
+    def __init__(self, call: Callable[..., None], *args: object) -> None:
+        from pyspark import InheritableThread
+
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                call(*args)
+            except BaseException as error:  # noqa: BLE001 - handed to the caller by join()
+                self._error = error
+
+        self._thread = InheritableThread(target=run, daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def start_ingest_and_score(
