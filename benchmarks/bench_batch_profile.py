@@ -57,69 +57,56 @@ except ImportError:  # run as a script without the repository on PYTHONPATH
 DURATIONS = ("triggerExecution", "addBatch", "getBatch", "latestOffset", "queryPlanning", "walCommit", "commitOffsets")
 WARM_UP_SHARE = 1 / 3
 
-# foreachBatch functions to time step by step with --steps (the code before the live-gold
-# redesign). ``batch``: the foreachBatch callable, "module:Class.method"; ``steps``: callables
-# timed when called directly from it, "module:name" or "module:Class.method" (module
+# foreachBatch functions to time step by step with --steps. ``batch``: the foreachBatch
+# callable, "module:Class.method"; ``steps``: callables timed when called directly from it, "module:name" or "module:Class.method" (module
 # attributes are replaced, so a name the module imported is wrapped where it is called);
 # ``actions``: DataFrame methods called directly from it, timed under the label given.
 # A step nested in another timed step counts only in the outer one; what no step covers
 # is reported as "(rest)".
 STEP_TARGETS = (
     {
-        # Bronze and silver in one query (fraudlake.orchestration.pipeline): the bronze append, then the steps of
-        # silver's writer, which it calls (timed as steps of this batch, not as a batch of their own).
+        # Bronze and silver in one query (fraudlake.orchestration.pipeline): the source to the driver, then
+        # silver's writer (timed as steps of this batch, not as a batch of its own) while bronze's append runs
+        # on a thread of its own (not timed; "wait for the bronze append" is what silver waited for it).
         "batch": "fraudlake.orchestration.pipeline:IngestAndScore.__call__",
         "steps": {
-            "fraudlake.bronze.ingest:BronzeWriter.__call__": "bronze append",
+            "fraudlake.silver.stream:local_frame": "local_frame",
             "fraudlake.silver.stream:validate": "validate",
-            "fraudlake.silver.stream:SilverBatchWriter._scored_ids_near": "_scored_ids_near",
-            "fraudlake.silver.stream:SilverBatchWriter._quarantined_near": "_quarantined_near",
-            "fraudlake.silver.stream:mark_repeats": "mark_repeats",
+            "fraudlake.silver.stream:arrow_bounds": "arrow_bounds",
+            "fraudlake.silver.stream:SilverBatchWriter._route": "silver near (repeats)",
             "fraudlake.silver.stream:score_transactions": "score_transactions",
             "fraudlake.silver.stream:append_once": "append_once",
             "fraudlake.silver.stream:SilverBatchWriter._count": "_count",
+            "fraudlake.orchestration.pipeline:_Parallel.join": "wait for the bronze append",
         },
-        "actions": {
-            "persist": "persist",
-            "collect": "reasons collect",
-            "first": "bounds agg",
-            "unpersist": "unpersist",
-        },
+        # The first toArrow runs the source; the second, the validation of the batch's rows.
+        "actions": {"toArrow": "toArrow"},
     },
     {
         "batch": "fraudlake.silver.stream:SilverBatchWriter.__call__",
         "steps": {
             "fraudlake.silver.stream:validate": "validate",
-            "fraudlake.silver.stream:SilverBatchWriter._scored_ids_near": "_scored_ids_near",
-            "fraudlake.silver.stream:mark_repeats": "mark_repeats",
+            "fraudlake.silver.stream:arrow_bounds": "arrow_bounds",
+            "fraudlake.silver.stream:SilverBatchWriter._route": "silver near (repeats)",
+            "fraudlake.silver.stream:local_frame": "local_frame",
             "fraudlake.silver.stream:score_transactions": "score_transactions",
             "fraudlake.silver.stream:append_once": "append_once",
             "fraudlake.silver.stream:SilverBatchWriter._count": "_count",
         },
-        "actions": {
-            "persist": "persist",
-            "collect": "reasons collect",
-            "first": "totals agg",
-            "unpersist": "unpersist",
-        },
+        "actions": {"toArrow": "toArrow (validated rows)"},
     },
     {
         "batch": "fraudlake.gold.stream:GoldBatchWriter.__call__",
         "steps": {
             "fraudlake.gold.stream:GoldBatchWriter._restore": "_restore",
-            "fraudlake.gold.stream:GoldBatchWriter._merge_user_minutes": "_merge_user_minutes",
+            "fraudlake.gold.stream:minute_sums": "minute_sums",
+            "fraudlake.gold.stream:user_minute_sums": "user_minute_sums",
+            "fraudlake.gold.stream:GoldBatchWriter._alerts": "_alerts",
             "fraudlake.gold.stream:GoldBatchWriter._write_minutes": "_write_minutes",
-            "fraudlake.gold.stream:GoldBatchWriter._activity_alerts": "_activity_alerts",
-            "fraudlake.gold.stream:append_once": "append_once",
-            "fraudlake.gold.stream:overwrite_once": "overwrite_once",
+            "fraudlake.gold.stream:GoldBatchWriter._append_user_minutes": "_append_user_minutes",
         },
-        # The batch's first action runs the stateful aggregation itself (state store reads and writes).
-        "actions": {
-            "persist": "persist",
-            "toArrow": "changed rows to the driver (runs the state update)",
-            "first": "summary agg",
-            "unpersist": "unpersist",
-        },
+        # The batch's first action reads silver's new rows (the Delta source).
+        "actions": {"toArrow": "silver rows to the driver"},
     },
 )
 

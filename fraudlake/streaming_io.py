@@ -67,22 +67,42 @@ class ReplayCheck:
 HISTORY_PAGE = 100
 
 
-def batch_committed(session: SparkSession, table: str, app_id: str, batch_id: int) -> bool:
-    """Whether ``app_id`` has committed ``batch_id`` (or a later batch) to ``table``: its newest
-    commit's ``userMetadata`` says so. The latest commits first, the whole history if they
-    hold none of the writer's; commits older than the table's log retention are gone from it."""
+def _newest_commit(session: SparkSession, table: str, app_id: str) -> tuple[int, int] | None:
+    """``(table version, batch id)`` of ``app_id``'s newest commit to ``table``, from its
+    ``userMetadata``: the latest commits first, the whole history if they hold none of the
+    writer's; commits older than the table's log retention are gone from it. None if none."""
     from delta.tables import DeltaTable
 
     delta = DeltaTable.forName(session, table)
     for limit in (HISTORY_PAGE, None):
-        rows = (delta.history(limit) if limit else delta.history()).select("userMetadata").collect()
+        rows = (delta.history(limit) if limit else delta.history()).select("version", "userMetadata").collect()
         for row in rows:  # newest first
-            lineage = parse_lineage(row[0])
+            lineage = parse_lineage(row[1])
             if lineage is not None and lineage[0] == app_id:
-                return lineage[1] >= batch_id
+                return int(row[0]), lineage[1]
         if limit is not None and len(rows) < limit:
-            return False
-    return False
+            return None
+    return None
+
+
+def batch_committed(session: SparkSession, table: str, app_id: str, batch_id: int) -> bool:
+    """Whether ``app_id`` has committed ``batch_id`` (or a later batch) to ``table``."""
+    newest = _newest_commit(session, table, app_id)
+    return newest is not None and newest[1] >= batch_id
+
+
+def as_before_batch(session: SparkSession, table: str, app_id: str, batch_id: int) -> DataFrame:
+    """``table`` as it was before ``app_id`` committed ``batch_id`` to it: the latest version, or the
+    one before that batch's commit when a crash left it committed and the batch runs again.
+
+    A writer that keeps state in memory and rebuilds it from its tables when it starts reads
+    them so: a replayed batch then adds its rows to the state the first attempt added them
+    to, once (and its writes are skipped, see :func:`append_once`).
+    """
+    newest = _newest_commit(session, table, app_id)
+    if newest is not None and newest[1] >= batch_id:
+        return session.read.option("versionAsOf", newest[0] - 1).table(table)
+    return session.table(table)
 
 
 def append_once(frame: DataFrame, table: str, app_id: str, batch_id: int, verify: bool = True) -> bool:

@@ -1,13 +1,11 @@
 """Gold transformations: pure ``DataFrame -> DataFrame`` functions over silver rows.
 
 :func:`user_activity_5m` and :func:`dashboard_minute` define gold's windows over a batch
-of silver rows. The gold stream computes the same values incrementally with one
-stateful aggregation (:func:`live_keys`, :func:`live_sums`): every transaction is keyed
-by its user's minute and by its minute, so one state store keeps every open minute, and
-each micro-batch emits the minutes it changed with their absolute values. The 5-minute
-user windows are sums of five user minutes: the view ``gold.user_activity_5m`` adds them up
-when read, and the stream finds activity bursts in the recent ones it keeps in memory
-(:mod:`fraudlake.gold.bursts`).
+of silver rows. The gold stream computes the same values incrementally: each micro-batch
+brings :func:`live_rows` to the driver and adds them up per minute and per user minute
+there (:mod:`fraudlake.gold.stream`). The 5-minute user windows are sums of five user
+minutes: the view ``gold.user_activity_5m`` adds them up when read, and the stream finds
+activity bursts in the recent ones it keeps in memory (:mod:`fraudlake.gold.bursts`).
 """
 
 from __future__ import annotations
@@ -15,14 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 WINDOW = "5 minutes"
 WINDOW_MINUTES = 5
 MINUTE_MICROS = 60_000_000
 WINDOW_MICROS = WINDOW_MINUTES * MINUTE_MICROS
-USER_KIND = "user"  # a live key: a user's 5-minute window
-MINUTE_KIND = "minute"  # a live key: a dashboard minute
 SLIDE = "1 minute"
 MODEL_ALERT = "model"
 ACTIVITY_ALERT = "user_activity"
@@ -92,56 +88,49 @@ def dashboard_minute(silver: DataFrame) -> DataFrame:
     )
 
 
-def live_keys(silver: DataFrame) -> DataFrame:
-    """Each silver row twice: once for its user's minute (``kind`` :data:`USER_KIND`) and once
-    for its minute (:data:`MINUTE_KIND`, ``user_id`` null), both keyed by the minute's ``end``;
-    plus the columns :func:`live_sums` adds up. A 5-minute user window is the sum of five
-    user minutes (``gold.user_activity_5m`` adds them up when read), so the state holds one
-    key per user and minute, not five windows. Keyed by the end, so one watermark closes a
-    user minute and a dashboard minute alike. Minutes are cut from epoch microseconds: no
-    session time zone enters."""
+def live_rows(silver: DataFrame) -> DataFrame:
+    """What the gold stream adds up, one row per silver row: its user and minute (``minute``,
+    epoch µs: cut from epoch microseconds, so no session time zone enters), event and ingest
+    times (epoch µs), and the measures :func:`dashboard_minute` and :func:`user_activity_5m` sum
+    (``one``, ``amount_usd``, ``flagged``, ``flagged_amount``, ``true_positive``,
+    ``false_positive``, ``unknown_currency``); plus, for a flagged row, its model alert
+    (``alert_reason``, ``transaction_id``, ``fraud_score``; null otherwise)."""
     from pyspark.sql import functions as F
 
     micros = F.unix_micros("event_time")
-    minute_end = F.timestamp_micros(micros - micros % F.lit(MINUTE_MICROS) + F.lit(MINUTE_MICROS))
-    keys = [
-        F.struct(F.lit(USER_KIND).alias("kind"), F.col("user_id").alias("user_id"), minute_end.alias("end")),
-        F.struct(
-            F.lit(MINUTE_KIND).alias("kind"), F.lit(None).cast("string").alias("user_id"), minute_end.alias("end")
-        ),
-    ]
-    return (
-        silver.select(
-            F.explode(F.array(*keys)).alias("k"),
-            "event_time",
-            "_ingest_time",
-            "amount_usd",
-            "is_flagged",
-            "label_is_fraud",
-        )
-        .select("k.*", "*")
-        .drop("k")
+    flagged, label = F.col("is_flagged"), F.col("label_is_fraud")
+    labelled = label.isNotNull()
+    return silver.select(
+        "user_id",
+        (micros - F.pmod(micros, F.lit(MINUTE_MICROS))).alias("minute"),
+        micros.alias("event_time"),
+        F.unix_micros("_ingest_time").alias("ingest_time"),
+        F.lit(1).cast("long").alias("one"),
+        "amount_usd",
+        flagged.cast("long").alias("flagged"),
+        F.when(flagged, F.col("amount_usd")).otherwise(0.0).alias("flagged_amount"),
+        F.when(labelled, (flagged & (label == 1)).cast("long")).alias("true_positive"),
+        F.when(labelled, (flagged & (label == 0)).cast("long")).alias("false_positive"),
+        F.col("amount_usd").isNull().cast("long").alias("unknown_currency"),
+        F.when(flagged, model_alert_reason()).alias("alert_reason"),
+        F.when(flagged, F.col("transaction_id")).alias("transaction_id"),
+        F.when(flagged, F.col("fraud_score")).alias("fraud_score"),
     )
 
 
-def live_sums(keyed: DataFrame) -> DataFrame:
-    """Per ``(kind, user_id, end)``: the sums of :func:`user_activity_5m` and :func:`dashboard_minute`
-    (a user minute uses the first three), ``last_event_time`` (when an alert on it fires) and
-    ``newest_ingest`` (the latest ``_ingest_time`` counted, for freshness)."""
+def model_alert_reason() -> Column:
+    """The reason of a transaction's model alert, e.g. ``score 0.912 from fraud_detector v3: 950.00 EUR online in DE``."""
     from pyspark.sql import functions as F
 
-    flagged, label = F.col("is_flagged"), F.col("label_is_fraud")
-    labelled = label.isNotNull()
-    return keyed.groupBy("kind", "user_id", "end").agg(
-        F.count("*").alias("tx_count"),
-        F.sum("amount_usd").alias("total_amount"),
-        F.sum(flagged.cast("long")).alias("flagged_count"),
-        F.sum(F.when(flagged, F.col("amount_usd")).otherwise(0.0)).alias("flagged_amount"),
-        F.sum(F.when(labelled, (flagged & (label == 1)).cast("long"))).alias("true_positives"),
-        F.sum(F.when(labelled, (flagged & (label == 0)).cast("long"))).alias("false_positives"),
-        F.count_if(F.col("amount_usd").isNull()).alias("unknown_currency_count"),
-        F.max("event_time").alias("last_event_time"),
-        F.max("_ingest_time").alias("newest_ingest"),
+    return F.format_string(
+        "score %.3f from %s v%s: %.2f %s %s in %s",
+        "fraud_score",
+        "model_name",
+        "model_version",
+        "amount",
+        "currency",
+        F.coalesce("channel", F.lit("?")),
+        "country",
     )
 
 
@@ -154,16 +143,7 @@ def model_alerts(silver: DataFrame) -> DataFrame:
         "transaction_id",
         "user_id",
         "fraud_score",
-        F.format_string(
-            "score %.3f from %s v%s: %.2f %s %s in %s",
-            "fraud_score",
-            "model_name",
-            "model_version",
-            "amount",
-            "currency",
-            F.coalesce("channel", F.lit("?")),
-            "country",
-        ).alias("reason"),
+        model_alert_reason().alias("reason"),
         F.col("event_time").alias("alert_time"),
     )
 

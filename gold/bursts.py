@@ -5,8 +5,8 @@ A user-activity alert looks at the 5-minute windows holding a user minute the ba
 changed: the sum of five user minutes. Only open minutes change, and a window holding an
 open minute starts at most four minutes before it, so the minutes a batch can need are
 those of the last ``WINDOW + MINUTE + lateness``: a few per active user. The writer keeps
-them here, replaces each with the absolute values the state store emits, and drops those
-no open window can hold any more. Pure Python, no Spark: times are epoch microseconds.
+them here, adds each micro-batch's sums to them, and drops those no open window can hold
+any more. Pure Python, no Spark: times are epoch microseconds.
 """
 
 from __future__ import annotations
@@ -57,15 +57,26 @@ class RecentUserMinutes:
 
     def __init__(self, minutes: Iterable[UserMinute] = ()) -> None:
         self._by_user: dict[str, dict[int, UserMinute]] = {}
-        self.update(minutes)
+        self.add(minutes)
 
     def __len__(self) -> int:
         return sum(len(minutes) for minutes in self._by_user.values())
 
-    def update(self, changed: Iterable[UserMinute]) -> None:
-        """Take the changed user minutes: their values are absolute and replace what was kept."""
-        for m in changed:
-            self._by_user.setdefault(m.user_id, {})[m.minute] = m
+    def add(self, sums: Iterable[UserMinute]) -> None:
+        """Add a batch's sums per user minute to what is kept (an amount unknown on both sides stays unknown)."""
+        for m in sums:
+            kept = self._by_user.setdefault(m.user_id, {})
+            old = kept.get(m.minute)
+            if old is not None:
+                m = UserMinute(
+                    m.user_id,
+                    m.minute,
+                    old.tx_count + m.tx_count,
+                    _plus(old.total_amount, m.total_amount),
+                    old.flagged_count + m.flagged_count,
+                    max(old.last_event_time, m.last_event_time),
+                )
+            kept[m.minute] = m
 
     def window(self, user_id: str, start: int) -> Window | None:
         """The user's window starting at ``start``, or None when it holds none of their minutes."""
@@ -98,3 +109,10 @@ class RecentUserMinutes:
                 self._by_user[user] = kept
             else:
                 del self._by_user[user]
+
+
+def _plus(a: float | None, b: float | None) -> float | None:
+    """A sum of amounts where None is unknown: unknown only when both are."""
+    if a is None:
+        return b
+    return a if b is None else a + b

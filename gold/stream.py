@@ -1,40 +1,38 @@
-"""``silver.scored_transactions`` → every gold table, in two streaming queries.
+"""``silver.scored_transactions`` → every gold table, in one streaming query.
 
-``gold_minutes`` keeps the live minutes. One stateful aggregation (Spark's state store,
-update mode) keys every silver row by its user's minute and by its minute
-(:func:`~fraudlake.gold.aggregates.live_keys`). Each micro-batch emits the minutes it
-changed, with their absolute values, and ``foreachBatch`` writes them:
+Each micro-batch of silver comes to the driver in one job (:func:`~fraudlake.gold.aggregates.live_rows`:
+a user, a minute, the measures and, for a flagged row, its model alert; Arrow), is
+added up there per minute and per user minute, and written:
 
-- ``user_activity_minute``: one MERGE of the changed user minutes (set, not add). The view
-  ``user_activity_5m`` adds five of them up into each sliding 5-minute window when read: a
-  fifth of the rows a table of windows would need, and nothing to rewrite when a window
-  turns final;
-- ``dashboard_minute``: every open minute rewritten with ``replaceWhere`` (a handful of rows,
-  cheaper than a MERGE and marking minutes final in the same commit);
-- ``fraud_alerts``: a user-activity alert when a window holding a changed user minute
-  reaches ``activity_alert_threshold`` transactions, one per burst
-  (``first_alert_per_burst``), in the micro-batch that took it there. The windows are summed
-  from the recent user minutes the writer keeps in memory (:mod:`fraudlake.gold.bursts`),
-  not read back from the table.
+- ``fraud_alerts``: one ``model`` alert per flagged row, however late, and a
+  ``user_activity`` alert when a window holding a user minute the batch changed reaches
+  ``activity_alert_threshold`` transactions, one per burst (``first_alert_per_burst``), in
+  the micro-batch that took it there; one append for both. The windows are summed from the
+  recent user minutes the writer keeps in memory (:mod:`fraudlake.gold.bursts`);
+- ``dashboard_minute``: every open minute rewritten with ``replaceWhere`` (a handful of
+  rows), with its absolute values and ``is_final``;
+- ``user_activity_minute``: the batch's sums per user minute, appended. A user minute that
+  several batches counted has one row from each: readers add them up, as the view
+  ``user_activity_5m`` does into each sliding 5-minute window. Nothing is rewritten: on 2
+  cores a MERGE of the changed user minutes was the slowest step of a gold batch
+  (benchmarks/results/profile_gold_*.json), and a Spark state store of the open minutes the
+  next slowest, for sums the driver adds up in milliseconds.
 
-The batch writes the alerts first, then the minutes, then the MERGE: alerts and the current
-minute are what people wait for, and neither needs the MERGE.
+The alerts go first, then the minutes, then the user minutes: alerts and the current
+minute are what people wait for.
 
 The watermark is on the minute's end: a minute is open until the newest minute gold has
-counted begins ``streams.watermark_seconds`` after its end. Then the state store drops it
-and the tables show it final. A transaction later than that counts in no window (Spark
-drops it, as any windowed aggregation with a watermark does); it still gets its model alert.
-
-``gold_alerts`` appends one model alert per flagged silver row: stateless, so no
-transaction, however late, loses its alert.
+counted begins ``streams.watermark_seconds`` after its end (as of the batch before, as
+Spark's watermarks are). A transaction later than that counts in no window (as in any
+windowed aggregation with a watermark); it still gets its model alert.
 
 Exactly once: every write records its writer and micro-batch, and the first batch after a
-start is looked for among the commits before it writes (appends and ``replaceWhere``, see
-:mod:`fraudlake.streaming_io`; MERGE through Delta's txnAppId/txnVersion session confs),
-and the state store is versioned by batch, so a micro-batch replayed after a crash
-emits the same minutes and skips what had committed. The writer keeps only the open
-minutes, the user minutes an open window may hold and the last alert per user in memory,
-and reloads them from the tables when it starts.
+start is looked for among the commits before it writes (see :mod:`fraudlake.streaming_io`).
+The writer keeps only the open minutes, the user minutes an open window may hold and the
+last activity alert per user in memory, and rebuilds them when it starts from the tables as
+they were before the batch it starts with (:func:`~fraudlake.streaming_io.as_before_batch`):
+a batch replayed after a crash adds its rows to the same state once, whichever of its
+writes had committed.
 """
 
 from __future__ import annotations
@@ -48,19 +46,23 @@ from typing import TYPE_CHECKING, TextIO
 from fraudlake.errors import FraudlakeError
 from fraudlake.gold.aggregates import (
     ACTIVITY_ALERT,
-    MINUTE_KIND,
     MINUTE_MICROS,
-    USER_KIND,
+    MODEL_ALERT,
     WINDOW_MICROS,
     activity_reason,
     first_alert_per_burst,
-    live_keys,
-    live_sums,
-    model_alerts,
+    live_rows,
 )
 from fraudlake.gold.bursts import RecentUserMinutes, UserMinute
 from fraudlake.settings import Context
-from fraudlake.streaming_io import ReplayCheck, append_once, committed_once, overwrite_once, triggered, writer_app_id
+from fraudlake.streaming_io import (
+    ReplayCheck,
+    append_once,
+    as_before_batch,
+    overwrite_once,
+    triggered,
+    writer_app_id,
+)
 from fraudlake.tables import (
     GOLD_DASHBOARD_MINUTE,
     GOLD_FRAUD_ALERTS,
@@ -71,13 +73,14 @@ from fraudlake.tables import (
 from fraudlake.timeutil import utc_clock
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
-QUERY_NAME = "gold_minutes"
-ALERTS_QUERY_NAME = "gold_alerts"
+QUERY_NAME = "gold_live"
 # The queries that kept gold before: one append-only query per table, then one query that
-# added each batch's sums to the tables (no state store), then a state store of 5-minute windows.
+# added each batch's sums to the tables (no state store), then a state store of 5-minute
+# windows, then a state store of minutes (gold_minutes) beside a query of model alerts.
 FORMER_QUERIES = (
     "gold_user_activity",
     "gold_dashboard",
@@ -85,6 +88,8 @@ FORMER_QUERIES = (
     "gold_activity_alerts",
     "gold",
     "gold_windows",
+    "gold_minutes",
+    "gold_alerts",
 )
 FRESHNESS_KEPT = 1_000  # per-batch freshness entries kept for progress lines
 MINUTE_COLUMNS = (
@@ -96,43 +101,67 @@ MINUTE_COLUMNS = (
     "false_positives",
     "unknown_currency_count",
 )
+# Each dashboard minute column, and the live_rows measure it sums.
+MINUTE_SUMS = {
+    "tx_count": "one",
+    "flagged_count": "flagged",
+    "total_amount": "amount_usd",
+    "flagged_amount": "flagged_amount",
+    "true_positives": "true_positive",
+    "false_positives": "false_positive",
+    "unknown_currency_count": "unknown_currency",
+}
 ALERT_SCHEMA = "alert_type STRING, transaction_id STRING, user_id STRING, fraud_score DOUBLE, reason STRING, _at BIGINT"
 
 
 @dataclass
 class GoldStats:
-    """What the gold micro-batches did, for progress lines (the driver runs foreachBatch);
-    shared by the windows and the alerts query."""
+    """What the gold micro-batches did, for progress lines (the driver runs foreachBatch)."""
 
     batches: int = 0
     rows: int = 0
     model_alerts: int = 0
     activity_alerts: int = 0
-    # Per non-empty windows batch: (commit wall time, rows, commit time - ingest time of the
-    # first rows it counted, in s).
+    # Per non-empty batch: (commit wall time, rows, commit time - ingest time of the first
+    # rows it counted, in s).
     freshness: deque = field(default_factory=lambda: deque(maxlen=FRESHNESS_KEPT))
 
 
-def watermark_delay_micros(watermark_seconds: float) -> int:
-    """The state store's watermark delay on minute ends. The newest end Spark sees is that of
-    the newest row's minute; a minute is final once the newest minute began
-    ``watermark_seconds`` after its end.
-
-    >>> watermark_delay_micros(120) // 60_000_000
-    3
-    """
-    return MINUTE_MICROS + int(watermark_seconds * 1_000_000)
+def _plus(a, b):
+    """A sum where None is unknown (Spark's ``sum`` of no known value): unknown only when both are."""
+    if a is None:
+        return b
+    return a if b is None else a + b
 
 
-def live_windows(silver: DataFrame, watermark_seconds: float) -> DataFrame:
-    """The stateful aggregation of the ``gold_minutes`` query over a silver stream."""
-    delay = watermark_delay_micros(watermark_seconds)
-    return live_sums(live_keys(silver).withWatermark("end", f"{delay // 1000} milliseconds"))
+def minute_sums(rows: pa.Table) -> dict[int, dict]:
+    """Per minute's end (epoch µs): the :data:`MINUTE_COLUMNS` of ``rows`` (:func:`live_rows`) and
+    ``newest_ingest``, as :func:`~fraudlake.gold.aggregates.dashboard_minute` sums them."""
+    grouped = rows.group_by("minute").aggregate(
+        [(measure, "sum") for measure in MINUTE_SUMS.values()] + [("ingest_time", "max")]
+    )
+    return {
+        r["minute"] + MINUTE_MICROS: {
+            **{column: r[f"{measure}_sum"] for column, measure in MINUTE_SUMS.items()},
+            "newest_ingest": r["ingest_time_max"],
+        }
+        for r in grouped.to_pylist()
+    }
+
+
+def user_minute_sums(rows: pa.Table) -> list[UserMinute]:
+    """Per user and minute: the sums of ``rows`` (:func:`live_rows`) that the 5-minute windows add up."""
+    grouped = rows.group_by(["user_id", "minute"]).aggregate(
+        [("one", "sum"), ("amount_usd", "sum"), ("flagged", "sum"), ("event_time", "max")]
+    )
+    return [
+        UserMinute(r["user_id"], r["minute"], r["one_sum"], r["amount_usd_sum"], r["flagged_sum"], r["event_time_max"])
+        for r in grouped.to_pylist()
+    ]
 
 
 class GoldBatchWriter:
-    """The ``foreachBatch`` function of the ``gold_minutes`` query: its input is the user
-    minutes and minutes the micro-batch changed (:func:`live_windows`), with absolute values."""
+    """The ``foreachBatch`` function of the gold query: its input is a micro-batch of silver rows."""
 
     def __init__(self, ctx: Context, app_id: str, out: TextIO | None = None, stats: GoldStats | None = None) -> None:
         streams = ctx.settings.streams
@@ -147,7 +176,7 @@ class GoldBatchWriter:
         self.max_printed = streams.console_alerts_per_batch
         self.stats = stats or GoldStats()
         self.replays = ReplayCheck()  # only the first batch after a start may have committed already
-        # Restored from the tables at the first batch (see _restore):
+        # Rebuilt from the tables at the first batch (see _restore):
         self.newest_minute: int | None = None  # the newest minute gold has counted (epoch µs)
         self.open_minutes: dict[int, dict] = {}  # minute's end -> its values, for minutes not final
         self.last_alerted: dict[str, int] | None = None  # user -> their latest activity alert
@@ -156,79 +185,59 @@ class GoldBatchWriter:
 
     # ------------------------------------------------------------------ the batch
 
-    def __call__(self, changed: DataFrame, batch_id: int) -> None:
-        from pyspark.sql import functions as F
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        import pyarrow.compute as pc
 
-        session = changed.sparkSession  # the query's own session: its DML confs stay in this query
-        changed = changed.persist()
-        try:
-            # One job brings every changed minute and user minute to the driver (Arrow): the
-            # dashboard minutes are rewritten from there, and the activity alerts are found
-            # in the recent user minutes kept in memory (RecentUserMinutes), not read back.
-            picked = changed.select(
-                "kind",
-                "user_id",
-                F.unix_micros("end").alias("end"),
-                *MINUTE_COLUMNS,
-                F.unix_micros("last_event_time").alias("last_event_time"),
-                F.unix_micros("newest_ingest").alias("newest_ingest"),
-            ).toArrow()
-            keyed = picked.to_pylist()  # Python ints, floats and None, no NaN
-            minutes = {r["end"]: r for r in keyed if r["kind"] == MINUTE_KIND}
-            if not minutes:
-                return  # a batch that only moved the watermark
-            user_minutes = [
-                UserMinute(
-                    r["user_id"],
-                    r["end"] - MINUTE_MICROS,
-                    r["tx_count"],
-                    r["total_amount"],
-                    r["flagged_count"],
-                    r["last_event_time"],
-                )
-                for r in keyed
-                if r["kind"] == USER_KIND
-            ]
-            self._restore(session)
-            # Minutes ending at or before ``final`` are final: the state store's watermark (it
-            # drops them, and late rows for them, from the next batch on). ``before``: the same
-            # as of the previous batch; every minute this batch changed ends after it.
-            before = None if self.newest_minute is None else self.newest_minute - self.lateness_micros
+        session = batch.sparkSession
+        rows = live_rows(batch).toArrow()  # the one job: silver's new rows, a few columns, to the driver
+        if not rows.num_rows:
+            return
+        self._restore(session, batch_id)
+        # Minutes ending at or before ``final`` are final. ``before``: the same as of the
+        # previous batch; a row of a minute final by then is late and counts in no window.
+        before = None if self.newest_minute is None else self.newest_minute - self.lateness_micros
+        on_time = rows if before is None else rows.filter(pc.greater(rows.column("minute"), before - MINUTE_MICROS))
+        minutes = minute_sums(on_time)
+        user_minutes = user_minute_sums(on_time)
+        if minutes:
             self.newest_minute = max(self.newest_minute or 0, max(minutes) - MINUTE_MICROS)
-            final = self.newest_minute - self.lateness_micros
-            # Alerts, minutes, MERGE (see the module's docstring). Each write is exactly once on
-            # its own, so a replay after a crash between them completes the rest.
-            raised = self._activity_alerts(session, user_minutes, final, batch_id)
-            rows = self._write_minutes(session, minutes, final, before, batch_id)
-            self._merge_user_minutes(session, changed, before, batch_id)
-        finally:
-            changed.unpersist()
-        self._count(rows, minutes, final, raised)
+        final = (self.newest_minute or 0) - self.lateness_micros
+        # Alerts, minutes, user minutes (see the module's docstring). Each write is exactly once
+        # on its own, so a replay after a crash between them completes the rest.
+        model, activity = self._alerts(session, rows, user_minutes, final, batch_id)
+        added = self._write_minutes(session, minutes, final, before, batch_id) if minutes else 0
+        if user_minutes:
+            self._append_user_minutes(session, user_minutes, batch_id)
+        self._count(added, minutes, model, activity)
 
-    def _restore(self, session: SparkSession) -> None:
-        """At the first batch: the newest minute and the open minutes from ``dashboard_minute``
-        (as the last committed batch left them), who had an activity alert lately, and the user
-        minutes an open window may hold, from ``user_activity_minute``."""
+    def _restore(self, session: SparkSession, batch_id: int) -> None:
+        """At the first batch: the newest minute and the open minutes from ``dashboard_minute``,
+        who had an activity alert lately, and the user minutes an open window may hold, from
+        ``user_activity_minute``; each table as it was before this batch (a replay's first
+        attempt may have committed some of them)."""
         from pyspark.sql import functions as F
 
         if self.last_alerted is not None:
             return
-        latest = session.table(self.minutes_table).agg(F.unix_micros(F.max("minute")).alias("m")).first()
+        self.last_alerted = {}
+
+        def table(name: str) -> DataFrame:
+            return as_before_batch(session, name, self.app_id, batch_id)
+
+        minutes = table(self.minutes_table)
+        latest = minutes.agg(F.unix_micros(F.max("minute")).alias("m")).first()
         assert latest is not None  # an aggregate without grouping has one row
         newest = latest["m"]
         self.newest_minute = newest
-        self.last_alerted = {}
         if newest is None:
             return
         final = newest - self.lateness_micros
-        open_minutes = (
-            session.table(self.minutes_table)
-            .withColumn("end", F.unix_micros("minute") + F.lit(MINUTE_MICROS))
-            .where(F.col("end") > F.lit(final))
+        open_minutes = minutes.withColumn("end", F.unix_micros("minute") + F.lit(MINUTE_MICROS)).where(
+            F.col("end") > F.lit(final)
         )
         self.open_minutes = {row["end"]: row.asDict() for row in open_minutes.collect()}
         recent = (
-            session.table(self.alerts_table)
+            table(self.alerts_table)
             .where(
                 (F.col("alert_type") == F.lit(ACTIVITY_ALERT))
                 & (F.unix_micros("alert_time") > F.lit(final - WINDOW_MICROS - self.cooldown_micros))
@@ -238,8 +247,15 @@ class GoldBatchWriter:
         )
         self.last_alerted = {r["user_id"]: r["last"] for r in recent.collect()}
         kept = (
-            session.table(self.user_minutes_table)
+            table(self.user_minutes_table)
             .where(F.unix_micros("minute") >= F.lit(_kept_since(final)))
+            .groupBy("user_id", "minute")
+            .agg(
+                F.sum("tx_count").alias("tx_count"),
+                F.sum("total_amount").alias("total_amount"),
+                F.sum("flagged_count").alias("flagged_count"),
+                F.max("last_event_time").alias("last_event_time"),
+            )
             .select(
                 "user_id",
                 F.unix_micros("minute").alias("minute"),
@@ -249,51 +265,44 @@ class GoldBatchWriter:
                 F.unix_micros("last_event_time").alias("last_event_time"),
             )
         )
-        self.recent.update(UserMinute(**r.asDict()) for r in kept.collect())
+        self.recent.add(UserMinute(**r.asDict()) for r in kept.collect())
 
     # ------------------------------------------------------------------ user minutes
 
-    def _merge_user_minutes(self, session: SparkSession, changed: DataFrame, before: int | None, batch_id: int) -> None:
-        """Upsert the changed user minutes with their absolute values, exactly once."""
-        from delta.tables import DeltaTable
+    def _append_user_minutes(self, session: SparkSession, sums: list[UserMinute], batch_id: int) -> None:
+        """Append the batch's sums per user minute, exactly once."""
         from pyspark.sql import functions as F
 
-        source = changed.where(F.col("kind") == F.lit(USER_KIND)).select(
+        frame = session.createDataFrame(
+            [(m.user_id, m.minute, m.tx_count, m.total_amount, m.flagged_count, m.last_event_time) for m in sums],
+            "user_id STRING, minute BIGINT, tx_count BIGINT, total_amount DOUBLE, flagged_count BIGINT, "
+            "last_event_time BIGINT",
+        ).select(
             "user_id",
-            F.timestamp_micros(F.unix_micros("end") - F.lit(MINUTE_MICROS)).alias("minute"),
+            F.timestamp_micros("minute").alias("minute"),
             "tx_count",
             "total_amount",
             "flagged_count",
-            "last_event_time",
+            F.timestamp_micros("last_event_time").alias("last_event_time"),
             F.current_timestamp().alias("updated_at"),
         )
-        condition = "t.user_id = s.user_id AND t.minute = s.minute"
-        if before is not None:  # only open minutes change: Delta skips the files of final ones
-            condition += f" AND t.minute > timestamp_micros({before - MINUTE_MICROS})"
-        with committed_once(session, self.app_id, batch_id):
-            (
-                DeltaTable.forName(session, self.user_minutes_table)
-                .alias("t")
-                .merge(source.alias("s"), condition)
-                .whenMatchedUpdateAll()
-                .whenNotMatchedInsertAll()
-                .execute()
-            )
+        table = self.user_minutes_table
+        append_once(frame, table, self.app_id, batch_id, self.replays.needed(table))
 
     def _write_minutes(
-        self, session: SparkSession, changed: dict[int, dict], final: int, before: int | None, batch_id: int
+        self, session: SparkSession, sums: dict[int, dict], final: int, before: int | None, batch_id: int
     ) -> int:
-        """Rewrite every minute still open before this batch, with this batch's values and
+        """Rewrite every minute still open before this batch, with this batch's sums added and
         ``is_final`` (one ``replaceWhere`` commit, exactly once). Returns the rows the batch added."""
         from pyspark.sql import functions as F
 
-        added = sum(
-            row["tx_count"] - self.open_minutes.get(minute, {}).get("tx_count", 0) for minute, row in changed.items()
-        )
-        values = {**self.open_minutes, **changed}  # by the minute's end
+        values = dict(self.open_minutes)  # by the minute's end
+        for end, added in sums.items():
+            kept = values.get(end, {})
+            values[end] = {column: _plus(kept.get(column), added[column]) for column in MINUTE_COLUMNS}
         since = before if before is not None else min(values) - 1
-        kept = sorted(end for end in values if end > since)
-        rows = [(end - MINUTE_MICROS, *(values[end][c] for c in MINUTE_COLUMNS), end <= final) for end in kept]
+        kept_ends = sorted(end for end in values if end > since)
+        rows = [(end - MINUTE_MICROS, *(values[end][c] for c in MINUTE_COLUMNS), end <= final) for end in kept_ends]
         frame = session.createDataFrame(
             rows,
             "minute BIGINT, tx_count BIGINT, flagged_count BIGINT, total_amount DOUBLE, flagged_amount DOUBLE, "
@@ -307,43 +316,54 @@ class GoldBatchWriter:
         replace = f"minute > timestamp_micros({since - MINUTE_MICROS})"
         table = self.minutes_table
         overwrite_once(frame, table, replace, self.app_id, batch_id, self.replays.needed(table))
-        self.open_minutes = {end: values[end] for end in kept if end > final}
-        return added
+        self.open_minutes = {end: values[end] for end in kept_ends if end > final}
+        return sum(added["tx_count"] for added in sums.values())
 
     # ------------------------------------------------------------------ alerts
 
-    def _activity_alerts(self, session: SparkSession, changed: list[UserMinute], final: int, batch_id: int) -> int:
-        """Append an alert for each burst: a window holding a user minute this batch changed that
-        has reached the threshold, summed from the recent user minutes as this batch left
-        them (the minutes before it included); return how many."""
-        self.recent.update(changed)
-        busy = self.recent.busy_windows(((m.user_id, m.minute) for m in changed), self.threshold)
+    def _alerts(
+        self, session: SparkSession, rows: pa.Table, sums: list[UserMinute], final: int, batch_id: int
+    ) -> tuple[int, int]:
+        """Append the batch's alerts, exactly once: a model alert per flagged row, and an activity
+        alert for each burst (a window holding a user minute this batch changed that has reached the
+        threshold, summed from the recent user minutes with this batch's added). Returns how many
+        of each."""
+        import pyarrow.compute as pc
+
+        flagged = rows.filter(pc.is_valid(rows.column("alert_reason")))
+        alerts = [
+            (MODEL_ALERT, r["transaction_id"], r["user_id"], r["fraud_score"], r["alert_reason"], r["event_time"])
+            for r in flagged.select(
+                ["transaction_id", "user_id", "fraud_score", "alert_reason", "event_time"]
+            ).to_pylist()
+        ]
+        model = len(alerts)
+        self.recent.add(sums)
+        busy = self.recent.busy_windows(((m.user_id, m.minute) for m in sums), self.threshold)
         self.recent.forget_before(_kept_since(final))
-        if not busy:
-            return 0
         candidates = [(w.user_id, w.last_event_time, w.start, w) for w in busy]
-        kept = first_alert_per_burst(candidates, self.last_alerted or {}, self.cooldown_micros)
-        if not kept:
-            return 0
-        rows = [
+        assert self.last_alerted is not None  # restored at the start of the batch (_restore)
+        kept = first_alert_per_burst(candidates, self.last_alerted, self.cooldown_micros) if busy else []
+        alerts += [
             (ACTIVITY_ALERT, None, user, None, activity_reason(w.tx_count, w.flagged_count, w.total_amount, start), at)
             for user, at, start, w in kept
         ]
-        table = self.alerts_table
-        append_once(_alerts_frame(session, rows), table, self.app_id, batch_id, self.replays.needed(table))
-        assert self.last_alerted is not None  # restored at the start of the batch (_restore)
+        if alerts:
+            table = self.alerts_table
+            append_once(_alerts_frame(session, alerts), table, self.app_id, batch_id, self.replays.needed(table))
+            _print_alerts(self.out, alerts, self.max_printed)
         for user, at, *_ in kept:
             self.last_alerted[user] = max(at, self.last_alerted.get(user, at))
         horizon = (self.newest_minute or 0) - self.lateness_micros - WINDOW_MICROS - self.cooldown_micros
         self.last_alerted = {user: at for user, at in self.last_alerted.items() if at > horizon}
-        _print_alerts(self.out, rows, self.max_printed)
-        return len(rows)
+        return model, len(kept)
 
-    def _count(self, rows: int, minutes: dict[int, dict], final: int, raised: int) -> None:
+    def _count(self, rows: int, minutes: dict[int, dict], model: int, activity: int) -> None:
         stats = self.stats
         stats.batches += 1
         stats.rows += rows
-        stats.activity_alerts += raised
+        stats.model_alerts += model
+        stats.activity_alerts += activity
         newest = max(
             (row["newest_ingest"] for row in minutes.values() if row["newest_ingest"] is not None), default=None
         )
@@ -353,37 +373,6 @@ class GoldBatchWriter:
             now = time.time()
             stats.freshness.append((now, rows, now - oldest / 1e6))
             self.newest_ingest = newest
-
-
-class ModelAlertWriter:
-    """The ``foreachBatch`` function of the ``gold_alerts`` query: one model alert per flagged
-    silver row, appended exactly once, the first few printed."""
-
-    def __init__(self, ctx: Context, app_id: str, out: TextIO | None = None, stats: GoldStats | None = None) -> None:
-        self.app_id = app_id
-        self.out = out or sys.stdout
-        self.alerts_table = table_name(ctx, GOLD_FRAUD_ALERTS)
-        self.max_printed = ctx.settings.streams.console_alerts_per_batch
-        self.stats = stats or GoldStats()
-        self.replays = ReplayCheck()  # only the first batch after a start may have committed already
-
-    def __call__(self, flagged: DataFrame, batch_id: int) -> None:
-        from pyspark.sql import functions as F
-
-        # Flagged rows are a few percent of a batch: one job brings them to the driver, and the
-        # append writes them from there (no cache, no second pass over silver's files).
-        alerts = [
-            tuple(r)
-            for r in model_alerts(flagged).withColumn("_at", F.unix_micros("alert_time")).drop("alert_time").collect()
-        ]
-        if not alerts:
-            return
-        table = self.alerts_table
-        append_once(
-            _alerts_frame(flagged.sparkSession, alerts), table, self.app_id, batch_id, self.replays.needed(table)
-        )
-        _print_alerts(self.out, alerts, self.max_printed)
-        self.stats.model_alerts += len(alerts)
 
 
 def _kept_since(final: int) -> int:
@@ -420,15 +409,15 @@ def _print_alerts(out: TextIO, alerts: list[tuple], max_printed: int) -> None:
 
 
 def check_checkpoint(ctx: Context) -> None:
-    """Refuse a home whose gold was written by an earlier fraudlake: the stateful query would
-    read silver from the start and write over windows whose sums it had not seen."""
+    """Refuse a home whose gold was written by an earlier fraudlake: the gold query would read
+    silver from the start and add to the tables what they had counted already."""
     from pathlib import Path
 
     former = [name for name in FORMER_QUERIES if Path(ctx.paths.checkpoint(name)).exists()]
     if former and not Path(ctx.paths.checkpoint(QUERY_NAME)).exists():
         raise FraudlakeError(
             f"gold in this home was written by an earlier fraudlake (checkpoints {', '.join(former)}); gold is now "
-            "kept by a stateful query. Rebuild it from silver: remove the gold tables' folders under "
+            f"kept by one query ({QUERY_NAME}). Rebuild it from silver: remove the gold tables' folders under "
             f"{ctx.paths.warehouse}/gold and those checkpoints, then run again"
         )
 
@@ -436,41 +425,22 @@ def check_checkpoint(ctx: Context) -> None:
 def start_gold(
     spark: SparkSession, ctx: Context, out: TextIO | None = None, available_now: bool = False
 ) -> tuple[dict[str, StreamingQuery], GoldStats]:
-    """Start gold's two queries; returns ``({name: query}, stats)`` (the stats are live).
+    """Start gold's query; returns ``({"gold": query}, stats)`` (the stats are live).
 
     Gold reads silver's appends. A re-score (``fraudlake rescore``) updates silver rows in
     place and raises its own alerts, so its commits are skipped rather than failing the
-    streams. ``available_now`` processes what silver holds, then stops.
+    stream. ``available_now`` processes what silver holds, then stops.
     """
-    from pyspark.sql import functions as F
-
     check_checkpoint(ctx)
     stats = GoldStats()
-    trigger = ctx.settings.streams.gold_trigger_seconds
-    queries = {}
-
-    def silver() -> DataFrame:
-        return spark.readStream.option("skipChangeCommits", "true").table(table_name(ctx, SILVER_SCORED))
-
     checkpoint = ctx.paths.checkpoint(QUERY_NAME)
-    windows = GoldBatchWriter(ctx, writer_app_id(checkpoint, QUERY_NAME), out, stats)
+    writer = GoldBatchWriter(ctx, writer_app_id(checkpoint, QUERY_NAME), out, stats)
     stream = (
-        live_windows(silver(), ctx.settings.streams.watermark_seconds)
+        spark.readStream.option("skipChangeCommits", "true")
+        .table(table_name(ctx, SILVER_SCORED))
         .writeStream.queryName(QUERY_NAME)
-        .outputMode("update")
-        .foreachBatch(windows)
+        .foreachBatch(writer)
         .option("checkpointLocation", checkpoint)
     )
-    queries["gold"] = triggered(stream, trigger, available_now).start()
-
-    checkpoint = ctx.paths.checkpoint(ALERTS_QUERY_NAME)
-    alerts = ModelAlertWriter(ctx, writer_app_id(checkpoint, ALERTS_QUERY_NAME), out, stats)
-    stream = (
-        silver()
-        .where(F.col("is_flagged"))
-        .writeStream.queryName(ALERTS_QUERY_NAME)
-        .foreachBatch(alerts)
-        .option("checkpointLocation", checkpoint)
-    )
-    queries["alerts"] = triggered(stream, trigger, available_now).start()
-    return queries, stats
+    query = triggered(stream, ctx.settings.streams.gold_trigger_seconds, available_now).start()
+    return {"gold": query}, stats

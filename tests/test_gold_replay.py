@@ -1,6 +1,6 @@
-"""Gold's two queries over a real silver table: a micro-batch replayed after a crash (its
-commit missing from the checkpoint, so Spark runs it again from the state store's previous
-version) changes nothing; gold equals the batch aggregate of silver, open and final
+"""Gold's query over a real silver table: a micro-batch replayed after a crash (its commit
+missing from the checkpoint, so Spark runs it again, and the writer rebuilds its state from
+the tables as they were before it) changes nothing; gold equals the batch aggregate of silver, open and final
 windows; a row later than the watermark stays out of the final windows and still raises
 its model alert."""
 
@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from fraudlake.gold.aggregates import dashboard_minute, user_activity_5m
-from fraudlake.gold.stream import ALERTS_QUERY_NAME, QUERY_NAME, start_gold
+from fraudlake.gold.stream import QUERY_NAME, start_gold
 from fraudlake.tables import (
     GOLD_DASHBOARD_MINUTE,
     GOLD_FRAUD_ALERTS,
@@ -119,8 +119,7 @@ def test_a_replayed_gold_batch_changes_nothing_and_gold_equals_silver(spark, tmp
     _run_gold(spark, ctx)
     after_two = _state(spark, ctx)
 
-    replayed = [_forget_last_commit(ctx.paths.checkpoint(name)) for name in (QUERY_NAME, ALERTS_QUERY_NAME)]
-    assert min(replayed) >= 1
+    assert _forget_last_commit(ctx.paths.checkpoint(QUERY_NAME)) >= 1
     _run_gold(spark, ctx)
     assert _state(spark, ctx) == after_two
 

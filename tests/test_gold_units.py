@@ -55,7 +55,7 @@ def test_windows_of_one_burst_alerting_at_the_same_transaction_raise_one_alert_f
 
 
 def _user_minutes(transactions: list[tuple[str, int, float | None]]) -> dict[tuple[str, int], UserMinute]:
-    """Transactions ``(user, event time µs, amount USD or None)`` → their user minutes, as the state store emits them."""
+    """Transactions ``(user, event time µs, amount USD or None)`` → their sums per user minute, as a gold batch adds them."""
     minutes: dict[tuple[str, int], UserMinute] = {}
     for user, at, amount in transactions:
         key = (user, at - at % MINUTE)
@@ -90,11 +90,10 @@ def test_windows_summed_from_batches_of_user_minutes_equal_windows_counted_from_
     transactions.sort(key=lambda t: t[1])
     recent = RecentUserMinutes()
     found: set[tuple[str, int, int]] = set()
-    # Micro-batches of 40 transactions: each emits the user minutes it changed, with absolute values.
+    # Micro-batches of 40 transactions: each adds its sums per user minute to the ones kept.
     for end in range(40, len(transactions) + 1, 40):
-        so_far = _user_minutes(transactions[:end])
-        changed = {key: so_far[key] for key in _user_minutes(transactions[end - 40 : end])}
-        recent.update(changed.values())
+        changed = _user_minutes(transactions[end - 40 : end])
+        recent.add(changed.values())
         found |= {(w.user_id, w.start, w.tx_count) for w in recent.busy_windows(changed, threshold=6)}
         recent.forget_before(transactions[end - 1][1] - 6 * MINUTE)  # the oldest minute still open, less a window
     assert found  # the draw has busy windows
@@ -111,6 +110,16 @@ def test_a_window_sums_known_amounts_and_is_unknown_only_when_every_amount_is():
     assert recent.window("u2", 0).total_amount is None
     assert recent.window("u2", 0).tx_count == 1
     assert recent.window("u3", 0) is None
+
+
+def test_sums_added_in_two_batches_equal_the_sums_of_one():
+    transactions = [("u1", 0, None), ("u1", 10, 2.0), ("u1", 20, None), ("u1", MINUTE, None)]
+    in_two = RecentUserMinutes(_user_minutes(transactions[:1]).values())
+    in_two.add(_user_minutes(transactions[1:]).values())
+    in_one = RecentUserMinutes(_user_minutes(transactions).values())
+    assert in_two.window("u1", 0) == in_one.window("u1", 0)
+    assert (in_two.window("u1", 0).tx_count, in_two.window("u1", 0).total_amount) == (4, 2.0)
+    assert in_two.window("u1", 0).last_event_time == MINUTE
 
 
 def test_a_window_holding_only_minutes_of_other_users_or_outside_it_is_not_busy():
