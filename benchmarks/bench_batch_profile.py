@@ -65,13 +65,14 @@ WARM_UP_SHARE = 1 / 3
 # is reported as "(rest)".
 STEP_TARGETS = (
     {
-        # Bronze and silver in one query (fraudlake.orchestration.pipeline): the source to the driver, then
-        # silver's writer (timed as steps of this batch, not as a batch of its own) while bronze's append runs
-        # on a thread of its own (not timed; "wait for the bronze append" is what silver waited for it).
+        # Bronze and silver in one query (fraudlake.orchestration.pipeline): the source and silver's validation
+        # to the driver, then silver's routing (timed as steps of this batch, not as a batch of its own) while
+        # bronze's append runs on a thread of its own (not timed; "wait for the bronze append" is what was left
+        # of it when silver had committed).
         "batch": "fraudlake.orchestration.pipeline:IngestAndScore.__call__",
         "steps": {
+            "fraudlake.silver.stream:SilverBatchWriter.validated": "source and validation to the driver",
             "fraudlake.silver.stream:local_frame": "local_frame",
-            "fraudlake.silver.stream:validate": "validate",
             "fraudlake.silver.stream:arrow_bounds": "arrow_bounds",
             "fraudlake.silver.stream:SilverBatchWriter._route": "silver near (repeats)",
             "fraudlake.silver.stream:score_transactions": "score_transactions",
@@ -79,13 +80,11 @@ STEP_TARGETS = (
             "fraudlake.silver.stream:SilverBatchWriter._count": "_count",
             "fraudlake.orchestration.pipeline:_Parallel.join": "wait for the bronze append",
         },
-        # The first toArrow runs the source; the second, the validation of the batch's rows.
-        "actions": {"toArrow": "toArrow"},
     },
     {
         "batch": "fraudlake.silver.stream:SilverBatchWriter.__call__",
         "steps": {
-            "fraudlake.silver.stream:validate": "validate",
+            "fraudlake.silver.stream:SilverBatchWriter.validated": "bronze rows and validation to the driver",
             "fraudlake.silver.stream:arrow_bounds": "arrow_bounds",
             "fraudlake.silver.stream:SilverBatchWriter._route": "silver near (repeats)",
             "fraudlake.silver.stream:local_frame": "local_frame",
@@ -93,7 +92,6 @@ STEP_TARGETS = (
             "fraudlake.silver.stream:append_once": "append_once",
             "fraudlake.silver.stream:SilverBatchWriter._count": "_count",
         },
-        "actions": {"toArrow": "toArrow (validated rows)"},
     },
     {
         "batch": "fraudlake.gold.stream:GoldBatchWriter.__call__",

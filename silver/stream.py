@@ -114,6 +114,10 @@ class SilverIdentities:
         self._pinned_at = 0.0
         self._since: list[pa.Table] = []  # IDENTITY of the rows appended since the pin
         self._since_rows = 0
+        # The lowest and highest id silver holds (None: empty), read once and then kept up to
+        # date with the rows added: a batch whose ids all lie outside needs no lookup, which
+        # is every batch of a source with increasing ids (the simulator's).
+        self._ids: tuple[str | None, str | None] | None = None
 
     def near(self, session: SparkSession, bounds: dict, ids: pa.Array) -> pa.Table:
         """The rows a batch with these valid ``ids`` (and ``bounds``, see :func:`arrow_bounds`) could repeat."""
@@ -124,7 +128,7 @@ class SilverIdentities:
         if self._pinned is None or self._since_rows > PIN_ROWS or self._clock() - self._pinned_at > PIN_SECONDS:
             self._pin(session)
         assert self._pinned is not None
-        if bounds["lo"] is None:
+        if bounds["lo"] is None or not self._may_hold(session, bounds["lo"], bounds["hi"]):
             return self._pinned.limit(0).toArrow()
         micros = 3_600_000_000 * self.horizon_hours
         earliest, latest = bounds["first"] - micros, bounds["last"] + micros
@@ -143,10 +147,38 @@ class SilverIdentities:
             recent.append(rows.filter(keep))
         return pa.concat_tables([pinned, *recent]) if recent else pinned
 
+    def _may_hold(self, session: SparkSession, lo: str, hi: str) -> bool:
+        """Whether silver may hold an id between ``lo`` and ``hi``."""
+        from pyspark.sql import functions as F
+
+        if self._ids is None:
+            assert self._pinned is not None
+            extremes = self._pinned.agg(F.min("transaction_id"), F.max("transaction_id")).first()
+            assert extremes is not None  # an aggregate without grouping has one row
+            self._ids = (extremes[0], extremes[1])
+            for rows in self._since:
+                self._widen(rows)
+        low, high = self._ids
+        return low is not None and high is not None and lo <= high and hi >= low
+
+    def _widen(self, rows: pa.Table) -> None:
+        import pyarrow.compute as pc
+
+        if self._ids is None or not rows.num_rows:
+            return
+        extremes = pc.min_max(rows.column("transaction_id"))
+        low, high = self._ids
+        new_low, new_high = extremes["min"].as_py(), extremes["max"].as_py()
+        self._ids = (
+            new_low if low is None or (new_low is not None and new_low < low) else low,
+            new_high if high is None or (new_high is not None and new_high > high) else high,
+        )
+
     def added(self, rows: pa.Table) -> None:
         """Rows this writer appended to silver (or found there, committed by its earlier attempt)."""
         import pyarrow as pa
 
+        self._widen(rows)
         kept = rows.select(list(IDENTITY))
         # Nullable as a lookup's rows are: a source's schema may say "not null" where silver's does not.
         self._since.append(kept.cast(pa.schema([f.with_nullable(True) for f in kept.schema])))
@@ -193,14 +225,19 @@ class SilverBatchWriter:
         self.identities = SilverIdentities(self.scored_table, ctx.settings.streams.duplicate_horizon_hours)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        self.route(batch.sparkSession, self.validated(batch), batch_id)
+
+    def validated(self, batch: DataFrame) -> pa.Table:
+        """The batch's rows, each with its ``quarantine_reason``, in the driver: one Spark job."""
+        return validate(batch, self.ctx.settings.streams.max_future_seconds).toArrow()
+
+    def route(self, session: SparkSession, validated: pa.Table, batch_id: int) -> None:
+        """Send each validated row to silver (scored) or to quarantine. Routing and the batch's
+        figures are worked out in the driver and each append writes from there: no cache, and
+        no Spark job of its own for the bounds or the reasons (see the module's docstring)."""
         import pyarrow.compute as pc
         from pyspark.sql import Observation
 
-        session = batch.sparkSession
-        # One job: the batch's rows and their reasons come to the driver (Arrow). Routing and
-        # the batch's figures are worked out there, and each append writes from there: no cache,
-        # and no Spark job of its own for the bounds or the reasons (see the module's docstring).
-        validated = validate(batch, self.ctx.settings.streams.max_future_seconds).toArrow()
         if not validated.num_rows:
             return  # nothing arrived: no commit, not even an empty one
         bounds = arrow_bounds(validated)

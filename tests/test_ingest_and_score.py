@@ -91,11 +91,11 @@ def test_every_row_is_routed_once_across_bronze_only_combined_and_silver_only_ru
     _drop(spark, landing, "third", 300, seed=3)
     from fraudlake.silver.stream import SilverBatchWriter
 
-    def crash(self, batch, batch_id):
+    def crash(self, session, validated, batch_id):
         raise RuntimeError("killed after the bronze append")
 
     with monkeypatch.context() as patched:
-        patched.setattr(SilverBatchWriter, "__call__", crash)
+        patched.setattr(SilverBatchWriter, "route", crash)
         query, _ = start_ingest_and_score(spark, ctx, "files", scorer, landing=str(landing), available_now=True)
         with pytest.raises(Exception, match="killed after the bronze append"):
             query.awaitTermination(180)

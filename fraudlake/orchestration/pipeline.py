@@ -200,14 +200,16 @@ class IngestAndScore:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         from fraudlake.silver.stream import local_frame
 
-        # The source runs once (one job brings the batch to the driver); bronze's append and
-        # silver's routing then run at the same time, each a few Spark jobs and a Delta commit
-        # that leave cores idle while they wait on the driver. Each is idempotent on its own, so
-        # a replay after a crash between them writes only the one that had not committed.
-        rows = local_frame(batch.sparkSession, batch.toArrow())
+        # The source runs once, with silver's validation (one job brings the batch to the
+        # driver); bronze's append and silver's routing then run at the same time, each a few
+        # Spark jobs and a Delta commit that leave cores idle while they wait on the driver. Each
+        # is idempotent on its own, so a replay after a crash between them writes only the one
+        # that had not committed.
+        validated = self.silver.validated(batch)
+        rows = local_frame(batch.sparkSession, validated.drop_columns(["quarantine_reason"]))
         bronze = _Parallel(self.bronze, rows, batch_id)
         try:
-            self.silver(rows, batch_id)
+            self.silver.route(batch.sparkSession, validated, batch_id)
         finally:
             bronze.join()
         self.silver.skip_routed = False
