@@ -71,7 +71,7 @@ STEP_TARGETS = (
         # of it when silver had committed).
         "batch": "fraudlake.orchestration.pipeline:IngestAndScore.__call__",
         "steps": {
-            "fraudlake.silver.stream:SilverBatchWriter.validated": "source and validation to the driver",
+            "fraudlake.silver.stream:SilverBatchWriter.validated": "rows and validation to the driver",
             "fraudlake.silver.stream:local_frame": "local_frame",
             "fraudlake.silver.stream:arrow_bounds": "arrow_bounds",
             "fraudlake.silver.stream:SilverBatchWriter._route": "silver near (repeats)",
@@ -84,7 +84,7 @@ STEP_TARGETS = (
     {
         "batch": "fraudlake.silver.stream:SilverBatchWriter.__call__",
         "steps": {
-            "fraudlake.silver.stream:SilverBatchWriter.validated": "bronze rows and validation to the driver",
+            "fraudlake.silver.stream:SilverBatchWriter.validated": "rows and validation to the driver",
             "fraudlake.silver.stream:arrow_bounds": "arrow_bounds",
             "fraudlake.silver.stream:SilverBatchWriter._route": "silver near (repeats)",
             "fraudlake.silver.stream:local_frame": "local_frame",

@@ -105,20 +105,22 @@ SILVER_QUARANTINE = TableSpec(
     {"delta.enableChangeDataFeed": "true"},
     "Bronze rows that failed validation, with the reason",
 )
-# Live rows: upserted by the gold stream while open (is_final false), final once the watermark
-# has passed their end. Deletion vectors let a MERGE that updates a few open rows mark their
-# old rows instead of rewriting whole files.
+# Live rows: rewritten by the gold stream while open (is_final false), final once the watermark
+# has passed their end. No deletion vectors: gold merges nothing, and the replaceWhere of the
+# open minutes took 2.0 s without them against 2.7 s with them on an idle local[2].
 LIVE_WINDOW_COLUMNS = "is_final BOOLEAN, updated_at TIMESTAMP"
-LIVE_WINDOW_PROPERTIES = {"delta.enableDeletionVectors": "true"}
-# Per user and minute: what the 5-minute windows add up. One row per user and minute with
-# transactions (a 5-minute window would be five), so the gold stream upserts a fifth of the rows.
+LIVE_WINDOW_PROPERTIES = {"delta.enableDeletionVectors": "false"}
+# Per user and minute: what the 5-minute windows add up, one row per gold micro-batch that
+# counted transactions of the user in the minute (readers add them up; a 5-minute window
+# would be five rows), appended: nothing is rewritten.
 GOLD_USER_MINUTE = TableSpec(
     "gold",
     "user_activity_minute",
     """user_id STRING, minute TIMESTAMP, tx_count BIGINT, total_amount DOUBLE, flagged_count BIGINT,
        last_event_time TIMESTAMP, updated_at TIMESTAMP""",
     LIVE_WINDOW_PROPERTIES,
-    "Per-user activity per minute, open minutes included; amounts in USD; gold.user_activity_5m adds them up",
+    "Per-user activity per minute, one row per gold micro-batch that counted it (add them up), open minutes "
+    "included; amounts in USD; gold.user_activity_5m adds them up into windows",
 )
 GOLD_DASHBOARD_MINUTE = TableSpec(
     "gold",
