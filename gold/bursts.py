@@ -72,7 +72,7 @@ class RecentUserMinutes:
                     m.user_id,
                     m.minute,
                     old.tx_count + m.tx_count,
-                    _plus(old.total_amount, m.total_amount),
+                    plus_known(old.total_amount, m.total_amount),
                     old.flagged_count + m.flagged_count,
                     max(old.last_event_time, m.last_event_time),
                 )
@@ -111,8 +111,12 @@ class RecentUserMinutes:
                 del self._by_user[user]
 
 
-def _plus(a: float | None, b: float | None) -> float | None:
-    """A sum of amounts where None is unknown: unknown only when both are."""
+def plus_known(a: float | None, b: float | None) -> float | None:
+    """A sum where None is unknown (as Spark's ``sum`` of no known value): unknown only when both are.
+
+    >>> plus_known(None, 2.5), plus_known(None, None), plus_known(1, 2)
+    (2.5, None, 3)
+    """
     if a is None:
         return b
     return a if b is None else a + b

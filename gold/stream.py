@@ -53,7 +53,7 @@ from fraudlake.gold.aggregates import (
     first_alert_per_burst,
     live_rows,
 )
-from fraudlake.gold.bursts import RecentUserMinutes, UserMinute
+from fraudlake.gold.bursts import RecentUserMinutes, UserMinute, plus_known
 from fraudlake.settings import Context
 from fraudlake.streaming_io import (
     ReplayCheck,
@@ -125,13 +125,6 @@ class GoldStats:
     # Per non-empty batch: (commit wall time, rows, commit time - ingest time of the first
     # rows it counted, in s).
     freshness: deque = field(default_factory=lambda: deque(maxlen=FRESHNESS_KEPT))
-
-
-def _plus(a, b):
-    """A sum where None is unknown (Spark's ``sum`` of no known value): unknown only when both are."""
-    if a is None:
-        return b
-    return a if b is None else a + b
 
 
 def minute_sums(rows: pa.Table) -> dict[int, dict]:
@@ -299,7 +292,7 @@ class GoldBatchWriter:
         values = dict(self.open_minutes)  # by the minute's end
         for end, added in sums.items():
             kept = values.get(end, {})
-            values[end] = {column: _plus(kept.get(column), added[column]) for column in MINUTE_COLUMNS}
+            values[end] = {column: plus_known(kept.get(column), added[column]) for column in MINUTE_COLUMNS}
         since = before if before is not None else min(values) - 1
         kept_ends = sorted(end for end in values if end > since)
         rows = [(end - MINUTE_MICROS, *(values[end][c] for c in MINUTE_COLUMNS), end <= final) for end in kept_ends]

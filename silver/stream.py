@@ -15,7 +15,7 @@ with ``streams.silver_max_files_per_trigger``), silver near the batch is read on
 repeats, and both appends write from the driver's rows, the model scoring them in Spark's
 Python workers on the way. On 2 cores a batch's cost is its fixed costs (each Spark job,
 each cache, each Delta snapshot of silver), not its rows: routing from the driver runs
-three jobs where caching and re-reading the batch ran thirteen (benchmarks/results)."""
+five jobs where caching and re-reading the batch ran thirteen (benchmarks/results)."""
 
 from __future__ import annotations
 
@@ -118,6 +118,7 @@ class SilverIdentities:
         # date with the rows added: a batch whose ids all lie outside needs no lookup, which
         # is every batch of a source with increasing ids (the simulator's).
         self._ids: tuple[str | None, str | None] | None = None
+        self._none: pa.Table | None = None  # no rows, in the lookup's schema
 
     def near(self, session: SparkSession, bounds: dict, ids: pa.Array) -> pa.Table:
         """The rows a batch with these valid ``ids`` (and ``bounds``, see :func:`arrow_bounds`) could repeat."""
@@ -129,7 +130,9 @@ class SilverIdentities:
             self._pin(session)
         assert self._pinned is not None
         if bounds["lo"] is None or not self._may_hold(session, bounds["lo"], bounds["hi"]):
-            return self._pinned.limit(0).toArrow()
+            if self._none is None:  # one Spark job per writer, not one per batch
+                self._none = self._pinned.limit(0).toArrow()
+            return self._none
         micros = 3_600_000_000 * self.horizon_hours
         earliest, latest = bounds["first"] - micros, bounds["last"] + micros
         pinned = self._pinned.where(
@@ -167,12 +170,9 @@ class SilverIdentities:
         if self._ids is None or not rows.num_rows:
             return
         extremes = pc.min_max(rows.column("transaction_id"))
-        low, high = self._ids
-        new_low, new_high = extremes["min"].as_py(), extremes["max"].as_py()
-        self._ids = (
-            new_low if low is None or (new_low is not None and new_low < low) else low,
-            new_high if high is None or (new_high is not None and new_high > high) else high,
-        )
+        lows = [v for v in (self._ids[0], extremes["min"].as_py()) if v is not None]
+        highs = [v for v in (self._ids[1], extremes["max"].as_py()) if v is not None]
+        self._ids = (min(lows, default=None), max(highs, default=None))
 
     def added(self, rows: pa.Table) -> None:
         """Rows this writer appended to silver (or found there, committed by its earlier attempt)."""

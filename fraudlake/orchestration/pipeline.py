@@ -181,8 +181,8 @@ class IngestAndScore:
 
     Each micro-batch of the source is appended to bronze while silver's writer routes it
     (validation, repeats, scoring, quarantine): bronze = silver + quarantine holds at
-    every commit of the query (between its micro-batches). Every append is idempotent, so a batch replayed after
-    ``kill -9`` lands once. The bronze append is a bronze-only run's (:class:`BronzeWriter`,
+    every commit of the query (between its micro-batches). Every append is idempotent, so
+    a batch replayed after ``kill -9`` lands once. The bronze append is a bronze-only run's (:class:`BronzeWriter`,
     under the query's own id), so the two share the source checkpoint (``bronze_rate``: the
     rate source's transaction ids go on where they stopped).
     """
