@@ -34,7 +34,7 @@ from fraudlake.tables import (
 from fraudlake.timeutil import from_row
 from tests.conftest import attached, make_context, run_cli
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # trains a model and streams a lakehouse
 
 ROWS = 300
 SLICE = 12
@@ -286,7 +286,6 @@ def test_maintain_compacts_and_never_vacuums_inside_the_audit_window(spark, scor
     assert old["model_version"] == "1"
 
 
-@pytest.mark.slow
 def test_the_command_answers_not_found_for_an_injection_shaped_id(scored):
     home = scored.ctx.paths.home
     result = run_cli("audit", "transaction", "x' OR '1'='1", "--master", "local[1]", home=home, check=False)

@@ -42,7 +42,7 @@ from fraudlake.tables import (
 )
 from tests.conftest import attached, make_context
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # trains a model and streams a lakehouse
 
 HISTORY_ROWS = 2_000
 HISTORY_SECONDS = 40 * 60
@@ -275,7 +275,6 @@ def empty_page(dashboard, champion, browser, home, tmp_path_factory) -> SimpleNa
 # ----------------------------------------------------------------------------- tests
 
 
-@pytest.mark.slow
 def test_dashboard_on_an_empty_home_shows_how_to_start(empty_page, home):
     message = empty_page.message
     assert "No lakehouse tables yet" in message and str(home) in message and "fraudlake run" in message
@@ -285,7 +284,6 @@ def test_dashboard_on_an_empty_home_shows_how_to_start(empty_page, home):
     assert empty_page.tables == []  # the dashboard only reads: it created no table
 
 
-@pytest.mark.slow
 def test_page_shows_the_sql_count_of_scored_transactions(lakehouse, dashboard, browser, spark, tmp_path):
     ctx = lakehouse
     expected = _count(spark, ctx, SILVER_SCORED)
@@ -312,7 +310,6 @@ def test_page_shows_the_sql_count_of_scored_transactions(lakehouse, dashboard, b
     assert shot.stat().st_size > 20_000
 
 
-@pytest.mark.slow
 def test_page_keeps_refreshing_while_fraudlake_run_writes(lakehouse, dashboard, browser, spark, home, tmp_path):
     """The shown total is silver's count: bronze and silver are the layers it needs (gold would add four
     stateful queries to a machine that is already running two JVMs and a browser)."""

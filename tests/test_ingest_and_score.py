@@ -20,7 +20,7 @@ from fraudlake.simulator import generate_batch
 from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, ensure_tables, table_name
 from tests.conftest import make_context
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # trains a model and streams a lakehouse
 
 BAD = {
     "transaction_id": "bad-amount",

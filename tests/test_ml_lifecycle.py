@@ -17,7 +17,7 @@ from fraudlake.ml import data
 from fraudlake.ml.features import MODEL_INPUT_COLUMNS, TIME_FEATURES
 from tests.conftest import fraudlake, make_context, run_cli
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # trains a model and streams a lakehouse
 
 ALL_METRICS = (
     "accuracy",
@@ -251,7 +251,6 @@ def test_bad_input_is_one_error_line(spark, tmp_path, capsys):
         train_model(spark, make_context(tmp_path / "home"), input_path=str(only_genuine))
 
 
-@pytest.mark.slow
 def test_console_train_evaluate_models(tmp_path):
     """The installed command, in its own process and JVM, as a user runs it."""
     home = tmp_path / "home"

@@ -30,7 +30,7 @@ from fraudlake.tables import (
 )
 from tests.conftest import attached, make_context
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # trains a model and streams a lakehouse
 
 GOOD = {
     "transaction_id": "tx-x",

@@ -21,7 +21,7 @@ from fraudlake.simulator import generate_batch
 from fraudlake.tables import SILVER_QUARANTINE, SILVER_SCORED, ensure_tables, table_name
 from tests.conftest import attached, make_context
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # trains a model and streams a lakehouse
 
 
 @pytest.fixture(scope="module")
