@@ -14,9 +14,10 @@ which the figures show as an empty state.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -206,10 +207,16 @@ def _names(ctx: Context) -> dict[str, str]:
 LEGACY_PARAMETERS = "spark.sql.legacy.parameterSubstitution.constantsOnly"
 
 
+def bind_parameters_in_the_analyzer(spark: SparkSession) -> None:
+    """Switch the session to the legacy parameter mode (see :data:`LEGACY_PARAMETERS`)."""
+    if spark.conf.get(LEGACY_PARAMETERS, "false") != "true":
+        spark.conf.set(LEGACY_PARAMETERS, "true")
+
+
 def run_sql(spark: SparkSession, text: str, args: dict | None = None) -> DataFrame:
     """``spark.sql`` with bound parameters that work on a Delta session."""
-    if args and spark.conf.get(LEGACY_PARAMETERS, "false") != "true":
-        spark.conf.set(LEGACY_PARAMETERS, "true")
+    if args:
+        bind_parameters_in_the_analyzer(spark)
     return spark.sql(text, args=args or None)
 
 
@@ -220,6 +227,8 @@ def _frame(spark: SparkSession, ctx: Context, sql: str, kind: str, missing, **ar
         return empty(kind)
     return run_sql(spark, sql.format(**names), args).toPandas()
 
+
+PARALLEL_QUERIES = 4  # the dashboard's panels' queries in flight at once
 
 TIME_UNITS = ("MINUTE", "HOUR", "DAY")
 
@@ -274,25 +283,31 @@ def read_snapshot(
     alerts_sql = LATEST_ALERTS_SQL if alert_order == "latest" else TOP_ALERTS_SQL
     time_zone = spark.conf.get("spark.sql.session.timeZone")
     assert time_zone is not None  # a session always has one (Spark's default is the JVM's zone)
+    panels: dict[str, tuple[str, dict[str, Any]]] = {
+        "models": (MODELS_SQL, {}),
+        "volumes": (VOLUMES_SQL, {"unit": unit, **window}),
+        "quality": (QUALITY_SQL, {"unit": unit, **window}),
+        "top_users": (
+            TOP_USERS_SQL,
+            {"limit": top_users, "watermark_seconds": float(ctx.settings.streams.watermark_seconds), **window},
+        ),
+        "scores": (SCORES_SQL, {"bins": bins, **window}),
+        "alerts": (alerts_sql, {"limit": alerts}),
+        "alert_counts": (ALERT_COUNTS_SQL, {}),
+    }
+    # The panels' queries run side by side: most of a small query is planning and Delta log
+    # reading in the driver, which overlaps; on local[1] a refresh took 2.0 s against 2.9 s
+    # one after another (7 queries, 2,000 rows of 40 minutes).
+    bind_parameters_in_the_analyzer(spark)  # once, before the threads
+    with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES) as pool:
+        futures = {
+            kind: pool.submit(_frame, spark, ctx, sql, kind, missing, **args) for kind, (sql, args) in panels.items()
+        }
+        frames = {kind: future.result() for kind, future in futures.items()}
     return Snapshot(
         read_at=datetime.now(timezone.utc),
         missing=missing,
-        models=_frame(spark, ctx, MODELS_SQL, "models", missing),
-        volumes=_frame(spark, ctx, VOLUMES_SQL, "volumes", missing, unit=unit, **window),
-        quality=_frame(spark, ctx, QUALITY_SQL, "quality", missing, unit=unit, **window),
-        top_users=_frame(
-            spark,
-            ctx,
-            TOP_USERS_SQL,
-            "top_users",
-            missing,
-            limit=top_users,
-            watermark_seconds=float(ctx.settings.streams.watermark_seconds),
-            **window,
-        ),
-        scores=_frame(spark, ctx, SCORES_SQL, "scores", missing, bins=bins, **window),
-        alerts=_frame(spark, ctx, alerts_sql, "alerts", missing, limit=alerts),
-        alert_counts=_frame(spark, ctx, ALERT_COUNTS_SQL, "alert_counts", missing),
+        **frames,
         gold=gold,
         unit=unit,
         window_minutes=window_minutes,
