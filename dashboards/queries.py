@@ -29,6 +29,7 @@ from fraudlake.tables import (
     GOLD_USER_MINUTE,
     SILVER_SCORED,
     attach_tables,
+    gold_watermark_seconds,
     table_name,
 )
 
@@ -272,7 +273,9 @@ def read_snapshot(
     """Read every panel's data. ``window_minutes`` None: the whole history, bucketed to fit."""
     missing = attach_tables(spark, ctx)
     gold = {}
+    watermark = float(ctx.settings.streams.watermark_seconds)
     if table_name(ctx, GOLD_DASHBOARD_MINUTE) not in missing:
+        watermark = gold_watermark_seconds(spark, ctx)  # the gold stream's, not this reader's conf
         # Through pandas like every panel: a collected Row would hold the host's local time.
         span = run_sql(spark, GOLD_SPAN_SQL.format(**_names(ctx))).toPandas()
         gold = _gold_span(span)
@@ -289,7 +292,7 @@ def read_snapshot(
         "quality": (QUALITY_SQL, {"unit": unit, **window}),
         "top_users": (
             TOP_USERS_SQL,
-            {"limit": top_users, "watermark_seconds": float(ctx.settings.streams.watermark_seconds), **window},
+            {"limit": top_users, "watermark_seconds": watermark, **window},
         ),
         "scores": (SCORES_SQL, {"bins": bins, **window}),
         "alerts": (alerts_sql, {"limit": alerts}),

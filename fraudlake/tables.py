@@ -154,7 +154,7 @@ ALL_TABLES = (
 class ViewSpec:
     """A view over the tables: ``sql`` names them by placeholders, ``{user_minute}`` for
     :data:`GOLD_USER_MINUTE` and ``{dashboard_minute}`` for :data:`GOLD_DASHBOARD_MINUTE`,
-    and ``{watermark_seconds}`` for ``streams.watermark_seconds``."""
+    and ``{watermark_seconds}`` for the gold stream's watermark (:func:`gold_watermark_seconds`)."""
 
     layer: str
     name: str
@@ -164,7 +164,7 @@ class ViewSpec:
 
 # The 5-minute windows sliding every minute, added up from the minutes when read: a window
 # is final once its last minute is, i.e. once the newest minute gold has counted began
-# streams.watermark_seconds after the window's end (the gold stream's watermark; a minute
+# the gold stream's watermark after the window's end (as recorded on the table; a minute
 # without transactions has no row, so the newest final row could be earlier). Same columns as a batch aggregation of silver
 # (fraudlake.gold.aggregates.user_activity_5m) plus is_final and updated_at.
 GOLD_USER_ACTIVITY = ViewSpec(
@@ -304,9 +304,18 @@ AUDITED_LAYERS = ("silver", "gold")
 CHECKPOINT_INTERVAL = "100"
 
 
+# On dashboard_minute: the gold stream's watermark as the last writer to start had it in conf.
+# Readers decide which windows are final with it (the view user_activity_5m, the dashboard),
+# not with their own conf: a `fraudlake sql` without the writer's --set sees the same windows.
+WATERMARK_PROPERTY = "fraudlake.watermarkSeconds"
+
+
 def table_properties(ctx: Context, spec: TableSpec) -> dict[str, str]:
-    """The spec's Delta properties plus, on silver and gold, the audit retention from conf."""
+    """The spec's Delta properties plus, on silver and gold, the audit retention from conf
+    (and on ``dashboard_minute`` the gold stream's watermark)."""
     properties = {"delta.checkpointInterval": CHECKPOINT_INTERVAL, **spec.properties}
+    if spec is GOLD_DASHBOARD_MINUTE:
+        properties[WATERMARK_PROPERTY] = str(ctx.settings.streams.watermark_seconds)
     if spec.layer in AUDITED_LAYERS:
         audit = ctx.settings.audit
         properties["delta.logRetentionDuration"] = f"interval {audit.log_retention_days} days"
@@ -342,12 +351,20 @@ def ensure_tables(spark: SparkSession, ctx: Context) -> list[str]:
     return names
 
 
-def view_sql(ctx: Context, view: ViewSpec) -> str:
+def gold_watermark_seconds(spark: SparkSession, ctx: Context) -> float:
+    """The watermark the gold stream runs with, as recorded on ``dashboard_minute``
+    (:data:`WATERMARK_PROPERTY`); this context's conf for a table from before it was recorded."""
+    rows = spark.sql(f"SHOW TBLPROPERTIES {table_name(ctx, GOLD_DASHBOARD_MINUTE)}").collect()
+    recorded = {r["key"]: r["value"] for r in rows}.get(WATERMARK_PROPERTY)
+    return float(recorded if recorded is not None else ctx.settings.streams.watermark_seconds)
+
+
+def view_sql(ctx: Context, view: ViewSpec, watermark_seconds: float) -> str:
     """``CREATE OR REPLACE VIEW`` for ``view`` over this context's tables."""
     select = view.sql.format(
         user_minute=table_name(ctx, GOLD_USER_MINUTE),
         dashboard_minute=table_name(ctx, GOLD_DASHBOARD_MINUTE),
-        watermark_seconds=float(ctx.settings.streams.watermark_seconds),
+        watermark_seconds=watermark_seconds,
     )
     comment = f" COMMENT {sql_string(view.comment)}" if view.comment else ""
     return f"CREATE OR REPLACE VIEW {table_name(ctx, view)}{comment} AS {select}"
@@ -366,7 +383,7 @@ def _create_view(spark: SparkSession, ctx: Context, view: ViewSpec) -> None:
                 f"Drop the table (DROP TABLE {table_name(ctx, view)}) and run again"
             )
         spark.sql(f"DROP TABLE IF EXISTS {table_name(ctx, view)}")  # an external table: the entry, not its files
-    spark.sql(view_sql(ctx, view))
+    spark.sql(view_sql(ctx, view, gold_watermark_seconds(spark, ctx)))
 
 
 def attach_tables(spark: SparkSession, ctx: Context) -> tuple[str, ...]:

@@ -51,3 +51,26 @@ def test_another_home_repoints_the_names(spark, tmp_path):
     assert spark.table(table_name(second, BRONZE_TRANSACTIONS)).count() == 0
     ensure_tables(spark, first)
     assert spark.table(table_name(first, BRONZE_TRANSACTIONS)).count() == 1
+
+
+@pytest.mark.spark
+def test_a_reader_marks_windows_final_with_the_gold_streams_watermark(spark, tmp_path):
+    """The writer ran with a 60 s watermark; a reader with the default (120 s) in its conf
+    sees the windows the writer's watermark made final as final."""
+    from fraudlake.tables import GOLD_DASHBOARD_MINUTE, GOLD_USER_ACTIVITY, GOLD_USER_MINUTE, attach_tables
+
+    writer = make_context(tmp_path / "home", streams={"watermark_seconds": 60})
+    ensure_tables(spark, writer)
+    minutes = ", ".join(f"(TIMESTAMP '2026-01-02 10:0{m}:00', 1, false)" for m in range(6))
+    spark.sql(f"INSERT INTO {table_name(writer, GOLD_DASHBOARD_MINUTE)} (minute, tx_count, is_final) VALUES {minutes}")
+    spark.sql(
+        f"INSERT INTO {table_name(writer, GOLD_USER_MINUTE)} (user_id, minute, tx_count) "
+        "VALUES ('u1', TIMESTAMP '2026-01-02 10:00:00', 1)"
+    )
+    reader = make_context(tmp_path / "home")  # streams.watermark_seconds: the default 120
+    assert attach_tables(spark, reader) == ()
+    windows = spark.table(table_name(reader, GOLD_USER_ACTIVITY)).where("user_id = 'u1'")
+    # Formatted in Spark (the session's UTC): a collected timestamp would be in the host's zone.
+    final = dict(windows.selectExpr("date_format(window_start, 'HH:mm')", "is_final").collect())
+    # The newest minute began 10:05: windows ending by 10:04 are final with 60 s, by 10:03 with 120 s.
+    assert final == {"09:56": True, "09:57": True, "09:58": True, "09:59": True, "10:00": False}
