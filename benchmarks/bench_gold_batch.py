@@ -1,5 +1,5 @@
-"""Gold's minutes micro-batch (``foreachBatch`` of ``gold_minutes``) alone, step by step, on a gold
-that already holds a few minutes of history.
+"""Gold's micro-batch (``foreachBatch`` of ``gold_live``) alone, step by step, on a gold that
+already holds a few minutes of history.
 
     python benchmarks/bench_gold_batch.py [--rate 1000] [--batch-seconds 5] [--history-minutes 6] [--batches 8]
 
@@ -8,12 +8,10 @@ Nothing else runs: this measures what one gold micro-batch costs by itself on lo
 rows are made with Spark (``--rate`` transactions per simulated second over 1,000,000
 users, 1% flagged, a burst user crossing the activity threshold in every batch); the
 history is written through the gold writer itself, batch after batch, so the tables have
-the files and deletion vectors that a running gold leaves. The writer gets what the state
-store emits for a batch: every user minute and minute the batch's rows fall in (their values
-summed over the batch alone; the cost depends on how many change, not on their values).
-Then ``--batches`` batches of ``--batch-seconds`` each are timed: wall ms of every step of
-``GoldBatchWriter`` (its methods and the write helpers it calls) and of the whole call.
-The state store's own cost per batch is in the pipeline benchmark's progress reports.
+the files that a running gold leaves. Then ``--batches`` batches of ``--batch-seconds`` each are
+timed: wall ms of every step of ``GoldBatchWriter`` (its methods and the write helpers it
+calls) and of the whole call; making the rows (a Spark plan over ``range``) is part of the
+writer's one job, as reading silver's new rows is in the stream.
 
 Writes benchmarks/results/<--out>.json.
 """
@@ -38,10 +36,8 @@ START_MICROS = 1_780_000_000_000_000  # a whole minute, UTC
 
 
 def silver_rows(spark, first_second: int, seconds: int, rate: int, threshold: int):
-    """The minutes that silver-like rows for simulated seconds [first_second, first_second + seconds) change."""
+    """Silver-like rows for simulated seconds [first_second, first_second + seconds)."""
     from pyspark.sql import functions as F
-
-    from fraudlake.gold.aggregates import live_keys, live_sums
 
     n = seconds * rate
     base = START_MICROS + first_second * 1_000_000
@@ -62,8 +58,7 @@ def silver_rows(spark, first_second: int, seconds: int, rate: int, threshold: in
         F.lit("1").alias("model_version"),
         F.lit(None).cast("int").alias("label_is_fraud"),
     )
-    rows = rows.withColumn("amount_usd", F.col("amount")).withColumn("is_flagged", F.col("fraud_score") > 0.99)
-    return live_sums(live_keys(rows))
+    return rows.withColumn("amount_usd", F.col("amount")).withColumn("is_flagged", F.col("fraud_score") > 0.99)
 
 
 def instrument(writer_cls, helpers_module, timings: dict) -> None:
@@ -87,7 +82,7 @@ def instrument(writer_cls, helpers_module, timings: dict) -> None:
     for name, value in list(vars(writer_cls).items()):
         if callable(value) and name.startswith("_") and not name.startswith("__"):
             setattr(writer_cls, name, timed(name, value))
-    for name in ("append_once",):
+    for name in ("append_once", "overwrite_once", "minute_sums", "user_minute_sums"):
         if hasattr(helpers_module, name):
             setattr(helpers_module, name, timed(name, getattr(helpers_module, name)))
 
@@ -98,6 +93,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-seconds", type=int, default=5)
     parser.add_argument("--history-minutes", type=int, default=6)
     parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--history-batch-seconds", type=int, default=30)
     parser.add_argument("--out", default="gold_batch")
     parser.add_argument("--code-note", default=None)
     args = parser.parse_args(argv)
@@ -116,7 +112,7 @@ def main(argv=None) -> int:
     instrument(gold_stream.GoldBatchWriter, gold_stream, timings)
     writer = gold_stream.GoldBatchWriter(ctx, "bench-gold", out=open("/dev/null", "w"))
 
-    history_batch = 30
+    history_batch = args.history_batch_seconds
     second, batch_id = 0, 0
     started = time.perf_counter()
     while second < args.history_minutes * 60:

@@ -6,15 +6,19 @@ changed: the sum of five user minutes. Only open minutes change, and a window ho
 open minute starts at most four minutes before it, so the minutes a batch can need are
 those of the last ``WINDOW + MINUTE + lateness``: a few per active user. The writer keeps
 them here, adds each micro-batch's sums to them, and drops those no open window can hold
-any more. Pure Python, no Spark: times are epoch microseconds.
+any more. Python and Arrow, no Spark: times are epoch microseconds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fraudlake.gold.aggregates import MINUTE_MICROS, WINDOW_MINUTES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -52,63 +56,191 @@ def window_starts_of(minute: int) -> range:
     return range(minute - (WINDOW_MINUTES - 1) * MINUTE_MICROS, minute + 1, MINUTE_MICROS)
 
 
-class RecentUserMinutes:
-    """The user minutes recent enough to be in a window that may still change."""
+USER_MINUTE_SCHEMA = (
+    ("user_id", "string"),
+    ("minute", "int64"),
+    ("tx_count", "int64"),
+    ("total_amount", "float64"),
+    ("flagged_count", "int64"),
+    ("last_event_time", "int64"),
+)
 
-    def __init__(self, minutes: Iterable[UserMinute] = ()) -> None:
-        self._by_user: dict[str, dict[int, UserMinute]] = {}
+
+def user_minute_table(minutes: Iterable[UserMinute]) -> pa.Table:
+    """User minutes as an Arrow table with the columns of :class:`UserMinute`."""
+    import pyarrow as pa
+
+    rows = list(minutes)
+    return pa.table({name: pa.array([getattr(m, name) for m in rows], type=kind) for name, kind in USER_MINUTE_SCHEMA})
+
+
+class RecentUserMinutes:
+    """The user minutes recent enough to be in a window that may still change.
+
+    Kept as the Arrow tables of the batches that added them (a user minute several batches
+    counted is in several): adding a batch's sums costs nothing per row, and a batch's
+    bursts are looked for only among the users it touched whose kept transactions reach
+    the threshold at all, a handful of the thousands a batch touches (most users make one
+    transaction in a window). Pure Python and Arrow, no Spark.
+    """
+
+    def __init__(self, minutes: pa.Table | Iterable[UserMinute] = ()) -> None:
+        self._chunks: list[pa.Table] = []
         self.add(minutes)
 
     def __len__(self) -> int:
-        return sum(len(minutes) for minutes in self._by_user.values())
+        """How many user minutes are kept (each once, however many batches counted it)."""
+        return self._summed(self._held(None)).num_rows
 
-    def add(self, sums: Iterable[UserMinute]) -> None:
-        """Add a batch's sums per user minute to what is kept (an amount unknown on both sides stays unknown)."""
-        for m in sums:
-            kept = self._by_user.setdefault(m.user_id, {})
-            old = kept.get(m.minute)
-            if old is not None:
-                m = UserMinute(
-                    m.user_id,
-                    m.minute,
-                    old.tx_count + m.tx_count,
-                    plus_known(old.total_amount, m.total_amount),
-                    old.flagged_count + m.flagged_count,
-                    max(old.last_event_time, m.last_event_time),
-                )
-            kept[m.minute] = m
+    def add(self, sums: pa.Table | Iterable[UserMinute]) -> None:
+        """Add a batch's sums per user minute (an Arrow table with the columns of
+        :class:`UserMinute`, or the user minutes) to what is kept."""
+        import pyarrow as pa
+
+        table = sums if isinstance(sums, pa.Table) else user_minute_table(sums)
+        if table.num_rows:
+            self._chunks.append(table.select([name for name, _ in USER_MINUTE_SCHEMA]).cast(_schema()))
 
     def window(self, user_id: str, start: int) -> Window | None:
         """The user's window starting at ``start``, or None when it holds none of their minutes."""
-        kept = self._by_user.get(user_id, {})
-        held = [kept[m] for m in range(start, start + WINDOW_MINUTES * MINUTE_MICROS, MINUTE_MICROS) if m in kept]
-        if not held:
-            return None
-        amounts = [m.total_amount for m in held if m.total_amount is not None]
-        return Window(
-            user_id,
-            start,
-            sum(m.tx_count for m in held),
-            sum(amounts) if amounts else None,
-            sum(m.flagged_count for m in held),
-            max(m.last_event_time for m in held),
-        )
+        import pyarrow as pa
 
-    def busy_windows(self, touched: Iterable[tuple[str, int]], threshold: int) -> list[Window]:
-        """The windows holding a touched ``(user_id, minute)`` with at least ``threshold``
-        transactions, each once, in (user, start) order."""
-        starts = sorted({(user, start) for user, minute in touched for start in window_starts_of(minute)})
-        windows = (self.window(user, start) for user, start in starts)
-        return [w for w in windows if w is not None and w.tx_count >= threshold]
+        return _window(self._by_user(self._held(pa.array([user_id], pa.string()))).get(user_id, {}), user_id, start)
+
+    def busy_windows(self, touched: pa.Table | Iterable[tuple[str, int]], threshold: int) -> list[Window]:
+        """The windows holding a touched user minute (a table with ``user_id`` and ``minute``,
+        or ``(user_id, minute)`` pairs) with at least ``threshold`` transactions, each once, in
+        (user, start) order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not isinstance(touched, pa.Table):
+            pairs = list(touched)
+            touched = pa.table(
+                {
+                    "user_id": pa.array([u for u, _ in pairs], pa.string()),
+                    "minute": pa.array([m for _, m in pairs], pa.int64()),
+                }
+            )
+        held = self._summed(self._held(pc.unique(touched.column("user_id"))))
+        # A window holds at most every transaction kept for its user: a user below the
+        # threshold in all of them has no busy window.
+        totals = held.group_by("user_id").aggregate([("tx_count", "sum")])
+        busy_users = totals.filter(pc.greater_equal(totals.column("tx_count_sum"), threshold)).column("user_id")
+        if not len(busy_users):
+            return []
+        held = held.filter(pc.is_in(held.column("user_id"), value_set=busy_users))
+        # Each user minute counts in the five windows that hold it; the windows that matter hold a
+        # touched one. All in Arrow: at tens of thousands of rows a second most users are busy.
+        windows = (
+            _by_window_start(held)
+            .group_by(["user_id", "start"])
+            .aggregate(
+                [("tx_count", "sum"), ("total_amount", "sum"), ("flagged_count", "sum"), ("last_event_time", "max")]
+            )
+        )
+        windows = windows.filter(pc.greater_equal(windows.column("tx_count_sum"), threshold))
+        near = touched.filter(pc.is_in(touched.column("user_id"), value_set=busy_users))
+        starts = _by_window_start(near.select(["user_id", "minute"])).group_by(["user_id", "start"]).aggregate([])
+        windows = windows.join(starts, keys=["user_id", "start"], join_type="inner").sort_by(
+            [("user_id", "ascending"), ("start", "ascending")]
+        )
+        return [
+            Window(
+                w["user_id"],
+                w["start"],
+                w["tx_count_sum"],
+                w["total_amount_sum"],
+                w["flagged_count_sum"],
+                w["last_event_time_max"],
+            )
+            for w in windows.to_pylist()
+        ]
 
     def forget_before(self, minute: int) -> None:
         """Drop the minutes starting before ``minute``: no window that can still change holds them."""
-        for user in list(self._by_user):
-            kept = {m: v for m, v in self._by_user[user].items() if m >= minute}
-            if kept:
-                self._by_user[user] = kept
-            else:
-                del self._by_user[user]
+        import pyarrow.compute as pc
+
+        kept = []
+        for chunk in self._chunks:
+            extremes = pc.min_max(chunk.column("minute"))
+            if extremes["max"].as_py() < minute:
+                continue
+            kept.append(
+                chunk
+                if extremes["min"].as_py() >= minute
+                else chunk.filter(pc.greater_equal(chunk.column("minute"), minute))
+            )
+        self._chunks = kept
+
+    def _held(self, users: pa.Array | None) -> pa.Table:
+        """The kept rows of ``users`` (every user's: None), one per batch that counted a user minute."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        chunks = (
+            self._chunks
+            if users is None
+            else [c.filter(pc.is_in(c.column("user_id"), value_set=users)) for c in self._chunks]
+        )
+        return pa.concat_tables(chunks) if chunks else _schema().empty_table()
+
+    @staticmethod
+    def _summed(held: pa.Table) -> pa.Table:
+        """One row per user minute: the sums of the batches that counted it (an amount unknown in
+        every batch stays unknown: Arrow's sum of nulls is null, as Spark's is)."""
+        grouped = held.group_by(["user_id", "minute"]).aggregate(
+            [("tx_count", "sum"), ("total_amount", "sum"), ("flagged_count", "sum"), ("last_event_time", "max")]
+        )
+        return grouped.rename_columns(
+            {
+                "tx_count_sum": "tx_count",
+                "total_amount_sum": "total_amount",
+                "flagged_count_sum": "flagged_count",
+                "last_event_time_max": "last_event_time",
+            }
+        )
+
+    def _by_user(self, held: pa.Table) -> dict[str, dict[int, UserMinute]]:
+        by_user: dict[str, dict[int, UserMinute]] = {}
+        for row in self._summed(held).to_pylist():
+            by_user.setdefault(row["user_id"], {})[row["minute"]] = UserMinute(**row)
+        return by_user
+
+
+def _by_window_start(minutes: pa.Table) -> pa.Table:
+    """``minutes`` (with ``minute``) once for each 5-minute window holding it, with the window's ``start``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pa.concat_tables(
+        [
+            minutes.append_column("start", pc.subtract(minutes.column("minute"), back * MINUTE_MICROS))
+            for back in range(WINDOW_MINUTES)
+        ]
+    )
+
+
+def _window(kept: dict[int, UserMinute], user_id: str, start: int) -> Window | None:
+    """The user's window starting at ``start`` from their user minutes ``kept`` (by minute)."""
+    held = [kept[m] for m in range(start, start + WINDOW_MINUTES * MINUTE_MICROS, MINUTE_MICROS) if m in kept]
+    if not held:
+        return None
+    amounts = [m.total_amount for m in held if m.total_amount is not None]
+    return Window(
+        user_id,
+        start,
+        sum(m.tx_count for m in held),
+        sum(amounts) if amounts else None,
+        sum(m.flagged_count for m in held),
+        max(m.last_event_time for m in held),
+    )
+
+
+def _schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([(name, pa.type_for_alias(kind)) for name, kind in USER_MINUTE_SCHEMA])
 
 
 def plus_known(a: float | None, b: float | None) -> float | None:

@@ -53,7 +53,7 @@ from fraudlake.gold.aggregates import (
     first_alert_per_burst,
     live_rows,
 )
-from fraudlake.gold.bursts import RecentUserMinutes, UserMinute, plus_known
+from fraudlake.gold.bursts import RecentUserMinutes, plus_known
 from fraudlake.settings import Context
 from fraudlake.streaming_io import (
     ReplayCheck,
@@ -142,15 +142,16 @@ def minute_sums(rows: pa.Table) -> dict[int, dict]:
     }
 
 
-def user_minute_sums(rows: pa.Table) -> list[UserMinute]:
-    """Per user and minute: the sums of ``rows`` (:func:`live_rows`) that the 5-minute windows add up."""
+def user_minute_sums(rows: pa.Table) -> pa.Table:
+    """Per user and minute: the sums of ``rows`` (:func:`live_rows`) that the 5-minute windows add
+    up, with the columns of :class:`~fraudlake.gold.bursts.UserMinute` (Arrow: a batch's
+    thousands of user minutes never become Python objects)."""
     grouped = rows.group_by(["user_id", "minute"]).aggregate(
         [("one", "sum"), ("amount_usd", "sum"), ("flagged", "sum"), ("event_time", "max")]
     )
-    return [
-        UserMinute(r["user_id"], r["minute"], r["one_sum"], r["amount_usd_sum"], r["flagged_sum"], r["event_time_max"])
-        for r in grouped.to_pylist()
-    ]
+    return grouped.select(
+        ["user_id", "minute", "one_sum", "amount_usd_sum", "flagged_sum", "event_time_max"]
+    ).rename_columns(["user_id", "minute", "tx_count", "total_amount", "flagged_count", "last_event_time"])
 
 
 class GoldBatchWriter:
@@ -199,7 +200,7 @@ class GoldBatchWriter:
         # on its own, so a replay after a crash between them completes the rest.
         model, activity = self._alerts(session, rows, user_minutes, final, batch_id)
         added = self._write_minutes(session, minutes, final, before, batch_id) if minutes else 0
-        if user_minutes:
+        if user_minutes.num_rows:
             self._append_user_minutes(session, user_minutes, batch_id)
         self._count(added, minutes, model, activity)
 
@@ -258,19 +259,15 @@ class GoldBatchWriter:
                 F.unix_micros("last_event_time").alias("last_event_time"),
             )
         )
-        self.recent.add(UserMinute(**r.asDict()) for r in kept.collect())
+        self.recent.add(kept.toArrow())
 
     # ------------------------------------------------------------------ user minutes
 
-    def _append_user_minutes(self, session: SparkSession, sums: list[UserMinute], batch_id: int) -> None:
-        """Append the batch's sums per user minute, exactly once."""
+    def _append_user_minutes(self, session: SparkSession, sums: pa.Table, batch_id: int) -> None:
+        """Append the batch's sums per user minute (:func:`user_minute_sums`), exactly once."""
         from pyspark.sql import functions as F
 
-        frame = session.createDataFrame(
-            [(m.user_id, m.minute, m.tx_count, m.total_amount, m.flagged_count, m.last_event_time) for m in sums],
-            "user_id STRING, minute BIGINT, tx_count BIGINT, total_amount DOUBLE, flagged_count BIGINT, "
-            "last_event_time BIGINT",
-        ).select(
+        frame = session.createDataFrame(sums).select(
             "user_id",
             F.timestamp_micros("minute").alias("minute"),
             "tx_count",
@@ -315,7 +312,7 @@ class GoldBatchWriter:
     # ------------------------------------------------------------------ alerts
 
     def _alerts(
-        self, session: SparkSession, rows: pa.Table, sums: list[UserMinute], final: int, batch_id: int
+        self, session: SparkSession, rows: pa.Table, sums: pa.Table, final: int, batch_id: int
     ) -> tuple[int, int]:
         """Append the batch's alerts, exactly once: a model alert per flagged row, and an activity
         alert for each burst (a window holding a user minute this batch changed that has reached the
@@ -332,7 +329,7 @@ class GoldBatchWriter:
         ]
         model = len(alerts)
         self.recent.add(sums)
-        busy = self.recent.busy_windows(((m.user_id, m.minute) for m in sums), self.threshold)
+        busy = self.recent.busy_windows(sums.select(["user_id", "minute"]), self.threshold)
         self.recent.forget_before(_kept_since(final))
         candidates = [(w.user_id, w.last_event_time, w.start, w) for w in busy]
         assert self.last_alerted is not None  # restored at the start of the batch (_restore)
