@@ -522,6 +522,8 @@ def run(spark, base, args) -> dict:
             one_minute_during_run={"min": round(min(load_samples), 2), "max": round(max(load_samples), 2)},
         )
         result = {
+            "profile": args.profile,
+            "n_users": ctx.settings.simulator.n_users,
             "layers": args.layers,
             "rate": args.rate,
             "seconds": args.seconds,
@@ -588,12 +590,19 @@ def main() -> None:
         "--layers", default="bronze,silver,gold", help="the layers that run (bronze,silver: silver without gold's load)"
     )
     parser.add_argument("--code-note", default=None, help="free text saved with the results, e.g. the commit profiled")
+    parser.add_argument("--profile", choices=["latency", "throughput"], default="latency", help="stream profile")
+    parser.add_argument("--users", type=int, default=None, help="simulator.n_users (see bench_pipeline.py --users)")
     args = parser.parse_args()
 
-    from fraudlake.settings import Context
+    from fraudlake.settings import Context, parse_settings
     from fraudlake.spark import get_spark
 
     base = Context.load(home=tempfile.mkdtemp(prefix="fraudlake-bench-session-"))
+    data = base.settings.model_dump()  # leaves out values a profile filled in
+    data["profile"] = args.profile
+    if args.users is not None:
+        data["simulator"]["n_users"] = args.users
+    base = Context(parse_settings(data, "benchmark"), base.paths)
     spark = get_spark(base, master=args.master)
     result = run(spark, base, args)
     path = write_results(args.out, {"how_measured": HOW_MEASURED, **result})
