@@ -231,10 +231,12 @@ class SilverBatchWriter:
         """The batch's rows, each with its ``quarantine_reason``, in the driver: one Spark job."""
         return validate(batch, self.ctx.settings.streams.max_future_seconds).toArrow()
 
-    def route(self, session: SparkSession, validated: pa.Table, batch_id: int) -> None:
+    def route(self, session: SparkSession, validated: pa.Table, batch_id: int, frame: DataFrame | None = None) -> None:
         """Send each validated row to silver (scored) or to quarantine. Routing and the batch's
         figures are worked out in the driver and each append writes from there: no cache, and
-        no Spark job of its own for the bounds or the reasons (see the module's docstring)."""
+        no Spark job of its own for the bounds or the reasons (see the module's docstring).
+        ``frame``: ``validated`` as a DataFrame already (:func:`local_frame`), when the caller
+        made one for its own use: the rows cross from the driver to the JVM once."""
         import pyarrow.compute as pc
         from pyspark.sql import Observation
 
@@ -256,10 +258,14 @@ class SilverBatchWriter:
         valid = checked.filter(pc.is_null(reason)).drop_columns(["quarantine_reason"])
         totals = EMPTY_TOTALS
         if valid.num_rows:
+            if frame is not None and checked is validated:  # nothing was marked: the caller's frame holds the rows
+                rows = frame.where("quarantine_reason IS NULL").drop("quarantine_reason")
+            else:
+                rows = local_frame(session, valid)
             # The batch's figures are observed while the append writes the rows: no second pass
             # over the scored rows (and no second run of the model) just to count them.
             observed = Observation(f"silver_batch_{batch_id}")
-            scored = score_transactions(local_frame(session, valid), self.scorer)
+            scored = score_transactions(rows, self.scorer)
             table = self.scored_table
             wrote = append_once(
                 scored.observe(observed, *batch_totals()), table, self.app_id, batch_id, self.replays.needed(table)

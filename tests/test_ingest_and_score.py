@@ -91,7 +91,7 @@ def test_every_row_is_routed_once_across_bronze_only_combined_and_silver_only_ru
     _drop(spark, landing, "third", 300, seed=3)
     from fraudlake.silver.stream import SilverBatchWriter
 
-    def crash(self, session, validated, batch_id):
+    def crash(self, session, validated, batch_id, frame=None):
         raise RuntimeError("killed after the bronze append")
 
     with monkeypatch.context() as patched:
