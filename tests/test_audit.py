@@ -32,7 +32,7 @@ from fraudlake.tables import (
     table_name,
 )
 from fraudlake.timeutil import from_row
-from tests.conftest import attached, make_context, run_cli
+from tests.conftest import attached, fraudlake, make_context
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]  # trains a model and streams a lakehouse
 
@@ -286,14 +286,14 @@ def test_maintain_compacts_and_never_vacuums_inside_the_audit_window(spark, scor
     assert old["model_version"] == "1"
 
 
-def test_the_command_answers_not_found_for_an_injection_shaped_id(scored):
+def test_the_command_answers_not_found_for_an_injection_shaped_id(scored, capsys):
     home = scored.ctx.paths.home
-    result = run_cli("audit", "transaction", "x' OR '1'='1", "--master", "local[1]", home=home, check=False)
-    assert result.returncode == 4, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "fraudlake: error: transaction \"x' OR '1'='1\" not found"
-    assert "Traceback" not in result.stderr and result.stdout == ""
-    refused = run_cli("maintain", "--vacuum", "--retain-hours", "1", home=home, check=False)
-    assert refused.returncode == 1 and "below the audit window" in refused.stderr
+    code, out, err = fraudlake(capsys, home, "audit", "transaction", "x' OR '1'='1")
+    assert code == 4, err
+    assert err.strip().splitlines()[-1] == "fraudlake: error: transaction \"x' OR '1'='1\" not found"
+    assert "Traceback" not in err and out == ""
+    code, _, err = fraudlake(capsys, home, "maintain", "--vacuum", "--retain-hours", "1")
+    assert code == 1 and "below the audit window" in err
 
 
 def test_times_are_utc_whatever_the_host_zone(spark, scored, capsys):

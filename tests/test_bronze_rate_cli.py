@@ -14,7 +14,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from fraudlake.bronze.ingest import claim_rate_checkpoint
-from tests.conftest import java_that_records_its_starts, make_context, run_cli
+from tests.conftest import fraudlake, java_that_records_its_starts, make_context, run_cli
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ def _assert_contiguous_ids(spark, table: Path) -> int:
     return stats["n"]
 
 
-def test_stop_kill_and_restart_lose_nothing_and_duplicate_nothing(spark, tmp_path):
+def test_stop_kill_and_restart_lose_nothing_and_duplicate_nothing(spark, capsys, tmp_path):
     home = tmp_path / "home"
     table = home / "warehouse" / "bronze" / "transactions"
     common = ["ingest", "--source", "rate", "--rate", str(RATE), "--master", "local[2]"]
@@ -71,15 +71,17 @@ def test_stop_kill_and_restart_lose_nothing_and_duplicate_nothing(spark, tmp_pat
     after_restart = _assert_contiguous_ids(spark, table)
     assert after_restart > after_kill > 0
 
-    # 3. Another process reads the registered table with SQL.
-    result = run_cli(
+    # 3. A reader (here this process's session) finds the table by its name in the home with SQL.
+    code, out, err = fraudlake(
+        capsys,
+        home,
         "sql",
         "SELECT count(*) AS n, count(DISTINCT transaction_id) AS d FROM spark_catalog.bronze.transactions",
         "--format",
         "json",
-        home=home,
     )
-    [row] = json.loads(result.stdout)
+    assert code == 0, err
+    [row] = json.loads(out)
     assert row == {"n": after_restart, "d": after_restart}
 
 
