@@ -49,8 +49,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             # A catch-up batch holds at most ~50 s of bronze commits (two files each), so the
             # first fresh rows after a restart are not stuck behind one huge batch.
             "silver_max_files_per_trigger": 200,
-            # Each gold batch MERGEs the windows and minutes it touches: a fixed cost of
-            # seconds on 2 cores. Every 10 s keeps the dashboard live and leaves silver its cores.
+            # Each gold batch pays three Delta commits (alerts, the open minutes' replaceWhere,
+            # the user minutes): seconds on 2 cores. Every 10 s keeps the dashboard live (an
+            # activity alert p95 11 s after its transaction) and leaves silver its cores.
             "gold_trigger_seconds": 10.0,
         },
     },
@@ -66,8 +67,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             # Silver batches hold 5 s of bronze: scoring cost grows with rows, its fixed cost does not.
             "silver_trigger_seconds": 5.0,
             "silver_max_files_per_trigger": 1_000,
-            # A MERGE rewrites the files of the windows it touches whatever the batch size: 30 s
-            # batches rewrite them six times less often than 5 s ones.
+            # Gold's commits (and the replaceWhere of the open minutes) cost the same whatever
+            # the batch size: 30 s batches pay them three times less often than 10 s ones.
             "gold_trigger_seconds": 30.0,
         },
     },
