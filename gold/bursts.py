@@ -104,8 +104,11 @@ class RecentUserMinutes:
     def window(self, user_id: str, start: int) -> Window | None:
         """The user's window starting at ``start``, or None when it holds none of their minutes."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        return _window(self._by_user(self._held(pa.array([user_id], pa.string()))).get(user_id, {}), user_id, start)
+        windows = _windows(self._summed(self._held(pa.array([user_id], pa.string()))))
+        found = windows.filter(pc.equal(windows.column("start"), start)).to_pylist()
+        return Window(**found[0]) if found else None
 
     def busy_windows(self, touched: pa.Table | Iterable[tuple[str, int]], threshold: int) -> list[Window]:
         """The windows holding a touched user minute (a table with ``user_id`` and ``minute``,
@@ -132,30 +135,14 @@ class RecentUserMinutes:
         held = held.filter(pc.is_in(held.column("user_id"), value_set=busy_users))
         # Each user minute counts in the five windows that hold it; the windows that matter hold a
         # touched one. All in Arrow: at tens of thousands of rows a second most users are busy.
-        windows = (
-            _by_window_start(held)
-            .group_by(["user_id", "start"])
-            .aggregate(
-                [("tx_count", "sum"), ("total_amount", "sum"), ("flagged_count", "sum"), ("last_event_time", "max")]
-            )
-        )
-        windows = windows.filter(pc.greater_equal(windows.column("tx_count_sum"), threshold))
+        windows = _windows(held)
+        windows = windows.filter(pc.greater_equal(windows.column("tx_count"), threshold))
         near = touched.filter(pc.is_in(touched.column("user_id"), value_set=busy_users))
         starts = _by_window_start(near.select(["user_id", "minute"])).group_by(["user_id", "start"]).aggregate([])
         windows = windows.join(starts, keys=["user_id", "start"], join_type="inner").sort_by(
             [("user_id", "ascending"), ("start", "ascending")]
         )
-        return [
-            Window(
-                w["user_id"],
-                w["start"],
-                w["tx_count_sum"],
-                w["total_amount_sum"],
-                w["flagged_count_sum"],
-                w["last_event_time_max"],
-            )
-            for w in windows.to_pylist()
-        ]
+        return [Window(**w) for w in windows.to_pylist()]
 
     def forget_before(self, minute: int) -> None:
         """Drop the minutes starting before ``minute``: no window that can still change holds them."""
@@ -187,25 +174,26 @@ class RecentUserMinutes:
 
     @staticmethod
     def _summed(held: pa.Table) -> pa.Table:
-        """One row per user minute: the sums of the batches that counted it (an amount unknown in
-        every batch stays unknown: Arrow's sum of nulls is null, as Spark's is)."""
-        grouped = held.group_by(["user_id", "minute"]).aggregate(
-            [("tx_count", "sum"), ("total_amount", "sum"), ("flagged_count", "sum"), ("last_event_time", "max")]
-        )
-        return grouped.rename_columns(
-            {
-                "tx_count_sum": "tx_count",
-                "total_amount_sum": "total_amount",
-                "flagged_count_sum": "flagged_count",
-                "last_event_time_max": "last_event_time",
-            }
-        )
+        """One row per user minute: the sums of the batches that counted it."""
+        return _added_up(held, ["user_id", "minute"])
 
-    def _by_user(self, held: pa.Table) -> dict[str, dict[int, UserMinute]]:
-        by_user: dict[str, dict[int, UserMinute]] = {}
-        for row in self._summed(held).to_pylist():
-            by_user.setdefault(row["user_id"], {})[row["minute"]] = UserMinute(**row)
-        return by_user
+
+# How user minutes add up, into one user minute or into a window: counts and amounts are
+# summed (an amount unknown in every row stays unknown: Arrow's sum of nulls is null, as
+# Spark's is), and the newest event time is kept.
+ADDED_UP = (("tx_count", "sum"), ("total_amount", "sum"), ("flagged_count", "sum"), ("last_event_time", "max"))
+
+
+def _added_up(rows: pa.Table, keys: list[str]) -> pa.Table:
+    """``rows`` (user minutes) added up per ``keys``, the columns keeping their names."""
+    grouped = rows.group_by(keys).aggregate(list(ADDED_UP))
+    return grouped.rename_columns({f"{column}_{how}": column for column, how in ADDED_UP})
+
+
+def _windows(minutes: pa.Table) -> pa.Table:
+    """The 5-minute windows that hold ``minutes`` (one row per user minute), with the columns of
+    :class:`Window`."""
+    return _added_up(_by_window_start(minutes), ["user_id", "start"])
 
 
 def _by_window_start(minutes: pa.Table) -> pa.Table:
@@ -218,22 +206,6 @@ def _by_window_start(minutes: pa.Table) -> pa.Table:
             minutes.append_column("start", pc.subtract(minutes.column("minute"), back * MINUTE_MICROS))
             for back in range(WINDOW_MINUTES)
         ]
-    )
-
-
-def _window(kept: dict[int, UserMinute], user_id: str, start: int) -> Window | None:
-    """The user's window starting at ``start`` from their user minutes ``kept`` (by minute)."""
-    held = [kept[m] for m in range(start, start + WINDOW_MINUTES * MINUTE_MICROS, MINUTE_MICROS) if m in kept]
-    if not held:
-        return None
-    amounts = [m.total_amount for m in held if m.total_amount is not None]
-    return Window(
-        user_id,
-        start,
-        sum(m.tx_count for m in held),
-        sum(amounts) if amounts else None,
-        sum(m.flagged_count for m in held),
-        max(m.last_event_time for m in held),
     )
 
 
