@@ -48,11 +48,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 try:
-    from benchmarks.common import write_results
+    from benchmarks.common import under_profile, write_results
 except ImportError:  # run as a script without the repository on PYTHONPATH
     # Appended, not inserted first: a fraudlake installed elsewhere (the code under test) must win.
     sys.path.append(str(Path(__file__).resolve().parents[1]))
-    from benchmarks.common import write_results
+    from benchmarks.common import under_profile, write_results
 
 DURATIONS = ("triggerExecution", "addBatch", "getBatch", "latestOffset", "queryPlanning", "walCommit", "commitOffsets")
 WARM_UP_SHARE = 1 / 3
@@ -594,15 +594,13 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=None, help="simulator.n_users (see bench_pipeline.py --users)")
     args = parser.parse_args()
 
-    from fraudlake.settings import Context, parse_settings
+    from fraudlake.settings import Context
     from fraudlake.spark import get_spark
 
     base = Context.load(home=tempfile.mkdtemp(prefix="fraudlake-bench-session-"))
-    data = base.settings.model_dump()  # leaves out values a profile filled in
-    data["profile"] = args.profile
     if args.users is not None:
-        data["simulator"]["n_users"] = args.users
-    base = Context(parse_settings(data, "benchmark"), base.paths)
+        base = base.with_settings(simulator={"n_users": args.users})
+    base = under_profile(base, args.profile)
     spark = get_spark(base, master=args.master)
     result = run(spark, base, args)
     path = write_results(args.out, {"how_measured": HOW_MEASURED, **result})

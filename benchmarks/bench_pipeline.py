@@ -40,9 +40,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_results
+from benchmarks.common import under_profile, write_results
 from fraudlake.orchestration.pipeline import LAYERS, parse_layers
-from fraudlake.settings import Context, Paths, parse_settings
+from fraudlake.settings import Context, Paths
 from fraudlake.spark import get_spark
 from fraudlake.tables import (
     BRONZE_TRANSACTIONS,
@@ -73,10 +73,7 @@ def with_model(spark, ctx: Context) -> None:
 def _started(spark, base: Context, profile: str, rate: int, layers=None):
     from fraudlake.orchestration.pipeline import start_pipeline
 
-    ctx = fresh_context(base)
-    data = ctx.settings.model_dump()  # leaves out values a profile filled in
-    data["profile"] = profile
-    ctx = Context(parse_settings(data, "benchmark"), ctx.paths)
+    ctx = under_profile(fresh_context(base), profile)
     with_model(spark, ctx)
     return ctx, start_pipeline(spark, ctx, layers or LAYERS, "rate", rate=rate, out=open(os.devnull, "w"))
 

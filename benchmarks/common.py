@@ -28,3 +28,13 @@ def write_results(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def under_profile(ctx, profile: str):
+    """``ctx`` (a :class:`fraudlake.settings.Context`) with the stream profile ``profile``, as
+    ``fraudlake run --profile`` sets it: the profile fills every stream key the conf leaves out."""
+    from fraudlake.settings import Context, parse_settings
+
+    data = ctx.settings.model_dump()  # leaves out values a profile filled in
+    data["profile"] = profile
+    return Context(parse_settings(data, "benchmark"), ctx.paths)
