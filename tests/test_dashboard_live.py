@@ -1,10 +1,10 @@
 """The dashboard and the report on a real lakehouse: the dashboard as its own process, read in headless
-Chromium while ``fraudlake run`` writes; the queries and ``fraudlake report`` in process.
+Chromium while a stream writes; the queries and ``fraudlake report`` in process.
 
 One ``fraudlake dashboard`` serves the whole module. It starts on an empty home, whose page
 is read before the home is filled in process (a model, and a short history of simulated
-transactions through every layer), and a ``fraudlake run`` writes more while the page is
-read. The fixtures order this, not the tests: any of them may run alone or first.
+transactions through every layer), and a rate stream (``fraudlake run``'s bronze + silver
+query, in process) writes more while the page is read. The fixtures order this, not the tests: any of them may run alone or first.
 
 The browser is Debian's chromium driven by its chromedriver (``apt-get install chromium
 chromium-driver``); nothing is downloaded at run time.
@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from fraudlake.cli import main
 from fraudlake.dashboards.queries import read_snapshot
 from fraudlake.ml.train import train_model
-from fraudlake.orchestration.pipeline import LAYERS, catch_up
+from fraudlake.orchestration.pipeline import LAYERS, catch_up, preflight, start_pipeline
 from fraudlake.simulator import generate_batch
 from fraudlake.tables import (
     GOLD_DASHBOARD_MINUTE,
@@ -310,53 +310,32 @@ def test_page_shows_the_sql_count_of_scored_transactions(lakehouse, dashboard, b
     assert shot.stat().st_size > 20_000
 
 
-def test_page_keeps_refreshing_while_fraudlake_run_writes(lakehouse, dashboard, browser, spark, home, tmp_path):
-    """The shown total is silver's count: bronze and silver are the layers it needs (gold would add four
-    stateful queries to a machine that is already running two JVMs and a browser)."""
+def test_page_keeps_refreshing_while_a_stream_writes(lakehouse, dashboard, browser, spark, tmp_path):
+    """A rate stream scores into silver while the page is open: the page's total follows silver's
+    count as the stream commits, and settles on the final count once the stream stops.
+
+    The stream is ``fraudlake run --layers bronze,silver --source rate``'s query, started in this
+    process: the dashboard's JVM and this one read and write the same tables, as a run and the
+    dashboard do, without a third JVM on two cores (the run itself, as its own process, is
+    test_run_cli's).
+    """
     ctx = lakehouse
     browser.get(dashboard.url)
     before = wait_for(lambda: shown_total(browser), 120, "a total on the page", browser)
-    env = {**os.environ, "FRAUDLAKE_HOME": str(home)}
-    env.pop("FRAUDLAKE_CONF", None)
-    run = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fraudlake.cli",
-            "run",
-            "--layers",
-            "bronze,silver",
-            "--source",
-            "rate",
-            "--rate",
-            "50",
-            "--duration",
-            "300",
-        ],
-        env=env,
-        cwd=str(home.parent),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    preflight(ctx, ("bronze", "silver"), "rate", 50)
+    stream = start_pipeline(spark, ctx, ("bronze", "silver"), "rate", rate=50)
     try:
-        first = wait_for(lambda: (t := shown_total(browser)) and t > before and t, 240, "the total to grow", browser)
-        # The writer commits past what the page showed before it is stopped: the page's last
+        first = wait_for(lambda: (t := shown_total(browser)) and t > before and t, 180, "the total to grow", browser)
+        # The stream commits past what the page showed before it is stopped: the page's last
         # refresh below must then show a newer total than its first.
         wait_for(lambda: _count(spark, ctx, SILVER_SCORED) > first, 90, "silver to grow past the shown total")
         browser.save_screenshot(str(tmp_path / "dashboard-while-running.png"))
     except AssertionError as error:
-        run.kill()
-        raise AssertionError(
-            f"{error}\nfraudlake run said:\n{run.communicate(timeout=60)[1][-3000:]}\n"
-            "the dashboard said:\n" + "\n".join(dashboard.lines[-20:])
-        ) from None
+        raise AssertionError(f"{error}\nthe dashboard said:\n" + "\n".join(dashboard.lines[-20:])) from None
     finally:
-        if run.poll() is None:
-            run.send_signal(signal.SIGINT)  # Ctrl-C: the run stops between micro-batches
-    _, errors = run.communicate(timeout=120)
-    assert run.returncode in (0, 130), errors[-2000:]
-    # Once the writer has stopped, the page settles on the table's count: refreshed again.
+        for query in stream.queries.values():
+            query.stop()
+    # Once the stream has stopped, the page settles on the table's count: refreshed again.
     final = _count(spark, ctx, SILVER_SCORED)
     assert before < first < final
     wait_for(lambda: shown_total(browser) == final, 90, f"the page to show the final {final:,}", browser)
