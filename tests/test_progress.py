@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -277,6 +279,50 @@ def test_a_layer_that_never_catches_up_is_stopped_at_the_limit_and_named(capsys)
     assert reached == {"gold": 1.0}
     assert not any(q.isActive for q in (bronze, silver, gold))
     assert "gold had not caught up after 1 s (the drain limit)" in capsys.readouterr().err
+
+
+def _began(epoch: float, batch: int = 7) -> dict:
+    """A report of a batch whose trigger began at ``epoch``, as Spark stamps it (ISO 8601, UTC)."""
+    stamp = datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {**report("q", batch, 500), "timestamp": stamp}
+
+
+def test_a_layer_whose_batch_began_after_the_stop_is_caught_up_without_waiting_its_interval():
+    # Gold's last batch began after silver stopped: it read everything silver committed, even
+    # though its status still says data was available when it last looked.
+    gold = FakeQuery("g", [_began(time.time() + 60)], has_more=True)
+    reached = drain_in_stages({"silver": FakeQuery("s"), "gold": gold}, [["silver"], ["gold"]], {}, timeout=2.0)
+    assert reached == {} and not gold.isActive
+
+
+def test_a_layer_whose_last_batch_began_before_the_stop_is_not_caught_up_by_it(capsys):
+    gold = FakeQuery("g", [_began(time.time() - 60)], has_more=True)
+    reached = drain_in_stages({"silver": FakeQuery("s"), "gold": gold}, [["silver"], ["gold"]], {}, timeout=1.0)
+    assert reached == {"gold": 1.0} and not gold.isActive
+
+
+class RestartedSource(FakeQuery):
+    """A rate source just restarted after a crash, stopped during its first batch: the batch
+    replayed from the checkpoint (planned before the crash) commits, then one planned now."""
+
+    def __init__(self):
+        super().__init__("restarted", has_more=True)
+        self.looks = 0
+
+    @property
+    def status(self):
+        self.looks += 1
+        if self.looks == 2:
+            self.recentProgress.append(_began(time.time() - 30, batch=4))  # the replayed batch
+        elif self.looks == 5:
+            self.recentProgress.append(_began(time.time(), batch=5))  # the downtime's rows
+        return {"isTriggerActive": False, "isDataAvailable": True}
+
+
+def test_a_batch_replayed_after_a_crash_does_not_end_a_sources_last_batch():
+    source = RestartedSource()
+    assert stop_after_next_batch([source], timeout=5.0, grace=1.0) == []
+    assert [r["batchId"] for r in source.recentProgress] == [4, 5] and not source.isActive
 
 
 class BusySource(FakeQuery):

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fraudlake.errors import FraudlakeError
@@ -411,11 +412,14 @@ def stop_after_next_batch(
 ) -> list[StreamingQuery]:
     """Stop sources once they have committed what arrived until now; returns those stopped mid-batch.
 
-    Each query gets one more micro-batch (it reads up to the present), unless it reports
-    nothing to read; so a timed ``ingest --rate R --duration S`` lands about R × S rows.
-    A query that runs its batches back to back (each longer than its trigger interval)
-    is never seen between two; it stops once a second batch has committed, interrupting
-    one that has just begun (replayed from the checkpoint by the next run).
+    Each query gets one more micro-batch, one whose trigger began after the stop (it reads
+    up to the present), unless it reports nothing to read; so a timed ``ingest --rate R
+    --duration S`` lands about R × S rows. A batch replayed from the checkpoint after a
+    crash was planned before it and does not count: a restarted run stopped during that
+    batch still lands the rows of its downtime. A query that runs its batches back to back
+    (each longer than its trigger interval) is never seen between two; it stops once such
+    a batch has committed, interrupting the one that has just begun (replayed from the
+    checkpoint by the next run).
 
     A query that has not read up to the present after ``timeout`` (batches slower than
     that, e.g. on a busy machine) stops at its next batch boundary instead, so a query
@@ -423,17 +427,26 @@ def stop_after_next_batch(
     one still inside a batch ``grace`` seconds later is stopped mid-batch.
     """
     seen = {id(q): _last_progress(q).get("batchId", -1) for q in queries}
+    stopped_at = time.time()
     soft_deadline = time.monotonic() + timeout
     at_deadline: dict[int, int] = {}
 
     def read_up_to_now(query: StreamingQuery) -> bool:
         status, progress = query.status, _last_progress(query)
         batch_id = progress.get("batchId", -1)
-        committed = batch_id - seen[id(query)]
         if time.monotonic() >= soft_deadline:
             first = at_deadline.setdefault(id(query), batch_id)
             if not status.get("isTriggerActive") or batch_id > first:
                 return True  # between batches, or one has just committed and the next just begun
+        began = _trigger_began(progress)
+        if began is not None:
+            # A batch whose trigger began after the stop has committed: it read up to the
+            # present. One that began before may be a batch replayed from the checkpoint after
+            # a crash, planned then: it ends the wait only if the source has nothing more.
+            if began >= stopped_at:
+                return True
+            return not status.get("isTriggerActive") and not status.get("isDataAvailable")
+        committed = batch_id - seen[id(query)]
         if status.get("isTriggerActive"):
             return committed >= 2
         return not status.get("isDataAvailable") or committed >= 1
@@ -446,16 +459,31 @@ def _last_progress(query: StreamingQuery) -> dict[str, Any]:
     return query.lastProgress or {}
 
 
-def _caught_up(query: StreamingQuery, since: float, interval: float) -> bool:
-    """True once a trigger that began after ``since`` (a full interval later) found no new data."""
+def _caught_up(query: StreamingQuery, since: float, interval: float, since_epoch: float | None = None) -> bool:
+    """True once the query has read everything the stages before it committed until ``since``.
+
+    That is, once a batch whose trigger began after ``since_epoch`` (the same instant on
+    the wall clock) has committed: it read up to the present. A layer with nothing left to
+    read runs no such batch (Spark reports idle triggers only now and then); it is caught up
+    once a trigger that began a full interval after ``since`` found no new data.
+    """
     if not query.isActive:
         return True
     status = query.status
-    return (
-        time.monotonic() >= since + interval + 0.5
-        and not status.get("isTriggerActive")
-        and not status.get("isDataAvailable")
-    )
+    if status.get("isTriggerActive"):
+        return False
+    began = _trigger_began(_last_progress(query))
+    if since_epoch is not None and began is not None and began >= since_epoch:
+        return True
+    return time.monotonic() >= since + interval + 0.5 and not status.get("isDataAvailable")
+
+
+def _trigger_began(progress: dict[str, Any]) -> float | None:
+    """When the reported batch's trigger began (epoch seconds; ``timestamp`` is ISO 8601 UTC)."""
+    stamp = progress.get("timestamp")
+    if not stamp:
+        return None
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def drain_limit(timeout: float, intervals: Iterable[float]) -> float:
@@ -491,9 +519,11 @@ def drain_in_stages(
     for stage in stages[1:]:
         waiting = [name for name in stage if name in queries]
         limit = drain_limit(timeout, (intervals.get(name, 0.0) for name in waiting))
-        since, deadline = time.monotonic(), time.monotonic() + limit
+        since, since_epoch, deadline = time.monotonic(), time.time(), time.monotonic() + limit
         while waiting and time.monotonic() < deadline:
-            waiting = [name for name in waiting if not _caught_up(queries[name], since, intervals.get(name, 0.0))]
+            waiting = [
+                name for name in waiting if not _caught_up(queries[name], since, intervals.get(name, 0.0), since_epoch)
+            ]
             time.sleep(0.1)
         for name in waiting:
             note(
