@@ -60,7 +60,7 @@ def test_stop_kill_and_restart_lose_nothing_and_duplicate_nothing(spark, capsys,
     after_kill = _assert_contiguous_ids(spark, table)
 
     # 2. A timed restart: resumes from the checkpoint, replays the interrupted batch once, stops cleanly.
-    restart = run_cli(*common, "--duration", "15", "--format", "json", home=home)
+    restart = run_cli(*common, "--duration", "8", "--format", "json", home=home)
     summary = json.loads(restart.stdout)
     # A batch that started as the stop came may commit before it is interrupted: the
     # table can hold more than the progress reports counted, never less.

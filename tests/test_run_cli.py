@@ -104,7 +104,7 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     landed = spark.read.format("delta").load(str(warehouse / "bronze" / "transactions")).count()
 
     result = subprocess.run(
-        [*run, "--duration", "20", "--format", "json"],
+        [*run, "--duration", "10", "--format", "json"],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -121,10 +121,10 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     code, out, err = fraudlake(capsys, home, "sql", both, "--format", "json")
     assert code == 0, err
     [row] = json.loads(out)
-    # What landed before the kill, then the rate source's rows of the downtime and of the 20 s after
+    # What landed before the kill, then the rate source's rows of the downtime and of the 10 s after
     # the restart (the source numbers rows by the time since it first started: the downtime is not
     # skipped).
-    assert landed > 0 and row["bronze"] >= landed + 100 * 20, (landed, row)
+    assert landed > 0 and row["bronze"] >= landed + 100 * 10, (landed, row)
     assert row["bronze"] == row["silver"] + row["quarantine"], row
     assert row["silver"] == row["silver_ids"], row
     assert row["unscored"] == 0
@@ -146,7 +146,7 @@ def test_run_without_a_model_says_how_to_train_one(tmp_path):
 
 def test_demo_on_a_clean_home_ends_with_the_summary_and_reports(tmp_path):
     home = tmp_path / "home"
-    result = run_cli("demo", "--duration", "30", "--format", "json", home=home, timeout=600)
+    result = run_cli("demo", "--duration", "15", "--format", "json", home=home, timeout=600)
     summary = json.loads(result.stdout)
     rows = summary["rows"]
     assert (
