@@ -104,6 +104,23 @@ def spark(tmp_path_factory):
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def shared_champion(spark, tmp_path_factory) -> dict[str, str]:
+    """``ml`` settings that point a home at one registry, trained once for the session: its
+    champion is what ``fraudlake demo`` trains (gradient boosting on the default simulated
+    history), ``fraud_detector`` version 1.
+
+    For modules that only score with a champion; a module that trains, promotes or
+    re-scores keeps a registry of its own. ``make_context(home, ml=shared_champion)``.
+    """
+    from fraudlake.ml.train import train_model
+
+    folder = tmp_path_factory.mktemp("shared-registry")
+    ml = {"tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", "artifact_location": str(folder / "mlruns")}
+    train_model(spark, make_context(folder / "home", ml=ml), model="gradient_boosting")
+    return ml
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _module_leaves_the_session_as_it_started():
     """After a module (its fixtures included), the shared session as it was when it started."""

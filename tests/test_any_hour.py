@@ -18,7 +18,6 @@ from pyspark.sql import functions as F
 from fraudlake.bronze.ingest import checkpoint_name, start_bronze_ingest
 from fraudlake.conf.settings import SimulatorSettings
 from fraudlake.ml.serving import load_scorer, score_transactions
-from fraudlake.ml.train import train_model
 from fraudlake.orchestration.pipeline import catch_up
 from fraudlake.orchestration.streaming import run_queries
 from fraudlake.simulator import generate_batch
@@ -39,11 +38,11 @@ RATE = 200
 
 
 @pytest.fixture(scope="module")
-def champion(spark, tmp_path_factory):
+def champion(spark, shared_champion, tmp_path_factory):
     """A home whose champion is what `fraudlake demo` trains: gradient boosting on the default history."""
-    ctx = make_context(tmp_path_factory.mktemp("any-hour") / "home", streams={"console_alerts_per_batch": 0})
+    home = tmp_path_factory.mktemp("any-hour") / "home"
+    ctx = make_context(home, ml=shared_champion, streams={"console_alerts_per_batch": 0})
     ensure_tables(spark, ctx)
-    train_model(spark, ctx, model="gradient_boosting")
     return ctx
 
 

@@ -2,9 +2,10 @@
 Chromium while a stream writes; the queries and ``fraudlake report`` in process.
 
 One ``fraudlake dashboard`` serves the whole module. It starts on an empty home, whose page
-is read before the home is filled in process (a model, and a short history of simulated
-transactions through every layer), and a rate stream (``fraudlake run``'s bronze + silver
-query, in process) writes more while the page is read. The fixtures order this, not the tests: any of them may run alone or first.
+is read before the home is filled in process (a short history of simulated transactions
+through every layer, scored by the session's shared champion), and a rate stream (``fraudlake
+run``'s bronze + silver query, in process) writes more while the page is read. The fixtures
+order this, not the tests: any of them may run alone or first.
 
 The browser is Debian's chromium driven by its chromedriver (``apt-get install chromium
 chromium-driver``); nothing is downloaded at run time.
@@ -29,7 +30,6 @@ from pyspark.sql import functions as F
 
 from fraudlake.cli import main
 from fraudlake.dashboards.queries import read_snapshot
-from fraudlake.ml.train import train_model
 from fraudlake.orchestration.pipeline import LAYERS, catch_up, preflight, start_pipeline
 from fraudlake.simulator import generate_batch
 from fraudlake.tables import (
@@ -42,7 +42,7 @@ from fraudlake.tables import (
 )
 from tests.conftest import attached, make_context
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]  # trains a model and streams a lakehouse
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # streams a lakehouse
 
 HISTORY_ROWS = 2_000
 HISTORY_SECONDS = 40 * 60
@@ -130,7 +130,7 @@ def home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def dashboard(home):
-    """Started on the still-empty home; its JVM boots while the model trains in this process."""
+    """Started on the still-empty home; its JVM boots while this process goes on."""
     server = Dashboard(home)
     yield server
     code = server.stop()
@@ -138,10 +138,8 @@ def dashboard(home):
 
 
 @pytest.fixture(scope="module")
-def champion(spark, home):
-    ctx = make_context(home, ml={"samples": 6_000})
-    train_model(spark, ctx, model="gradient_boosting")
-    return ctx
+def champion(home, shared_champion):
+    return make_context(home, ml=shared_champion)
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +255,7 @@ def charts_drawn(browser) -> bool:
 
 @pytest.fixture(scope="module")
 def empty_page(dashboard, champion, browser, home, tmp_path_factory) -> SimpleNamespace:
-    """The page on the home with a model and no table yet, as the browser showed it."""
+    """The page on the home with a champion and no table yet, as the browser showed it."""
     assert not delta_tables(home), "the home was filled before its empty page was read"
     browser.get(dashboard.url)
     message = wait_for(lambda: _text(browser, "empty-state"), 120, "the empty state", browser)

@@ -14,13 +14,12 @@ from pyspark.sql import functions as F
 
 from fraudlake.bronze.ingest import start_bronze_ingest
 from fraudlake.conf.settings import SimulatorSettings
-from fraudlake.ml.train import train_model
 from fraudlake.orchestration.pipeline import catch_up, load_champion, start_ingest_and_score
 from fraudlake.simulator import generate_batch
 from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, ensure_tables, table_name
 from tests.conftest import make_context
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]  # trains a model and streams a lakehouse
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # streams a lakehouse
 
 BAD = {
     "transaction_id": "bad-amount",
@@ -54,11 +53,12 @@ def _drop(spark, landing, name: str, rows: int, seed: int) -> None:
     records.drop("_raw", "_source", "_ingest_time").coalesce(1).write.json(str(landing / name))
 
 
-def test_every_row_is_routed_once_across_bronze_only_combined_and_silver_only_runs(spark, tmp_path, monkeypatch):
+def test_every_row_is_routed_once_across_bronze_only_combined_and_silver_only_runs(
+    spark, shared_champion, tmp_path, monkeypatch
+):
     home = tmp_path / "home"
-    ctx = make_context(home, ml={"samples": 3_000})
+    ctx = make_context(home, ml=shared_champion)
     ensure_tables(spark, ctx)
-    train_model(spark, ctx, model="gradient_boosting")
     scorer = load_champion(spark, ctx)
     landing = home / "landing"
 
