@@ -251,14 +251,17 @@ def test_bad_input_is_one_error_line(spark, tmp_path, capsys):
         train_model(spark, make_context(tmp_path / "home"), input_path=str(only_genuine))
 
 
-def test_console_train_evaluate_models(tmp_path):
-    """The installed command, in its own process and JVM, as a user runs it."""
+def test_console_train_evaluate_models(tmp_path, capsys):
+    """Training with the installed command, in its own process and JVM, as a user runs it; then
+    evaluate and models (no JVM: they read the registry) on what it registered."""
     home = tmp_path / "home"
     trained = run_cli("train", "--samples", "3000", "--master", "local[1]", home=home)
     assert "registered models:/fraud_detector/1 as champion" in trained.stderr
     assert "Traceback" not in trained.stderr and "INFO" not in trained.stderr
-    evaluated = json.loads(run_cli("evaluate", "--format", "json", home=home).stdout)
+    code, out, err = fraudlake(capsys, home, "evaluate", "--format", "json")
+    assert code == 0, err
+    evaluated = json.loads(out)
     assert {m: evaluated[m] is not None for m in ALL_METRICS} == {m: True for m in ALL_METRICS}
-    listed = run_cli("models", "--format", "json", home=home)
-    assert [(v["version"], v["aliases"]) for v in json.loads(listed.stdout)] == [(1, "champion")]
-    assert listed.stderr == ""
+    code, out, err = fraudlake(capsys, home, "models", "--format", "json")
+    assert code == 0 and err == ""
+    assert [(v["version"], v["aliases"]) for v in json.loads(out)] == [(1, "champion")]

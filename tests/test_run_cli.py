@@ -1,4 +1,5 @@
-"""`fraudlake run` and `fraudlake demo` as users run them: separate processes, kill -9, restart, SQL."""
+"""`fraudlake run` and `fraudlake demo` as users run them: a run killed with kill -9 in its own process
+and restarted, the demo on a clean home, SQL on what they wrote."""
 
 from __future__ import annotations
 
@@ -60,17 +61,17 @@ def _commits(table: Path) -> int:
 
 def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     home = tmp_path / "home"
-    # Training and the final SQL run in this process (the session's JVM). The run, the process
-    # killed and restarted, is the console script outside its environment: the first python3 on
-    # PATH lacks pandas, so scoring works only if Spark's workers run fraudlake's interpreter.
+    # Training, the restart and the final SQL run in this process (the session's JVM). The run
+    # that is killed is the console script outside its environment: the first python3 on PATH
+    # lacks pandas, so scoring works only if Spark's workers run fraudlake's interpreter.
     assert fraudlake(capsys, home, "train", "--samples", "5000", "--model", "gradient_boosting")[0] == 0
     script, env = console_outside_its_environment(tmp_path, home)
-    # On the simulated clock, from 10 s before a minute boundary (row n at n / 100 s after it), with
-    # a short watermark: the events cross a minute boundary and its watermark within the first
-    # 2,000 rows, so some windows are final and some open however quickly the machine reaches the
-    # kill, and the restarted run need not wait for the wall clock to pass a boundary.
+    # On the simulated clock, from 2 s before a minute boundary (row n at n / 100 s after it), with
+    # a short watermark: a window is final once gold has counted a minute that began the watermark
+    # after the window's end, so rows 6,200 on (03:01:00 and later) make the first windows final
+    # while the newest stay open, whenever the machine reaches the kill.
     # 100 rows/s, well below what the three layers keep up with on 2 cores: after the restart the rate
-    # source's first batch holds every row of the downtime (the kill, then a JVM start), and the run
+    # source's first batch holds every row of the downtime (the kill, then the restart's start), and the run
     # must commit it and drain before it stops (at 400 rows/s on a machine with a quarter of its CPU
     # stolen, each combined batch took 35 s and the restarted run 4 minutes).
     run = [
@@ -85,7 +86,7 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
         "--set",
         "streams.watermark_seconds=5",
         "--set",
-        "simulator.stream_start_time=2026-11-26T02:59:50Z",
+        "simulator.stream_start_time=2026-11-26T02:59:58Z",
     ]
 
     victim = subprocess.Popen(
@@ -101,30 +102,28 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     finally:
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(30)
+    killed_at = time.time()
     landed = spark.read.format("delta").load(str(warehouse / "bronze" / "transactions")).count()
+    # The restart runs at least 10 s, and until the rate source has numbered 6,600 rows: it numbers
+    # them by the time since it first started, which was at least landed / 100 s before the kill.
+    seconds = max(10, round(66 - landed / 100 - (time.time() - killed_at)))
 
-    result = subprocess.run(
-        [*run, "--duration", "10", "--format", "json"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, f"the restarted run exited {result.returncode}:\n{result.stderr[-4000:]}"
-    summary = json.loads(result.stdout)
+    # The restart in this process: another JVM than the one killed, as a new `fraudlake run` is.
+    code, out, err = fraudlake(capsys, home, *run[1:], "--duration", str(seconds), "--format", "json")
+    assert code == 0, f"the restarted run exited {code}:\n{err[-4000:]}"
+    summary = json.loads(out)
     assert summary["model_versions"] == ["fraud_detector v1"]
-    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert [e["event"] for e in events][:1] == ["start"] and "progress" in {e["event"] for e in events}
 
     both = f"SELECT * FROM ({INVARIANTS_SQL}) CROSS JOIN ({GOLD_SQL})"
     code, out, err = fraudlake(capsys, home, "sql", both, "--format", "json")
     assert code == 0, err
     [row] = json.loads(out)
-    # What landed before the kill, then the rate source's rows of the downtime and of the 10 s after
-    # the restart (the source numbers rows by the time since it first started: the downtime is not
-    # skipped).
-    assert landed > 0 and row["bronze"] >= landed + 100 * 10, (landed, row)
+    # What landed before the kill, then the rate source's rows of the downtime and of the seconds
+    # the restart ran (the source numbers rows by the time since it first started: the downtime is
+    # not skipped).
+    assert landed > 0 and row["bronze"] >= landed + 100 * seconds, (landed, seconds, row)
     assert row["bronze"] == row["silver"] + row["quarantine"], row
     assert row["silver"] == row["silver_ids"], row
     assert row["unscored"] == 0
@@ -144,10 +143,11 @@ def test_run_without_a_model_says_how_to_train_one(tmp_path):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_demo_on_a_clean_home_ends_with_the_summary_and_reports(tmp_path):
-    home = tmp_path / "home"
-    result = run_cli("demo", "--duration", "15", "--format", "json", home=home, timeout=600)
-    summary = json.loads(result.stdout)
+def test_demo_on_a_clean_home_ends_with_the_summary_and_reports(spark, capsys, tmp_path):
+    """The demo in this process: a `fraudlake` process's own JVM is the kill -9 test's."""
+    code, out, err = fraudlake(capsys, tmp_path / "home", "demo", "--duration", "15", "--format", "json")
+    assert code == 0, err[-4000:]
+    summary = json.loads(out)
     rows = summary["rows"]
     assert (
         rows["spark_catalog.bronze.transactions"]
@@ -156,6 +156,6 @@ def test_demo_on_a_clean_home_ends_with_the_summary_and_reports(tmp_path):
     )
     assert summary["model_versions"] == ["fraud_detector v1"]
     assert Path(summary["evaluation_report"]).is_file() and Path(summary["run_report"]).is_file()
-    assert "no champion model yet: training" in result.stderr
+    assert "no champion model yet: training" in err
     assert rows["spark_catalog.gold.fraud_alerts"] > 0
-    assert "ALERT model" in result.stderr  # alerts go to stderr when stdout is JSON
+    assert "ALERT model" in err  # alerts go to stderr when stdout is JSON
