@@ -39,9 +39,17 @@ WHOLE_PIPELINE = IntervalProgress(
 )
 
 
-def report(query_id: str, batch: int, rows: int, seconds: float = 0.4) -> dict:
-    """A progress report as Spark's listener and ``recentProgress`` give it (the fields used)."""
-    return {"id": query_id, "batchId": batch, "numInputRows": rows, "durationMs": {"triggerExecution": seconds * 1000}}
+def report(query_id: str, batch: int, rows: int, seconds: float = 0.4, began: float | None = None) -> dict:
+    """A progress report as Spark's listener and ``recentProgress`` give it (the fields used): the
+    batch's trigger began at ``began`` (epoch seconds; default now), stamped as Spark does (ISO 8601, UTC)."""
+    moment = datetime.fromtimestamp(time.time() if began is None else began, timezone.utc)
+    return {
+        "id": query_id,
+        "batchId": batch,
+        "numInputRows": rows,
+        "durationMs": {"triggerExecution": seconds * 1000},
+        "timestamp": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
 
 
 class FakeQuery:
@@ -281,22 +289,16 @@ def test_a_layer_that_never_catches_up_is_stopped_at_the_limit_and_named(capsys)
     assert "gold had not caught up after 1 s (the drain limit)" in capsys.readouterr().err
 
 
-def _began(epoch: float, batch: int = 7) -> dict:
-    """A report of a batch whose trigger began at ``epoch``, as Spark stamps it (ISO 8601, UTC)."""
-    stamp = datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {**report("q", batch, 500), "timestamp": stamp}
-
-
 def test_a_layer_whose_batch_began_after_the_stop_is_caught_up_without_waiting_its_interval():
     # Gold's last batch began after silver stopped: it read everything silver committed, even
     # though its status still says data was available when it last looked.
-    gold = FakeQuery("g", [_began(time.time() + 60)], has_more=True)
+    gold = FakeQuery("g", [report("g", 7, 500, began=time.time() + 60)], has_more=True)
     reached = drain_in_stages({"silver": FakeQuery("s"), "gold": gold}, [["silver"], ["gold"]], {}, timeout=2.0)
     assert reached == {} and not gold.isActive
 
 
 def test_a_layer_whose_last_batch_began_before_the_stop_is_not_caught_up_by_it(capsys):
-    gold = FakeQuery("g", [_began(time.time() - 60)], has_more=True)
+    gold = FakeQuery("g", [report("g", 7, 500, began=time.time() - 60)], has_more=True)
     reached = drain_in_stages({"silver": FakeQuery("s"), "gold": gold}, [["silver"], ["gold"]], {}, timeout=1.0)
     assert reached == {"gold": 1.0} and not gold.isActive
 
@@ -313,9 +315,9 @@ class RestartedSource(FakeQuery):
     def status(self):
         self.looks += 1
         if self.looks == 2:
-            self.recentProgress.append(_began(time.time() - 30, batch=4))  # the replayed batch
+            self.recentProgress.append(report("restarted", 4, 500, began=time.time() - 30))  # the replayed batch
         elif self.looks == 5:
-            self.recentProgress.append(_began(time.time(), batch=5))  # the downtime's rows
+            self.recentProgress.append(report("restarted", 5, 500))  # the downtime's rows
         return {"isTriggerActive": False, "isDataAvailable": True}
 
 

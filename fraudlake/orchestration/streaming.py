@@ -426,30 +426,24 @@ def stop_after_next_batch(
     that writes two tables per batch (bronze and silver) is not cut between them; only
     one still inside a batch ``grace`` seconds later is stopped mid-batch.
     """
-    seen = {id(q): _last_progress(q).get("batchId", -1) for q in queries}
     stopped_at = time.time()
     soft_deadline = time.monotonic() + timeout
     at_deadline: dict[int, int] = {}
 
     def read_up_to_now(query: StreamingQuery) -> bool:
         status, progress = query.status, _last_progress(query)
-        batch_id = progress.get("batchId", -1)
         if time.monotonic() >= soft_deadline:
+            batch_id = progress.get("batchId", -1)
             first = at_deadline.setdefault(id(query), batch_id)
             if not status.get("isTriggerActive") or batch_id > first:
                 return True  # between batches, or one has just committed and the next just begun
+        # A batch whose trigger began after the stop has committed: it read up to the present.
+        # One that began before (or none yet) may be a batch replayed from the checkpoint after
+        # a crash, planned then: it ends the wait only if the source has nothing more to read.
         began = _trigger_began(progress)
-        if began is not None:
-            # A batch whose trigger began after the stop has committed: it read up to the
-            # present. One that began before may be a batch replayed from the checkpoint after
-            # a crash, planned then: it ends the wait only if the source has nothing more.
-            if began >= stopped_at:
-                return True
-            return not status.get("isTriggerActive") and not status.get("isDataAvailable")
-        committed = batch_id - seen[id(query)]
-        if status.get("isTriggerActive"):
-            return committed >= 2
-        return not status.get("isDataAvailable") or committed >= 1
+        if began is not None and began >= stopped_at:
+            return True
+        return not status.get("isTriggerActive") and not status.get("isDataAvailable")
 
     return _stop_when(queries, read_up_to_now, timeout + grace)
 
@@ -459,7 +453,7 @@ def _last_progress(query: StreamingQuery) -> dict[str, Any]:
     return query.lastProgress or {}
 
 
-def _caught_up(query: StreamingQuery, since: float, interval: float, since_epoch: float | None = None) -> bool:
+def _caught_up(query: StreamingQuery, since: float, interval: float, since_epoch: float) -> bool:
     """True once the query has read everything the stages before it committed until ``since``.
 
     That is, once a batch whose trigger began after ``since_epoch`` (the same instant on
@@ -473,7 +467,7 @@ def _caught_up(query: StreamingQuery, since: float, interval: float, since_epoch
     if status.get("isTriggerActive"):
         return False
     began = _trigger_began(_last_progress(query))
-    if since_epoch is not None and began is not None and began >= since_epoch:
+    if began is not None and began >= since_epoch:
         return True
     return time.monotonic() >= since + interval + 0.5 and not status.get("isDataAvailable")
 
