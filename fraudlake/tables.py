@@ -323,6 +323,10 @@ def table_properties(ctx: Context, spec: TableSpec) -> dict[str, str]:
     return properties
 
 
+# Tables created or checked side by side by ensure_tables.
+TABLE_THREADS = 4
+
+
 def ensure_tables(spark: SparkSession, ctx: Context) -> list[str]:
     """For writers: create the schemas and every table if missing, bring existing tables up to
     their spec, and register them in this session's catalog; return their names.
@@ -335,17 +339,24 @@ def ensure_tables(spark: SparkSession, ctx: Context) -> list[str]:
     >>> ensure_tables(spark, ctx)[0]
     'spark_catalog.bronze.transactions'
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     for layer in LAYERS:
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema_name(ctx, layer)}")
-    names = []
-    for spec in ALL_TABLES:
+
+    def ensure(spec: TableSpec) -> str:
         name = table_name(ctx, spec)
         if ctx.settings.storage.managed_tables:
             spark.sql(create_table_sql(ctx, spec, with_columns=True))
         else:
             _register_location(spark, ctx, spec, create=True)
         _bring_up_to_date(spark, ctx, name, spec)
-        names.append(name)
+        return name
+
+    # Each table's commits and catalog calls wait mostly on files and the JVM, not on a core:
+    # tables side by side in threads (Spark runs each thread's jobs as their own).
+    with ThreadPoolExecutor(max_workers=TABLE_THREADS, thread_name_prefix="fraudlake-tables") as pool:
+        names = list(pool.map(ensure, ALL_TABLES))
     for view in ALL_VIEWS:
         _create_view(spark, ctx, view)
     return names
