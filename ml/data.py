@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -267,6 +268,27 @@ def labelled_features(transactions: DataFrame) -> DataFrame:
         F.col("event_time").isNotNull() & F.col("amount").isNotNull() & F.col(LABEL).isNotNull()
     )
     return add_features(usable).select(*KEY_COLUMNS, *MODEL_INPUT_COLUMNS)
+
+
+def in_time_range(features: DataFrame, since: datetime | None, until: datetime | None) -> DataFrame:
+    """The rows with ``since <= event_time < until`` (either bound may be open)."""
+    from pyspark.sql import functions as F
+
+    if since is not None:
+        features = features.where(F.col("event_time") >= F.lit(since))
+    if until is not None:
+        features = features.where(F.col("event_time") < F.lit(until))
+    return features
+
+
+def time_range_text(since: datetime | None, until: datetime | None) -> str:
+    """``from 2026-01-01T00:00:00Z until 2026-01-08T00:00:00Z``, for notes and errors."""
+    parts = []
+    if since is not None:
+        parts.append(f"from {since:%Y-%m-%dT%H:%M:%SZ}")
+    if until is not None:
+        parts.append(f"until {until:%Y-%m-%dT%H:%M:%SZ}")
+    return " ".join(parts)
 
 
 def count_unusable(transactions: DataFrame) -> int:

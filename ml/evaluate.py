@@ -49,9 +49,12 @@ def holdout_frame(client, ref: ModelRef) -> pd.DataFrame:
         return pd.read_parquet(local)
 
 
-def file_frame(spark: SparkSession, path: str) -> pd.DataFrame:
-    """A labelled file → the shared features, exactly as training reads it."""
-    return file_training_data(spark, path).frame
+def file_frame(
+    spark: SparkSession, path: str, since: datetime | None = None, until: datetime | None = None
+) -> pd.DataFrame:
+    """A labelled file → the shared features, exactly as training reads it (the rows of
+    ``[since, until)`` when a bound is given)."""
+    return file_training_data(spark, path, since, until).frame
 
 
 def load_scoring_model(uri: str):

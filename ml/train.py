@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ from fraudlake.ml.registry import (
 )
 from fraudlake.output import note
 from fraudlake.settings import Context
+from fraudlake.timeutil import from_row
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -63,19 +65,34 @@ def simulated_training_data(spark: SparkSession, ctx: Context, samples: int) -> 
     return TrainingData(data.to_pandas(data.labelled_features(transactions)), "simulator", 0)
 
 
-def file_training_data(spark: SparkSession, input_path: str) -> TrainingData:
-    """A labelled file in the bronze schema → checked and typed → the shared features → pandas."""
+def file_training_data(
+    spark: SparkSession, input_path: str, since: datetime | None = None, until: datetime | None = None
+) -> TrainingData:
+    """A labelled file in the bronze schema → checked and typed → the shared features → pandas:
+    the rows whose ``event_time`` is in ``[since, until)`` when a bound is given (the features of a
+    row are computed on the whole input, so earlier rows outside the range are its history)."""
+    from pyspark.sql import functions as F
+
     note(f"reading {input_path}...")
     transactions = data.conform_to_bronze(data.read_transactions(spark, input_path), input_path).cache()
     try:
         dropped = data.count_unusable(transactions)
-        frame = data.to_pandas(data.labelled_features(transactions))
+        features = data.labelled_features(transactions)
+        frame = data.to_pandas(data.in_time_range(features, since, until))
+        span = features.agg(F.min("event_time").alias("first"), F.max("event_time").alias("last")).first()
+        if frame.empty and (since or until) and span is not None and span["first"] is not None:
+            raise FraudlakeError(
+                f"{input_path} has no usable rows {data.time_range_text(since, until)}: its event times run "
+                f"from {from_row(span['first']):%Y-%m-%dT%H:%M:%SZ} to {from_row(span['last']):%Y-%m-%dT%H:%M:%SZ}"
+            )
     finally:
         transactions.unpersist()
     if dropped:
         note(f"left out {dropped:,} row(s) without event_time, amount or {data.LABEL}")
     if frame.empty:
         raise FraudlakeError(f"{input_path} has no usable rows: every row lacks event_time, amount or {data.LABEL}")
+    if since or until:
+        note(f"{len(frame):,} rows {data.time_range_text(since, until)}")
     return TrainingData(frame, input_path, dropped)
 
 
@@ -86,6 +103,8 @@ def train_model(
     model: str | None = None,
     samples: int | None = None,
     input_path: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     split: str | None = None,
     contamination: float | None = None,
 ) -> dict:
@@ -97,7 +116,7 @@ def train_model(
     started = time.perf_counter()
 
     training = (
-        file_training_data(spark, input_path)
+        file_training_data(spark, input_path, since, until)
         if input_path
         else simulated_training_data(spark, ctx, samples or ml.samples)
     )
@@ -157,6 +176,9 @@ def train_model(
         "score_kind": score_kind,
         "features": ",".join(MODEL_INPUT_COLUMNS),
     }
+    # The examples' event-time range, as asked (ISO 8601, UTC): what a later time split trains on.
+    time_range = {key: f"{value:%Y-%m-%dT%H:%M:%SZ}" for key, value in (("since", since), ("until", until)) if value}
+    params.update(time_range)
     if training.source == "simulator":
         params.update(
             simulator_seed=ctx.settings.simulator.seed, simulator_fraud_rate=ctx.settings.simulator.fraud_rate
@@ -186,6 +208,7 @@ def train_model(
         "model": kind,
         "data_source": training.source,
         "split": split_method,
+        **time_range,
         "rows": rows,
         "fraud_rows": fraud,
         "holdout": test_metrics,

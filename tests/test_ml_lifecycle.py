@@ -7,6 +7,7 @@ reused, no extra JVM); one slow test runs the console command as a user would.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,50 @@ def test_train_on_generated_parquet_and_without_optional_columns(spark, tmp_path
     )
     assert code == 0, err
     assert json.loads(out)["dataset"] == str(reduced) and json.loads(out)["rows"] == 5000
+
+
+def test_train_and_evaluate_on_an_event_time_range_of_the_input(spark, tmp_path, capsys):
+    from pyspark.sql import functions as F
+
+    home = tmp_path / "home"
+    generated = tmp_path / "generated"
+    # 4,500 rows at the simulator's 1,500 a day: 2026-01-01 to 2026-01-04.
+    assert fraudlake(capsys, home, "generate", "--samples", "4500", "--output", str(generated))[0] == 0
+    rows = spark.read.parquet(str(generated))
+    since, until = "2026-01-01T12:00:00Z", "2026-01-03 00:00"  # no offset: UTC, whatever the host's zone
+    in_range = rows.where(
+        (rows.event_time >= F.lit(datetime(2026, 1, 1, 12, tzinfo=timezone.utc)))
+        & (rows.event_time < F.lit(datetime(2026, 1, 3, tzinfo=timezone.utc)))
+    ).count()
+    assert 0 < in_range < 4500
+
+    code, out, err = fraudlake(
+        capsys, home, "train", "--input", str(generated), "--since", since, "--until", until, "--format", "json"
+    )
+    assert code == 0, err
+    trained = json.loads(out)
+    assert trained["rows"] == in_range
+    assert (trained["since"], trained["until"]) == ("2026-01-01T12:00:00Z", "2026-01-03T00:00:00Z")
+
+    code, out, err = fraudlake(
+        capsys, home, "evaluate", "--input", str(generated), "--since", "2026-01-03", "--format", "json"
+    )
+    assert code == 0, err
+    evaluated = json.loads(out)
+    later = rows.where(rows.event_time >= F.lit(datetime(2026, 1, 3, tzinfo=timezone.utc))).count()
+    assert evaluated["rows"] == later and evaluated["dataset"] == f"{generated} from 2026-01-03T00:00:00Z"
+
+    code, out, err = fraudlake(capsys, home, "train", "--input", str(generated), "--since", "2027-01-01")
+    assert code == 1 and out == ""
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"fraudlake: error: {generated} has no usable rows from 2027-01-01T00:00:00Z: its event times run from 2026-01-01T"
+        )
+    )
+    code, _, err = fraudlake(capsys, home, "train", "--until", "2026-01-02")
+    assert code == 1 and "--since and --until select rows of --input" in err
 
 
 def test_bad_input_is_one_error_line(spark, tmp_path, capsys):

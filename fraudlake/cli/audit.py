@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from typing import TYPE_CHECKING
 
-from fraudlake.cli.common import bounded
+from fraudlake.cli.common import bounded, utc_timestamp
 from fraudlake.output import emit, note, render_frame, render_mapping, render_records
-from fraudlake.timeutil import parse_utc
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -25,15 +23,6 @@ def _version(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"table versions start at 0: {value}")
     return value
-
-
-def _timestamp(text: str) -> datetime:
-    """ISO 8601, e.g. 2026-11-28T18:00:00Z or '2026-11-28 18:00'; without an offset, UTC (never the
-    host's zone). Aware UTC, so Spark and the commit times compare it exactly."""
-    try:
-        return parse_utc(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO timestamp (e.g. 2026-11-28T18:00:00Z): {text!r}") from None
 
 
 def _ids(text: str) -> list[str]:
@@ -53,7 +42,7 @@ def _as_of_options(parser: argparse.ArgumentParser) -> None:
     )
     when.add_argument(
         "--as-of-timestamp",
-        type=_timestamp,
+        type=utc_timestamp,
         metavar="TS",
         help="silver as it was at this time (ISO 8601; UTC unless an offset is given)",
     )
@@ -132,8 +121,8 @@ def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
         "--model-uri) and update them in place with one MERGE; rows already scored by that version are "
         "skipped, newly flagged ones get a model alert. Delta keeps the old scores for audits.",
     )
-    slice_.add_argument("--since", type=_timestamp, metavar="TS", help="event time from (ISO 8601, inclusive)")
-    slice_.add_argument("--until", type=_timestamp, metavar="TS", help="event time until (exclusive)")
+    slice_.add_argument("--since", type=utc_timestamp, metavar="TS", help="event time from (ISO 8601, inclusive)")
+    slice_.add_argument("--until", type=utc_timestamp, metavar="TS", help="event time until (exclusive)")
     slice_.add_argument("--ids", type=_ids, help="comma-separated transaction ids")
     slice_.add_argument("--model-uri", help="model to score with (default models:/<model_name>@champion)")
     format_option(slice_)

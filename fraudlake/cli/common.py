@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from fraudlake.output import FORMATS
 from fraudlake.settings import Context
+from fraudlake.timeutil import parse_utc
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -31,6 +33,15 @@ def bounded(kind=float, low: float = 0, high: float | None = None):
 
 positive_int = bounded(int)
 positive_float = bounded(float)
+
+
+def utc_timestamp(text: str) -> datetime:
+    """ISO 8601, e.g. 2026-11-28T18:00:00Z or '2026-11-28 18:00'; without an offset, UTC (never the
+    host's zone). Aware UTC, so Spark and the commit times compare it exactly."""
+    try:
+        return parse_utc(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO timestamp (e.g. 2026-11-28T18:00:00Z): {text!r}") from None
 
 
 def source_options(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from fraudlake.cli.common import bounded
+from fraudlake.cli.common import bounded, utc_timestamp
 from fraudlake.errors import FraudlakeError
 from fraudlake.output import emit, note, render_mapping, render_records
 
@@ -44,6 +44,7 @@ def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
         "--samples", type=positive_int, help="simulated transactions to train on (default from conf: 30000)"
     )
     source.add_argument("--input", help="labelled transactions in the bronze schema: Delta, Parquet, CSV or JSON lines")
+    time_range_options(train, "train on")
     train.add_argument(
         "--model",
         choices=MODEL_KINDS,
@@ -74,6 +75,7 @@ def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
     )
     evaluate.add_argument("--model-uri", help="model to evaluate (default models:/<model_name>@champion)")
     evaluate.add_argument("--input", help="labelled transactions to evaluate on (default: the model's holdout)")
+    time_range_options(evaluate, "evaluate on")
     evaluate.add_argument(
         "--k", type=_k_list, help="precision@k cut-offs, comma-separated (default from conf: 50,100,200)"
     )
@@ -101,6 +103,27 @@ def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
     models.set_defaults(handler=cmd_models)
 
 
+def time_range_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    """``--since``/``--until``: the event-time range of --input's rows to use (the rest is history)."""
+    parser.add_argument(
+        "--since",
+        type=utc_timestamp,
+        metavar="TS",
+        help=f"with --input: {verb} rows from this event time (ISO 8601, UTC without an offset; inclusive)",
+    )
+    parser.add_argument(
+        "--until", type=utc_timestamp, metavar="TS", help="with --input: up to this event time (exclusive)"
+    )
+
+
+def _time_range(args: argparse.Namespace) -> tuple:
+    if (args.since or args.until) and not args.input:
+        raise FraudlakeError("--since and --until select rows of --input: give --input too")
+    if args.since and args.until and args.since >= args.until:
+        raise FraudlakeError(f"--since must be before --until: {args.since:%Y-%m-%dT%H:%M:%SZ} is not")
+    return args.since, args.until
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fraudlake.cli.common import context_from, simulator_overrides
     from fraudlake.ml.train import train_model
@@ -112,6 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.input:
             raise FraudlakeError("--seed and --fraud-rate configure the simulator: they do not apply to --input")
         ctx = ctx.with_settings(simulator=overrides)
+    since, until = _time_range(args)
     model = args.model or ctx.settings.ml.model
     if args.contamination is not None and model != "isolation_forest":
         raise FraudlakeError("--contamination applies to --model isolation_forest only")
@@ -122,6 +146,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         model=model,
         samples=args.samples,
         input_path=args.input,
+        since=since,
+        until=until,
         split=args.split,
         contamination=args.contamination,
     )
@@ -142,14 +168,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
 
     ctx = context_from(args)
+    since, until = _time_range(args)
     model_uri = args.model_uri or default_model_uri(ctx)
     frame = None
     if args.input:
         resolve_model(mlflow_client(ctx), model_uri)  # a missing model fails before Spark starts
         from fraudlake.spark import get_spark
 
-        frame = file_frame(get_spark(ctx, master=args.master), args.input)
-    result = evaluate_model(ctx, model_uri=model_uri, frame=frame, dataset=args.input, ks=args.k)
+        frame = file_frame(get_spark(ctx, master=args.master), args.input, since, until)
+    dataset = args.input
+    if args.input and (since or until):
+        from fraudlake.ml.data import time_range_text
+
+        dataset = f"{args.input} {time_range_text(since, until)}"
+    result = evaluate_model(ctx, model_uri=model_uri, frame=frame, dataset=dataset, ks=args.k)
     emit(render_mapping(result, args.format))
     return 0
 
