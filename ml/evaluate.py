@@ -17,7 +17,7 @@ import pandas as pd
 from fraudlake.errors import FraudlakeError
 from fraudlake.ml import data
 from fraudlake.ml.features import MODEL_INPUT_COLUMNS
-from fraudlake.ml.metrics import flat_metrics, fraud_metrics
+from fraudlake.ml.metrics import flat_metrics, fraud_metrics, permutation_importance_ap
 from fraudlake.ml.registry import (
     ModelRef,
     default_model_uri,
@@ -99,6 +99,8 @@ def evaluate_model(
     scores = np.asarray(model.predict(frame[list(MODEL_INPUT_COLUMNS)]), dtype="float64")
     labels = frame[data.LABEL].to_numpy().astype(int)
     metrics = fraud_metrics(labels, scores, threshold, ks, frame[data.SCENARIO].to_numpy())
+    note("permutation importance of the model's inputs (average precision lost when one is shuffled)...")
+    metrics["permutation_importance"] = permutation_importance_ap(model.predict, frame, labels, MODEL_INPUT_COLUMNS)
 
     experiment_id = ensure_experiment(client, ctx)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"evaluate-v{ref.version or 'model'}") as run:

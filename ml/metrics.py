@@ -93,6 +93,36 @@ def fraud_metrics(
     return metrics
 
 
+def permutation_importance_ap(
+    predict, frame, labels: np.ndarray, columns: Sequence[str], repeats: int = 3, seed: int = 0
+) -> dict[str, float] | None:
+    """How much average precision each input column carries: the mean AP lost when that column's
+    values are shuffled across rows (scikit-learn's permutation importance), largest first; None
+    when the rows have only one class. ``predict`` maps a frame to scores (higher = more suspicious)."""
+    from sklearn.inspection import permutation_importance
+    from sklearn.metrics import average_precision_score
+
+    labels = np.asarray(labels).astype(int)
+    if not 0 < labels.sum() < len(labels):
+        return None
+
+    class Fitted:  # an already fitted model, as scikit-learn expects an estimator to look
+        def fit(self, *_args):
+            return self
+
+        def predict(self, inputs):
+            return np.asarray(predict(inputs), dtype="float64")
+
+    def average_precision(estimator, inputs, truth) -> float:
+        return float(average_precision_score(truth, estimator.predict(inputs)))
+
+    result = permutation_importance(
+        Fitted(), frame[list(columns)], labels, scoring=average_precision, n_repeats=repeats, random_state=seed
+    )
+    ranked = sorted(zip(columns, result.importances_mean, strict=True), key=lambda pair: -pair[1])
+    return {column: round(float(drop), 4) for column, drop in ranked}
+
+
 def flat_metrics(metrics: dict) -> dict[str, float]:
     """Numeric metrics as MLflow metric names: nested dicts flattened (``recall_compromised_card``)."""
     flat = {}
@@ -101,6 +131,8 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
             flat.update({f"cm_{cell}": float(count) for cell, count in value.items()})
         elif key == "recall_by_scenario":
             flat.update({f"recall_{scenario}": float(recall) for scenario, recall in value.items()})
+        elif key == "permutation_importance":
+            flat.update({f"importance_{column}": float(drop) for column, drop in (value or {}).items()})
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
             flat[key] = float(value)
     return flat

@@ -121,6 +121,18 @@ def scenario_recall_figure(recall_by_scenario: dict[str, float]):
     return figure
 
 
+def importance_figure(importance: dict[str, float]):
+    import plotly.graph_objects as go
+
+    names = list(importance)[::-1]  # largest on top
+    figure = go.Figure(go.Bar(x=[importance[n] for n in names], y=names, orientation="h"))
+    figure.update_layout(
+        title="Permutation importance: average precision lost when an input is shuffled",
+        xaxis_title="average precision lost",
+    )
+    return figure
+
+
 def _metrics_table(metrics: dict) -> str:
     rows = []
     for key, value in metrics.items():
@@ -145,6 +157,8 @@ def write_report(path: Path, *, title: str, facts: dict, metrics: dict, labels, 
     ]
     if metrics.get("recall_by_scenario"):
         figures.append(scenario_recall_figure(metrics["recall_by_scenario"]))
+    if metrics.get("permutation_importance"):
+        figures.append(importance_figure(metrics["permutation_importance"]))
     parts = [
         fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_height="460px") for i, fig in enumerate(figures)
     ]

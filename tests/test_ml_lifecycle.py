@@ -191,8 +191,17 @@ def test_train_evaluate_models_on_a_clean_home_at_the_prototype_fraud_share(spar
     assert report.parent == home / "reports" and report.suffix == ".html"
     page = report.read_text()
     assert "plotly.js v" in page and "<script src=" not in page  # plotly.js inline: opens offline
-    for title in ("Confusion matrix", "Score distribution by class", "Precision-recall curve"):
+    for title in (
+        "Confusion matrix",
+        "Score distribution by class",
+        "Precision-recall curve",
+        "Permutation importance",
+    ):
         assert title in page
+    # Every input's share of the ranking; the amounts carry the amount-anomaly frauds.
+    importance = result["permutation_importance"]
+    assert set(importance) == set(MODEL_INPUT_COLUMNS)
+    assert max(importance["log_amount"], importance["log_amount_usd"]) > 0
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result["run_id"], "evaluation")}
     assert artifacts == {f"evaluation/{report.name}", "evaluation/metrics.json"}
 
