@@ -108,14 +108,16 @@ def test_a_collected_row_is_shown_in_utc(host_zone):
     assert row == {"event_time": instant.replace(tzinfo=None), "amount": 3.5, "user_id": "u1", "scored_at": None}
 
 
-def test_the_cli_reads_as_of_timestamp_as_utc(host_zone):
+def test_the_cli_reads_timestamps_as_utc(host_zone):
+    """``--as-of-timestamp``, ``rescore --since`` and ``train --since`` read times without an offset as UTC."""
     import argparse
 
-    from fraudlake.cli.audit import _timestamp
+    from fraudlake.cli.common import utc_timestamp
 
-    assert _timestamp("2026-11-28 18:00") == datetime(2026, 11, 28, 18, 0, tzinfo=timezone.utc)
+    assert utc_timestamp("2026-11-28 18:00") == datetime(2026, 11, 28, 18, 0, tzinfo=timezone.utc)
+    assert utc_timestamp("2026-11-28T19:00+01:00") == datetime(2026, 11, 28, 18, 0, tzinfo=timezone.utc)
     with pytest.raises(argparse.ArgumentTypeError, match="not an ISO timestamp"):
-        _timestamp("28/11/2026")
+        utc_timestamp("28/11/2026")
 
 
 # ----------------------------------------------------------------------------- the suite off UTC
