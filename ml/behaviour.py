@@ -183,7 +183,7 @@ def _card_features(
 ) -> pd.DataFrame:
     """Card (or user, with ``key_column="user_id"``) features of the ``query`` rows of ``known``."""
     key = _codes(known[key_column].to_numpy())
-    time = epoch_micros(known["event_time"])
+    time = known["event_time"].to_numpy(dtype=np.int64)
     rows = _Sorted.of(key, time)
     amount = cents(known["amount_usd"])[rows.order]
     running = np.concatenate([[0], np.cumsum(amount)])
@@ -241,7 +241,7 @@ def _merchant_features(
     """Merchant transactions per window and fraud share among the window's matured transactions,
     from the fraud labels that had arrived before each query row."""
     key = _codes(known["merchant_id"].to_numpy())
-    time = epoch_micros(known["event_time"])
+    time = known["event_time"].to_numpy(dtype=np.int64)
     rows = _Sorted.of(key, time)
     q_key, q_time = key[query], time[query]
     end = rows.first_at_or_after(q_key, q_time)
@@ -304,6 +304,8 @@ def _merchant_features(
 
 
 def _features(known: pd.DataFrame, query: np.ndarray, labels: pd.DataFrame | None, label_maturity: int) -> pd.DataFrame:
+    """The features of the ``query`` rows of ``known`` (input columns, ``event_time`` as epoch
+    microseconds: see :func:`_as_kept`), whatever rows ``known`` holds besides."""
     card = _card_features(known, query)
     merchant = _merchant_features(known, query, labels, label_maturity)
     return pd.concat([card, merchant], axis=1)[list(BEHAVIOUR_FEATURES)]
@@ -314,7 +316,7 @@ def behaviour_features(
 ) -> pd.DataFrame:
     """The behavioural features of every row of ``transactions`` (the whole frame is the history),
     indexed like it. ``labels``: ``transaction_id``, ``label_is_fraud``, ``label_time``."""
-    known = transactions[list(INPUT_COLUMNS)].reset_index(drop=True)
+    known = _as_kept(transactions)
     features = _features(known, np.arange(len(known)), labels, label_maturity)
     features.index = transactions.index
     return features
