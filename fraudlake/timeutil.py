@@ -76,6 +76,12 @@ def row_in_utc(mapping: dict[str, Any]) -> dict[str, Any]:
     return {key: shown_utc(from_row(v)) if isinstance(v, datetime) else v for key, v in mapping.items()}
 
 
+def iso_utc(value: datetime) -> str:
+    """An instant as ISO 8601 UTC to the second, ``2026-11-28T18:00:00Z`` (naive means UTC, as
+    :func:`given_utc` reads it; a value collected from a ``Row`` goes through :func:`from_row` first)."""
+    return given_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def utc_clock(micros: int, fmt: str = "%H:%M:%S") -> str:
     """An instant given as epoch microseconds, formatted in UTC (``fmt`` as for ``strftime``).
 

@@ -20,6 +20,7 @@ import pandas as pd
 from fraudlake.errors import FraudlakeError
 from fraudlake.ml.features import MODEL_INPUT_COLUMNS, add_features
 from fraudlake.tables import BRONZE_COLUMNS
+from fraudlake.timeutil import iso_utc
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -285,9 +286,9 @@ def time_range_text(since: datetime | None, until: datetime | None) -> str:
     """``from 2026-01-01T00:00:00Z until 2026-01-08T00:00:00Z``, for notes and errors."""
     parts = []
     if since is not None:
-        parts.append(f"from {since:%Y-%m-%dT%H:%M:%SZ}")
+        parts.append(f"from {iso_utc(since)}")
     if until is not None:
-        parts.append(f"until {until:%Y-%m-%dT%H:%M:%SZ}")
+        parts.append(f"until {iso_utc(until)}")
     return " ".join(parts)
 
 

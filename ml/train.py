@@ -34,7 +34,7 @@ from fraudlake.ml.registry import (
 )
 from fraudlake.output import note
 from fraudlake.settings import Context
-from fraudlake.timeutil import from_row
+from fraudlake.timeutil import from_row, iso_utc
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -79,12 +79,13 @@ def file_training_data(
         dropped = data.count_unusable(transactions)
         features = data.labelled_features(transactions)
         frame = data.to_pandas(data.in_time_range(features, since, until))
-        span = features.agg(F.min("event_time").alias("first"), F.max("event_time").alias("last")).first()
-        if frame.empty and (since or until) and span is not None and span["first"] is not None:
-            raise FraudlakeError(
-                f"{input_path} has no usable rows {data.time_range_text(since, until)}: its event times run "
-                f"from {from_row(span['first']):%Y-%m-%dT%H:%M:%SZ} to {from_row(span['last']):%Y-%m-%dT%H:%M:%SZ}"
-            )
+        if frame.empty and (since or until):  # say what the input spans: one more job, on this error only
+            span = features.agg(F.min("event_time").alias("first"), F.max("event_time").alias("last")).first()
+            if span is not None and span["first"] is not None:
+                raise FraudlakeError(
+                    f"{input_path} has no usable rows {data.time_range_text(since, until)}: its event times run "
+                    f"from {iso_utc(from_row(span['first']))} to {iso_utc(from_row(span['last']))}"
+                )
     finally:
         transactions.unpersist()
     if dropped:
@@ -177,7 +178,7 @@ def train_model(
         "features": ",".join(MODEL_INPUT_COLUMNS),
     }
     # The examples' event-time range, as asked (ISO 8601, UTC): what a later time split trains on.
-    time_range = {key: f"{value:%Y-%m-%dT%H:%M:%SZ}" for key, value in (("since", since), ("until", until)) if value}
+    time_range = {key: iso_utc(value) for key, value in (("since", since), ("until", until)) if value}
     params.update(time_range)
     if training.source == "simulator":
         params.update(

@@ -113,9 +113,11 @@ def test_the_cli_reads_timestamps_as_utc(host_zone):
     import argparse
 
     from fraudlake.cli.common import utc_timestamp
+    from fraudlake.timeutil import iso_utc
 
     assert utc_timestamp("2026-11-28 18:00") == datetime(2026, 11, 28, 18, 0, tzinfo=timezone.utc)
     assert utc_timestamp("2026-11-28T19:00+01:00") == datetime(2026, 11, 28, 18, 0, tzinfo=timezone.utc)
+    assert iso_utc(utc_timestamp("2026-11-28T19:00+01:00")) == "2026-11-28T18:00:00Z"  # how errors and runs show it
     with pytest.raises(argparse.ArgumentTypeError, match="not an ISO timestamp"):
         utc_timestamp("28/11/2026")
 

@@ -11,6 +11,7 @@ import argparse
 from fraudlake.cli.common import bounded, utc_timestamp
 from fraudlake.errors import FraudlakeError
 from fraudlake.output import emit, note, render_mapping, render_records
+from fraudlake.timeutil import iso_utc
 
 
 def _k_list(text: str) -> tuple[int, ...]:
@@ -120,7 +121,7 @@ def _time_range(args: argparse.Namespace) -> tuple:
     if (args.since or args.until) and not args.input:
         raise FraudlakeError("--since and --until select rows of --input: give --input too")
     if args.since and args.until and args.since >= args.until:
-        raise FraudlakeError(f"--since must be before --until: {args.since:%Y-%m-%dT%H:%M:%SZ} is not")
+        raise FraudlakeError(f"--since must be before --until: {iso_utc(args.since)} is not")
     return args.since, args.until
 
 
