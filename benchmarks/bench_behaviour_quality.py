@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results  # noqa: E402
 from benchmarks.handbook_data import DELAY_DAYS, TRAIN_START, fraud_labels, generate, protocol_split  # noqa: E402
+from fraudlake.ml.features import NUMERIC_FEATURES  # noqa: E402
 
-PER_TRANSACTION = ("log_amount", "tx_hour", "tx_day_of_week", "is_weekend", "is_night")
 MODEL = dict(
     learning_rate=0.05,
     max_iter=150,
@@ -47,18 +47,25 @@ MODEL = dict(
 
 
 def per_transaction(transactions: pd.DataFrame) -> pd.DataFrame:
-    """The per-transaction numbers of fraudlake's model (fraudlake.ml.features), in pandas."""
-    time_ = transactions["event_time"].dt.tz_convert("UTC")
-    day_of_week = (time_.dt.dayofweek + 1) % 7 + 1  # Spark's dayofweek: 1 = Sunday
-    return pd.DataFrame(
-        {
-            "log_amount": np.log1p(transactions["amount"].clip(lower=0)),
-            "tx_hour": time_.dt.hour,
-            "tx_day_of_week": day_of_week,
-            "is_weekend": day_of_week.isin([1, 7]).astype(int),
-            "is_night": (time_.dt.hour < 6).astype(int),
-        },
-        index=transactions.index,
+    """fraudlake's per-transaction numeric model inputs (its categories are empty in this design),
+    computed by the product's own code: :func:`fraudlake.ml.features.add_features` in a local Spark."""
+    import tempfile
+
+    from fraudlake.conf.settings import Settings
+    from fraudlake.ml.features import add_features
+    from fraudlake.settings import Context, Paths
+    from fraudlake.spark import get_spark
+
+    settings = Settings()
+    ctx = Context(settings=settings, paths=Paths.of(settings, Path(tempfile.mkdtemp(prefix="bench-handbook-"))))
+    spark = get_spark(ctx, master="local[2]")
+    rows = spark.createDataFrame(transactions[["transaction_id", "event_time", "amount", "currency"]])
+    featured = add_features(rows).select("transaction_id", *NUMERIC_FEATURES).toPandas()
+    spark.stop()
+    return (
+        transactions[["transaction_id"]]
+        .merge(featured, on="transaction_id", how="left")[list(NUMERIC_FEATURES)]
+        .set_axis(transactions.index)
     )
 
 
@@ -180,7 +187,7 @@ def main() -> None:
     train, test = protocol_split(transactions)
     y = transactions["label_is_fraud"]
 
-    results = compare_models(features, transactions, train, test, list(PER_TRANSACTION))
+    results = compare_models(features, transactions, train, test, list(NUMERIC_FEATURES))
 
     payload = {
         "design": "Fraud Detection Handbook simulator (5,000 cards, 10,000 merchants, 183 days), seed "
