@@ -48,11 +48,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 try:
-    from benchmarks.common import under_profile, write_results
+    from benchmarks.common import fresh_context, under_profile, write_results
 except ImportError:  # run as a script without the repository on PYTHONPATH
     # Appended, not inserted first: a fraudlake installed elsewhere (the code under test) must win.
     sys.path.append(str(Path(__file__).resolve().parents[1]))
-    from benchmarks.common import under_profile, write_results
+    from benchmarks.common import fresh_context, under_profile, write_results
 
 DURATIONS = ("triggerExecution", "addBatch", "getBatch", "latestOffset", "queryPlanning", "walCommit", "commitOffsets")
 WARM_UP_SHARE = 1 / 3
@@ -389,13 +389,6 @@ class StepTimer:
 
 
 # --- the run ---------------------------------------------------------------------------------
-
-
-def fresh_context(base):
-    from fraudlake.settings import Context, Paths
-
-    home = Path(tempfile.mkdtemp(prefix="fraudlake-bench-"))
-    return Context(base.settings, Paths.of(base.settings, home))
 
 
 def with_model(spark, ctx) -> None:

@@ -30,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import fresh_context, write_results  # noqa: E402
 from benchmarks.handbook_data import DELAY_DAYS, TRAIN_START, fraud_labels, generate, protocol_split  # noqa: E402
 from fraudlake.ml.features import NUMERIC_FEATURES  # noqa: E402
 
@@ -49,16 +49,10 @@ MODEL = dict(
 def per_transaction(transactions: pd.DataFrame) -> pd.DataFrame:
     """fraudlake's per-transaction numeric model inputs (its categories are empty in this design),
     computed by the product's own code: :func:`fraudlake.ml.features.add_features` in a local Spark."""
-    import tempfile
-
-    from fraudlake.conf.settings import Settings
     from fraudlake.ml.features import add_features
-    from fraudlake.settings import Context, Paths
     from fraudlake.spark import get_spark
 
-    settings = Settings()
-    ctx = Context(settings=settings, paths=Paths.of(settings, Path(tempfile.mkdtemp(prefix="bench-handbook-"))))
-    spark = get_spark(ctx, master="local[2]")
+    spark = get_spark(fresh_context(), master="local[2]")
     rows = spark.createDataFrame(transactions[["transaction_id", "event_time", "amount", "currency"]])
     featured = add_features(rows).select("transaction_id", *NUMERIC_FEATURES).toPandas()
     spark.stop()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_behaviour_quality import MODEL, compare_models  # noqa: E402
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import fresh_context, write_results  # noqa: E402
 
 TRAIN_DAYS = (20, 34)
 DELAY_DAYS = 7
@@ -32,10 +31,8 @@ TEST_DAYS = (41, 48)
 
 
 def main() -> None:
-    from fraudlake.conf.settings import Settings
     from fraudlake.ml.behaviour import behaviour_features
     from fraudlake.ml.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, add_features
-    from fraudlake.settings import Context, Paths
     from fraudlake.simulator import generate_batch
     from fraudlake.spark import get_spark
 
@@ -44,8 +41,8 @@ def main() -> None:
     parser.add_argument("--out", default="behaviour_quality_simulator")
     args = parser.parse_args()
 
-    settings = Settings()
-    ctx = Context(settings=settings, paths=Paths.of(settings, Path(tempfile.mkdtemp(prefix="bench-sim-"))))
+    ctx = fresh_context()
+    settings = ctx.settings
     spark = get_spark(ctx, master="local[2]")
     began = time.perf_counter()
     frame = add_features(generate_batch(spark, settings.simulator, args.rows)).toPandas()

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import fresh_context, write_results  # noqa: E402
 
 
 def main() -> None:
     import fraudlake.tables as tables
-    from fraudlake.conf.settings import Settings
-    from fraudlake.settings import Context, Paths
     from fraudlake.spark import get_spark
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,19 +29,15 @@ def main() -> None:
     parser.add_argument("--out", default="ensure_tables_threads")
     args = parser.parse_args()
 
-    def context(home: Path) -> Context:
-        data = Settings().model_dump()
-        data["spark"] = {**data["spark"], "shuffle_partitions": 2}
-        settings = Settings.model_validate(data)
-        return Context(settings=settings, paths=Paths.of(settings, home))
+    def context():
+        return fresh_context(spark={"shuffle_partitions": 2})
 
-    root = Path(tempfile.mkdtemp(prefix="bench-tables-"))
-    spark = get_spark(context(root / "session"), master="local[2]")
+    spark = get_spark(context(), master="local[2]")
     runs: dict[str, list[dict]] = {"1": [], "4": []}
     for round_ in range(args.rounds):
         for threads in (4, 1) if round_ == 0 else (1, 4):
             tables.TABLE_THREADS = threads
-            ctx = context(root / f"home-{round_}-{threads}")
+            ctx = context()
             began = time.perf_counter()
             tables.ensure_tables(spark, ctx)
             fresh = time.perf_counter() - began

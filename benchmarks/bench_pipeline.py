@@ -40,9 +40,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import under_profile, write_results
+from benchmarks.common import fresh_context, under_profile, write_results
 from fraudlake.orchestration.pipeline import LAYERS, parse_layers
-from fraudlake.settings import Context, Paths
+from fraudlake.settings import Context
 from fraudlake.spark import get_spark
 from fraudlake.tables import (
     BRONZE_TRANSACTIONS,
@@ -55,12 +55,6 @@ from fraudlake.tables import (
 )
 
 MEASURED_SHARE = 0.6
-
-
-def fresh_context(base: Context, **sections) -> Context:
-    home = Path(tempfile.mkdtemp(prefix="fraudlake-bench-"))
-    ctx = Context(base.settings, Paths.of(base.settings, home))
-    return ctx.with_settings(**sections) if sections else ctx
 
 
 def with_model(spark, ctx: Context) -> None:

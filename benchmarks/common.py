@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,3 +39,14 @@ def under_profile(ctx, profile: str):
     data = ctx.settings.model_dump()  # leaves out values a profile filled in
     data["profile"] = profile
     return Context(parse_settings(data, "benchmark"), ctx.paths)
+
+
+def fresh_context(base=None, **sections):
+    """A :class:`fraudlake.settings.Context` on a new temporary home: ``base``'s settings (default:
+    fraudlake's defaults) with ``sections`` replaced, e.g. ``spark={"shuffle_partitions": 2}``."""
+    from fraudlake.conf.settings import Settings
+    from fraudlake.settings import Context, Paths
+
+    settings = base.settings if base is not None else Settings()
+    ctx = Context(settings, Paths.of(settings, Path(tempfile.mkdtemp(prefix="fraudlake-bench-"))))
+    return ctx.with_settings(**sections) if sections else ctx
