@@ -201,6 +201,10 @@ class MlSettings(_Strict):
     seed: int = 42  # model and random-split seed
     # Precision of the k highest scores: the alerts an analyst can review.
     precision_at_k: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (50, 100, 200)
+    # How long after a transaction its fraud label is known (chargebacks take days), when the
+    # data has no label_time of its own. Behavioural features use a label only once it is known,
+    # and a merchant's fraud share counts its transactions from this long ago (fraudlake.ml.behaviour).
+    label_delay_seconds: PositiveInt = 7 * 86_400
 
 
 class StreamSettings(_Strict):

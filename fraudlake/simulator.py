@@ -363,16 +363,18 @@ def simulate(
 
 
 def _batch_clock(sim: SimulatorSettings, rates: ScenarioRates) -> Column:
-    """The simulated clock at the batch's slow rate, with one exception: a stolen card's
-    burst keeps the pace it has in a live stream. Its rows happen within
-    ``BURST_SECONDS`` of the block's first row (at a live rate of a few hundred rows a
-    second a block passes in seconds; at ``rows_per_day`` it would take a day), so
-    training data has rapid bursts too, at any hour of the day."""
+    """The simulated clock at the batch's rate, with one exception: a stolen card's burst
+    keeps the pace it has in a live stream. Its rows happen within ``BURST_SECONDS`` of the
+    block's first row (at a live rate of a few hundred rows a second a block passes in
+    seconds; at ``rows_per_day`` it would take a day), so training data has rapid bursts
+    too, at any hour of the day; on a clock as quick as a live stream's, at its pace."""
     from pyspark.sql import functions as F
 
     rows_per_second = sim.rows_per_day / SECONDS_PER_DAY
     block_start = F.col("_block") * rates.block_rows
-    within_block = (F.col("value") - block_start) * (BURST_SECONDS / rates.block_rows)
+    # Seconds between a burst's rows: the live pace of the clock's rate when that is quicker.
+    spacing = min(BURST_SECONDS / rates.block_rows, 1 / rows_per_second)
+    within_block = (F.col("value") - block_start) * spacing
     is_card = F.col("_scenario") == "compromised_card"
     value = F.when(is_card, block_start + within_block * rows_per_second).otherwise(F.col("value"))
     return simulated_clock(sim.start_time, rows_per_second, value)

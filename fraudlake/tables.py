@@ -57,6 +57,41 @@ FEATURE_COLUMNS = """
     amount_usd DOUBLE
 """
 
+# Behavioural features silver computed before scoring (fraudlake.ml.behaviour: what the
+# card and the merchant did before the transaction, from the labels known then). After the
+# score columns: a table made before they existed gains them at the end.
+BEHAVIOUR_COLUMNS = """
+    card_count_10m DOUBLE,
+    card_count_1h DOUBLE,
+    card_count_1d DOUBLE,
+    card_count_7d DOUBLE,
+    card_count_30d DOUBLE,
+    card_amount_usd_10m DOUBLE,
+    card_amount_usd_1h DOUBLE,
+    card_amount_usd_1d DOUBLE,
+    card_amount_usd_7d DOUBLE,
+    card_amount_usd_30d DOUBLE,
+    card_seconds_since_previous DOUBLE,
+    card_amount_vs_30d_mean DOUBLE,
+    card_amount_vs_7d_mean DOUBLE,
+    card_amount_vs_usual DOUBLE,
+    card_max_7d_vs_usual DOUBLE,
+    card_merchants_1h DOUBLE,
+    card_countries_1h DOUBLE,
+    merchant_count_1d DOUBLE,
+    merchant_count_7d DOUBLE,
+    merchant_count_30d DOUBLE,
+    merchant_matured_count_1d DOUBLE,
+    merchant_matured_count_7d DOUBLE,
+    merchant_matured_count_30d DOUBLE,
+    merchant_fraud_share_1d DOUBLE,
+    merchant_fraud_share_7d DOUBLE,
+    merchant_fraud_share_30d DOUBLE,
+    merchant_seconds_since_first_known_fraud DOUBLE,
+    merchant_seconds_since_last_known_fraud DOUBLE,
+    merchant_matured_since_last_known_fraud DOUBLE
+"""
+
 SCORE_COLUMNS = """
     fraud_score DOUBLE,
     is_flagged BOOLEAN,
@@ -88,9 +123,10 @@ BRONZE_TRANSACTIONS = TableSpec(
 SILVER_SCORED = TableSpec(
     "silver",
     "scored_transactions",
-    ",".join([BRONZE_COLUMNS, FEATURE_COLUMNS, SCORE_COLUMNS]),
+    ",".join([BRONZE_COLUMNS, FEATURE_COLUMNS, SCORE_COLUMNS, BEHAVIOUR_COLUMNS]),
     {"delta.enableChangeDataFeed": "true"},
-    "Valid transactions with features (time in UTC, amount in USD), fraud score and model lineage",
+    "Valid transactions with features (time in UTC, amount in USD, card and merchant behaviour), "
+    "fraud score and model lineage",
     {
         "transaction_id_present": "transaction_id IS NOT NULL",
         "event_time_present": "event_time IS NOT NULL",

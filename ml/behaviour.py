@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from fraudlake.reference import UNITS_PER_USD
+
 MINUTE, HOUR, DAY = 60, 3_600, 86_400
 MICROS = 1_000_000
 
@@ -46,8 +48,9 @@ DISTINCT_WINDOW = ("1h", HOUR)
 NO_PREVIOUS_SECONDS = float(CARD_WINDOWS[-1][1])
 DEFAULT_LABEL_MATURITY = 7 * DAY
 
-# What the rows must carry (labels: transaction_id, label_is_fraud, label_time).
-INPUT_COLUMNS = ("transaction_id", "event_time", "card_id", "merchant_id", "country", "amount_usd")
+# What the rows must carry (labels: transaction_id, label_is_fraud, label_time). Amounts are
+# converted to USD here (:func:`usd_amounts`), in training and in the stream alike.
+INPUT_COLUMNS = ("transaction_id", "event_time", "card_id", "merchant_id", "country", "amount", "currency")
 
 
 def card_feature_names(prefix: str = "card") -> tuple[str, ...]:
@@ -76,6 +79,9 @@ def merchant_feature_names() -> tuple[str, ...]:
     )
 
 
+# How a row is remembered (see _as_kept).
+KEPT_COLUMNS = ("transaction_id", "event_time", "card_id", "merchant_id", "country", "amount_usd")
+
 CARD_FEATURES = card_feature_names()
 MERCHANT_FEATURES = merchant_feature_names()
 BEHAVIOUR_FEATURES = CARD_FEATURES + MERCHANT_FEATURES
@@ -91,6 +97,13 @@ def epoch_micros(values) -> np.ndarray:
         return series.to_numpy(dtype=np.int64)
     stamps = pd.to_datetime(series, utc=True)
     return stamps.to_numpy(dtype="datetime64[us]").astype(np.int64)
+
+
+def usd_amounts(amounts, currencies) -> np.ndarray:
+    """Amounts in local currency as USD with the reference rates (NaN for a currency without one)."""
+    rates = pd.Series(currencies).astype("string").str.upper().map(UNITS_PER_USD)
+    values = pd.to_numeric(pd.Series(amounts), errors="coerce").to_numpy(dtype=float)
+    return values / pd.to_numeric(rates, errors="coerce").to_numpy(dtype=float)
 
 
 def cents(amounts) -> np.ndarray:
@@ -331,7 +344,7 @@ class BehaviourHistory:
     time at a time once older than :attr:`horizon_seconds` (a row that old counts in no window)."""
 
     label_maturity: int = DEFAULT_LABEL_MATURITY
-    rows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(INPUT_COLUMNS)))
+    rows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(KEPT_COLUMNS)))
     labels: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=["transaction_id", "label_is_fraud", "label_time"])
     )
@@ -371,11 +384,19 @@ class BehaviourHistory:
         self._forget()
 
     def _relevant(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """The remembered rows of the batch's cards and merchants: no other row changes its features."""
+        """The remembered rows of the batch's cards and merchants (no other row changes its
+        features), except the batch's own: a batch replayed after a crash finds its rows remembered
+        from the table it had been written to, and must not count them twice."""
         if self.rows.empty:
             return self.rows
         mask = self.rows["card_id"].isin(batch["card_id"]) | self.rows["merchant_id"].isin(batch["merchant_id"])
-        return self.rows[mask]
+        relevant = self.rows[mask]
+        return relevant[~relevant["transaction_id"].isin(batch["transaction_id"])]
+
+    def forget_ids(self, ids) -> None:
+        """Forget the rows with these ``transaction_id``s (before they are added again)."""
+        if not self.rows.empty:
+            self.rows = self.rows[~self.rows["transaction_id"].isin(pd.Series(ids))].reset_index(drop=True)
 
     def _forget(self) -> None:
         if self.rows.empty:
@@ -390,6 +411,16 @@ class BehaviourHistory:
 
 
 def _as_kept(rows: pd.DataFrame) -> pd.DataFrame:
-    """The input columns of ``rows``, times as epoch microseconds, on a fresh index."""
+    """The columns the features read, on a fresh index: the identity and keys, ``event_time`` as
+    epoch microseconds and ``amount_usd`` (from ``amount`` and ``currency``)."""
     kept = rows[list(INPUT_COLUMNS)].reset_index(drop=True)
-    return kept.assign(event_time=epoch_micros(kept["event_time"]))
+    return pd.DataFrame(
+        {
+            "transaction_id": kept["transaction_id"],
+            "event_time": epoch_micros(kept["event_time"]),
+            "card_id": kept["card_id"],
+            "merchant_id": kept["merchant_id"],
+            "country": kept["country"],
+            "amount_usd": usd_amounts(kept["amount"], kept["currency"]),
+        }
+    )

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from fraudlake.errors import FraudlakeError
-from fraudlake.ml.features import MODEL_INPUT_COLUMNS, add_features
+from fraudlake.ml.behaviour import behaviour_features
+from fraudlake.ml.features import TRANSACTION_INPUT_COLUMNS, add_features
 from fraudlake.tables import BRONZE_COLUMNS
 from fraudlake.timeutil import iso_utc
 
@@ -35,6 +36,10 @@ BRONZE_TYPES = dict(line.split() for line in (c.strip() for c in BRONZE_COLUMNS.
 REQUIRED_COLUMNS = ("event_time", "amount", LABEL)
 # Carried beside the features so metrics can be broken down and rows traced back.
 KEY_COLUMNS = ("transaction_id", "event_time", LABEL, SCENARIO)
+# When a row's label became known (optional in an input; else event_time + ml.label_delay_seconds).
+LABEL_TIME = "label_time"
+# What the behavioural features read beyond the key and the transaction's own inputs.
+HISTORY_COLUMNS = ("card_id", "merchant_id", "amount")
 
 INPUT_FORMATS = ("delta", "parquet", "csv", "json")
 SPLITS = ("random", "time")
@@ -200,12 +205,18 @@ def conform_to_bronze(df: DataFrame, source: str, required=REQUIRED_COLUMNS) -> 
             columns.append(F.col(f"`{present[name]}`").try_cast(spark_type).alias(name))
         else:
             columns.append(F.lit(None).cast(spark_type).alias(name))
+    # An input's own label arrival times (a label export's), typed as event_time is.
+    label_time = (
+        [F.col(f"`{present[LABEL_TIME]}`").try_cast("TIMESTAMP").alias(LABEL_TIME)] if LABEL_TIME in present else []
+    )
     try:
-        typed = df.select(*columns, *[F.col(f"`{present[c]}`").alias(f"_in_{c}") for c in BRONZE_TYPES if c in present])
+        typed = df.select(
+            *columns, *label_time, *[F.col(f"`{present[c]}`").alias(f"_in_{c}") for c in BRONZE_TYPES if c in present]
+        )
     except PySparkException as error:
         raise FraudlakeError(f"{source}: a column has the wrong type: {_first_line(error)}") from None
     _check_values(typed, source, [c for c in BRONZE_TYPES if c in present])
-    return typed.select(*BRONZE_TYPES)
+    return typed.select(*BRONZE_TYPES, *([LABEL_TIME] if label_time else []))
 
 
 def _convertible(data_type: DataType, bronze_type: str) -> bool:
@@ -268,18 +279,36 @@ def labelled_features(transactions: DataFrame) -> DataFrame:
     usable = transactions.where(
         F.col("event_time").isNotNull() & F.col("amount").isNotNull() & F.col(LABEL).isNotNull()
     )
-    return add_features(usable).select(*KEY_COLUMNS, *MODEL_INPUT_COLUMNS)
+    label_time = [LABEL_TIME] if LABEL_TIME in transactions.columns else []
+    return add_features(usable).select(*KEY_COLUMNS, *label_time, *HISTORY_COLUMNS, *TRANSACTION_INPUT_COLUMNS)
 
 
-def in_time_range(features: DataFrame, since: datetime | None, until: datetime | None) -> DataFrame:
+def known_labels(frame: pd.DataFrame, label_delay_seconds: int) -> pd.DataFrame:
+    """The fraud labels of ``frame``'s rows and when each became known: the row's ``label_time``,
+    or its ``event_time`` + ``label_delay_seconds`` when it has none."""
+    fraud = frame[frame[LABEL].astype(int) == 1]
+    arrived = pd.to_datetime(fraud["event_time"], utc=True) + pd.Timedelta(seconds=label_delay_seconds)
+    if LABEL_TIME in fraud.columns:
+        arrived = pd.to_datetime(fraud[LABEL_TIME], utc=True).fillna(arrived)
+    return pd.DataFrame({"transaction_id": fraud["transaction_id"], LABEL: 1, "label_time": arrived})
+
+
+def with_behaviour(frame: pd.DataFrame, label_delay_seconds: int) -> pd.DataFrame:
+    """``frame`` (from :func:`to_pandas`) with the behavioural features of every row, over the
+    whole frame: each row's history is the rows before it, and the labels known before it."""
+    labels = known_labels(frame, label_delay_seconds)
+    return pd.concat([frame, behaviour_features(frame, labels, label_maturity=label_delay_seconds)], axis=1)
+
+
+def in_time_range(frame: pd.DataFrame, since: datetime | None, until: datetime | None) -> pd.DataFrame:
     """The rows with ``since <= event_time < until`` (either bound may be open)."""
-    from pyspark.sql import functions as F
-
+    times = pd.to_datetime(frame["event_time"], utc=True)
+    keep = pd.Series(True, index=frame.index)
     if since is not None:
-        features = features.where(F.col("event_time") >= F.lit(since))
+        keep &= times >= pd.Timestamp(since)
     if until is not None:
-        features = features.where(F.col("event_time") < F.lit(until))
-    return features
+        keep &= times < pd.Timestamp(until)
+    return frame[keep].reset_index(drop=True)
 
 
 def time_range_text(since: datetime | None, until: datetime | None) -> str:

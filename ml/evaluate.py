@@ -50,11 +50,11 @@ def holdout_frame(client, ref: ModelRef) -> pd.DataFrame:
 
 
 def file_frame(
-    spark: SparkSession, path: str, since: datetime | None = None, until: datetime | None = None
+    spark: SparkSession, path: str, since: datetime | None, until: datetime | None, label_delay_seconds: int
 ) -> pd.DataFrame:
     """A labelled file → the shared features, exactly as training reads it (the rows of
     ``[since, until)`` when a bound is given)."""
-    return file_training_data(spark, path, since, until).frame
+    return file_training_data(spark, path, since, until, label_delay_seconds).frame
 
 
 def load_scoring_model(uri: str):

@@ -3,8 +3,8 @@
 Training (simulator or input file → Spark → :func:`add_features` → pandas) and
 serving (the silver stream → :func:`add_features` → the registered pyfunc) call the
 same function, so a feature cannot mean one thing in training and another when
-scoring. Behavioural features (per-user velocity, per-merchant risk) will be added
-here, in :func:`add_features`, for both paths at once.
+scoring. Behavioural features (card velocity, merchant risk) need the rows before a
+transaction: :mod:`fraudlake.ml.behaviour` computes them, again once for both paths.
 
 Every function here is a pure ``DataFrame -> DataFrame`` transformation that works
 on batch and streaming frames alike.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES
 from fraudlake.reference import UNITS_PER_USD
 
 if TYPE_CHECKING:
@@ -25,9 +26,13 @@ TIME_FEATURES = ("tx_hour", "tx_day_of_week", "is_weekend", "is_night")
 SILVER_FEATURES = TIME_FEATURES + ("amount_usd",)
 NIGHT_END_HOUR = 6  # night is 00:00-05:59 UTC
 
-# Model input: numbers (scaled) and categories (one-hot encoded), by name.
-NUMERIC_FEATURES = ("log_amount", "log_amount_usd", "tx_hour", "tx_day_of_week", "is_weekend", "is_night")
+# Model input: numbers (scaled) and categories (one-hot encoded), by name. The transaction's
+# own features are Spark columns (add_features); its behavioural features (what its card and
+# merchant did before it) are computed over a history by fraudlake.ml.behaviour.
+TRANSACTION_NUMERIC_FEATURES = ("log_amount", "log_amount_usd", "tx_hour", "tx_day_of_week", "is_weekend", "is_night")
+NUMERIC_FEATURES = TRANSACTION_NUMERIC_FEATURES + BEHAVIOUR_FEATURES
 CATEGORICAL_FEATURES = ("merchant_category", "country", "currency", "channel")
+TRANSACTION_INPUT_COLUMNS = TRANSACTION_NUMERIC_FEATURES + CATEGORICAL_FEATURES
 MODEL_INPUT_COLUMNS = NUMERIC_FEATURES + CATEGORICAL_FEATURES
 # Inputs that may be null (an optional bronze column, or an amount in an unknown currency).
 NULLABLE_FEATURES = ("log_amount_usd",) + CATEGORICAL_FEATURES
@@ -90,7 +95,7 @@ def add_amount_features(df: DataFrame) -> DataFrame:
 
 
 def add_features(df: DataFrame) -> DataFrame:
-    """Every model input column, added to transactions in the bronze schema.
+    """Every per-transaction model input column, added to transactions in the bronze schema.
 
     The one feature step of training and of the silver stream: one projection, so a
     micro-batch's plan is analysed once for all of them, not once per column; the
@@ -99,8 +104,3 @@ def add_features(df: DataFrame) -> DataFrame:
     from fraudlake.spark import built_once
 
     return df.withColumns(built_once("features", lambda: {**amount_feature_columns(), **time_feature_columns()}))
-
-
-def model_input(df: DataFrame) -> DataFrame:
-    """The model input columns only, in the model's order (``df`` already has the features)."""
-    return df.select(*MODEL_INPUT_COLUMNS)

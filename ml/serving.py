@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from fraudlake.errors import FraudlakeError
+from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES
 from fraudlake.ml.features import MODEL_INPUT_COLUMNS, SILVER_FEATURES, add_features
 from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
 from fraudlake.settings import Context
@@ -30,6 +32,9 @@ class ModelScorer:
     model_name: str
     model_version: str
     flag_threshold: float
+    # The model's inputs, by name (its signature): a version trained before behavioural
+    # features existed scores without them.
+    input_columns: tuple[str, ...] = MODEL_INPUT_COLUMNS
 
 
 def load_scorer(spark: SparkSession, ctx: Context, model_uri: str | None = None) -> ModelScorer:
@@ -44,11 +49,12 @@ def load_scorer(spark: SparkSession, ctx: Context, model_uri: str | None = None)
     ref = resolve_model(client, model_uri or default_model_uri(ctx))
     info = mlflow.models.get_model_info(ref.uri)
     threshold = float((info.metadata or {})["flag_threshold"])
+    inputs = tuple(info.signature.inputs.input_names()) if info.signature is not None else MODEL_INPUT_COLUMNS
     if _local_master(spark):
         udf = worker_cached_udf(mlflow.artifacts.download_artifacts(ref.uri))
     else:  # a cluster: MLflow ships the model to every executor (and caches it there)
         udf = mlflow.pyfunc.spark_udf(spark, ref.uri, result_type="double", env_manager="local")
-    return ModelScorer(udf, ref.uri, ref.name or "", ref.version or "", threshold)
+    return ModelScorer(udf, ref.uri, ref.name or "", ref.version or "", threshold, tuple(map(str, inputs)))
 
 
 def _local_master(spark: SparkSession) -> bool:
@@ -95,15 +101,23 @@ def worker_cached_udf(model_path: str) -> Callable[..., Column]:
 
 
 def score_transactions(transactions: DataFrame, scorer: ModelScorer) -> DataFrame:
-    """Transactions (bronze schema) → + time features, ``amount_usd``, ``fraud_score``, ``is_flagged``,
+    """Transactions (bronze schema, and the behavioural features of :mod:`fraudlake.ml.behaviour`
+    when the model reads them) → + time features, ``amount_usd``, ``fraud_score``, ``is_flagged``,
     ``model_name``, ``model_version``, ``scored_at`` and the ``flag_threshold`` the flag used."""
     from pyspark.sql import functions as F
 
+    missing = [c for c in BEHAVIOUR_FEATURES if c in scorer.input_columns and c not in transactions.columns]
+    if missing:
+        raise FraudlakeError(
+            f"{scorer.model_uri} reads behavioural features the rows do not have ({', '.join(missing[:3])}, ...): "
+            "compute them first (fraudlake.ml.behaviour.BehaviourHistory)"
+        )
     featured = add_features(transactions)
     # A struct passes the inputs by name, so column order cannot silently change meaning.
-    score = scorer.udf(F.struct(*[F.col(c) for c in MODEL_INPUT_COLUMNS]))
+    score = scorer.udf(F.struct(*[F.col(c) for c in scorer.input_columns]))
+    carried = [c for c in transactions.columns if c not in SILVER_FEATURES]  # bronze, behaviour, a caller's own
     return featured.withColumn("fraud_score", score).select(
-        *transactions.columns,
+        *carried,
         *SILVER_FEATURES,
         F.col("fraud_score"),
         (F.col("fraud_score") >= F.lit(scorer.flag_threshold)).alias("is_flagged"),

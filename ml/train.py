@@ -34,7 +34,7 @@ from fraudlake.ml.registry import (
 )
 from fraudlake.output import note
 from fraudlake.settings import Context
-from fraudlake.timeutil import from_row, iso_utc
+from fraudlake.timeutil import iso_utc
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -62,32 +62,38 @@ def simulated_training_data(spark: SparkSession, ctx: Context, samples: int) -> 
     # Materialise the simulated rows first: the simulator's column expressions are large, and
     # the optimizer would otherwise inline them into every feature that reads them (~5x slower).
     transactions = generate_batch(spark, sim, samples).localCheckpoint(eager=True)
-    return TrainingData(data.to_pandas(data.labelled_features(transactions)), "simulator", 0)
+    frame = data.to_pandas(data.labelled_features(transactions))
+    return TrainingData(data.with_behaviour(frame, ctx.settings.ml.label_delay_seconds), "simulator", 0)
 
 
 def file_training_data(
-    spark: SparkSession, input_path: str, since: datetime | None = None, until: datetime | None = None
+    spark: SparkSession,
+    input_path: str,
+    since: datetime | None,
+    until: datetime | None,
+    label_delay_seconds: int,
 ) -> TrainingData:
     """A labelled file in the bronze schema → checked and typed → the shared features → pandas:
     the rows whose ``event_time`` is in ``[since, until)`` when a bound is given (the features of a
-    row are computed on the whole input, so earlier rows outside the range are its history)."""
-    from pyspark.sql import functions as F
-
+    row are computed on the whole input, so earlier rows outside the range are its history).
+    Labels are known at the input's ``label_time``, or ``label_delay_seconds`` after the purchase."""
     note(f"reading {input_path}...")
     transactions = data.conform_to_bronze(data.read_transactions(spark, input_path), input_path).cache()
     try:
         dropped = data.count_unusable(transactions)
-        features = data.labelled_features(transactions)
-        frame = data.to_pandas(data.in_time_range(features, since, until))
-        if frame.empty and (since or until):  # say what the input spans: one more job, on this error only
-            span = features.agg(F.min("event_time").alias("first"), F.max("event_time").alias("last")).first()
-            if span is not None and span["first"] is not None:
-                raise FraudlakeError(
-                    f"{input_path} has no usable rows {data.time_range_text(since, until)}: its event times run "
-                    f"from {iso_utc(from_row(span['first']))} to {iso_utc(from_row(span['last']))}"
-                )
+        whole = data.to_pandas(data.labelled_features(transactions))
     finally:
         transactions.unpersist()
+    if not whole.empty:
+        note(f"behavioural features over {len(whole):,} rows...")
+        whole = data.with_behaviour(whole, label_delay_seconds)
+    frame = data.in_time_range(whole, since, until)
+    if frame.empty and not whole.empty and (since or until):  # say what the input spans
+        times = pd.to_datetime(whole["event_time"], utc=True)
+        raise FraudlakeError(
+            f"{input_path} has no usable rows {data.time_range_text(since, until)}: its event times run "
+            f"from {iso_utc(times.min().to_pydatetime())} to {iso_utc(times.max().to_pydatetime())}"
+        )
     if dropped:
         note(f"left out {dropped:,} row(s) without event_time, amount or {data.LABEL}")
     if frame.empty:
@@ -117,7 +123,7 @@ def train_model(
     started = time.perf_counter()
 
     training = (
-        file_training_data(spark, input_path, since, until)
+        file_training_data(spark, input_path, since, until, ml.label_delay_seconds)
         if input_path
         else simulated_training_data(spark, ctx, samples or ml.samples)
     )
@@ -176,6 +182,7 @@ def train_model(
         "flag_threshold": threshold,
         "score_kind": score_kind,
         "features": ",".join(MODEL_INPUT_COLUMNS),
+        "label_delay_seconds": ml.label_delay_seconds,
     }
     # The examples' event-time range, as asked (ISO 8601, UTC): what a later time split trains on.
     time_range = {key: iso_utc(value) for key, value in (("since", since), ("until", until)) if value}

@@ -3,8 +3,9 @@
 One streaming query reads bronze (a Delta source) and, per micro-batch, validates
 every row, sends a ``transaction_id`` that silver has already scored to quarantine
 (``duplicate_transaction_id``: a file dropped twice, a producer's retry, a re-created
-checkpoint), scores the rest with the registered model, and appends each row to
-exactly one of the two silver tables. Both appends are idempotent (each commit records its
+checkpoint), computes the behavioural features of the rest (what each card and merchant
+did before, :class:`SilverBehaviour`), scores them with the registered model, and appends
+each row to exactly one of the two silver tables. Both appends are idempotent (each commit records its
 writer and batch; the first batch after a start is looked for first, see
 :mod:`fraudlake.streaming_io`), so a micro-batch replayed after a crash is skipped where it
 had already landed: bronze = silver + quarantine, always.
@@ -24,13 +25,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, BehaviourHistory
+from fraudlake.ml.behaviour import INPUT_COLUMNS as BEHAVIOUR_INPUTS
 from fraudlake.ml.serving import ModelScorer, score_transactions
+from fraudlake.output import note
 from fraudlake.settings import Context
 from fraudlake.silver.validation import drop_routed, mark_repeats, validate
 from fraudlake.streaming_io import ReplayCheck, append_once, triggered, writer_app_id
 from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, table_name
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pyarrow as pa
     from pyspark.sql import Column, DataFrame, Observation, SparkSession
     from pyspark.sql.streaming import StreamingQuery
@@ -194,6 +199,61 @@ class SilverIdentities:
         self._since, self._since_rows = [], 0
 
 
+class SilverBehaviour:
+    """The behavioural features of the rows silver scores (:mod:`fraudlake.ml.behaviour`),
+    computed in the driver before the model reads them, from a :class:`BehaviourHistory` of the
+    rows scored before.
+
+    The history is silver itself: rebuilt at the writer's first batch from silver's rows of the
+    longest window before its newest row, then kept up to date with each batch the writer
+    appends. A restart (``kill -9`` included) therefore continues from exactly the rows that were
+    committed, and a replayed batch sees the history it saw the first time: its own rows, found
+    in silver when its append had committed, are not counted as its own history.
+    """
+
+    def __init__(self, table: str, label_delay_seconds: int) -> None:
+        self.table = table
+        self.label_delay_seconds = label_delay_seconds
+        self.history: BehaviourHistory | None = None
+        self._rebuilt = False  # the first batch after the rebuild may be a replay of committed rows
+
+    def features(self, session: SparkSession, valid: pa.Table) -> tuple[pa.Table, pd.DataFrame]:
+        """``valid`` with a float column per behavioural feature, and the rows' inputs (for :meth:`added`)."""
+        import pyarrow as pa
+
+        if self.history is None:
+            self.history = self._rebuild(session)
+        inputs = valid.select(list(BEHAVIOUR_INPUTS)).to_pandas()
+        computed = self.history.features(inputs)
+        for name in BEHAVIOUR_FEATURES:
+            valid = valid.append_column(name, pa.array(computed[name].to_numpy(dtype="float64"), pa.float64()))
+        return valid, inputs
+
+    def added(self, inputs: pd.DataFrame) -> None:
+        """Rows this writer appended to silver (or found there, committed by its earlier attempt)."""
+        assert self.history is not None  # features() ran first
+        if self._rebuilt:  # a replayed batch's rows may be in the rebuilt history already
+            self.history.forget_ids(inputs["transaction_id"])
+            self._rebuilt = False
+        self.history.add(inputs)
+
+    def _rebuild(self, session: SparkSession) -> BehaviourHistory:
+        from pyspark.sql import functions as F
+
+        history = BehaviourHistory(label_maturity=self.label_delay_seconds)
+        silver = session.table(self.table)
+        newest = silver.agg(F.max(F.unix_micros("event_time"))).first()
+        if newest is None or newest[0] is None:
+            return history
+        earliest = newest[0] - history.horizon_seconds * 1_000_000
+        started = time.perf_counter()
+        rows = silver.where(F.unix_micros("event_time") >= F.lit(earliest)).select(*BEHAVIOUR_INPUTS).toArrow()
+        history.add(rows.to_pandas())
+        self._rebuilt = True
+        note(f"silver: behaviour history of {rows.num_rows:,} scored rows read in {time.perf_counter() - started:.1f}s")
+        return history
+
+
 @dataclass
 class SilverStats:
     """What the silver micro-batches did, for progress lines (the driver runs foreachBatch)."""
@@ -223,6 +283,7 @@ class SilverBatchWriter:
         self.replays = ReplayCheck()  # only the first batch after a start may have committed already
         self.stats = SilverStats()
         self.identities = SilverIdentities(self.scored_table, ctx.settings.streams.duplicate_horizon_hours)
+        self.behaviour = SilverBehaviour(self.scored_table, ctx.settings.ml.label_delay_seconds)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         self.route(batch.sparkSession, self.validated(batch), batch_id)
@@ -231,12 +292,11 @@ class SilverBatchWriter:
         """The batch's rows, each with its ``quarantine_reason``, in the driver: one Spark job."""
         return validate(batch, self.ctx.settings.streams.max_future_seconds).toArrow()
 
-    def route(self, session: SparkSession, validated: pa.Table, batch_id: int, frame: DataFrame | None = None) -> None:
-        """Send each validated row to silver (scored) or to quarantine. Routing and the batch's
-        figures are worked out in the driver and each append writes from there: no cache, and
-        no Spark job of its own for the bounds or the reasons (see the module's docstring).
-        ``frame``: ``validated`` as a DataFrame already (:func:`local_frame`), when the caller
-        made one for its own use: the rows cross from the driver to the JVM once."""
+    def route(self, session: SparkSession, validated: pa.Table, batch_id: int) -> None:
+        """Send each validated row to silver (scored, after its behavioural features) or to
+        quarantine. Routing and the batch's figures are worked out in the driver and each append
+        writes from there: no cache, and no Spark job of its own for the bounds or the reasons
+        (see the module's docstring)."""
         import pyarrow.compute as pc
         from pyspark.sql import Observation
 
@@ -258,10 +318,8 @@ class SilverBatchWriter:
         valid = checked.filter(pc.is_null(reason)).drop_columns(["quarantine_reason"])
         totals = EMPTY_TOTALS
         if valid.num_rows:
-            if frame is not None and checked is validated:  # nothing was marked: the caller's frame holds the rows
-                rows = frame.where("quarantine_reason IS NULL").drop("quarantine_reason")
-            else:
-                rows = local_frame(session, valid)
+            featured, inputs = self.behaviour.features(session, valid)
+            rows = local_frame(session, featured)
             # The batch's figures are observed while the append writes the rows: no second pass
             # over the scored rows (and no second run of the model) just to count them.
             observed = Observation(f"silver_batch_{batch_id}")
@@ -272,6 +330,7 @@ class SilverBatchWriter:
             )
             totals = self._observed(observed if wrote else None, scored)
             self.identities.added(valid)
+            self.behaviour.added(inputs)
         self._count(totals, reasons)
 
     def _route(self, session: SparkSession, validated: pa.Table, bounds: dict) -> pa.Table:

@@ -30,7 +30,8 @@ def transactions(n: int = 6_000, days: int = 50, cards: int = 150, merchants: in
             "card_id": rng.integers(0, cards, n).astype(str),
             "merchant_id": rng.integers(0, merchants, n).astype(str),
             "country": rng.choice(["US", "GB", "DE", "JP"], n),
-            "amount_usd": np.round(rng.lognormal(3.5, 1.0, n), 2),
+            "amount": np.round(rng.lognormal(3.5, 1.0, n), 2),
+            "currency": rng.choice(["USD", "GBP", "JPY"], n),
         }
     )
 
@@ -102,7 +103,8 @@ def burst(times_seconds: list[int], amounts: list[float], merchants: list[str], 
             "card_id": "stolen",
             "merchant_id": merchants,
             "country": countries,
-            "amount_usd": amounts,
+            "amount": amounts,
+            "currency": "USD",
         }
     )
 
@@ -142,7 +144,8 @@ def test_a_merchants_fraud_share_uses_only_labels_that_had_arrived():
             "card_id": ["1", "2", "3", "4"],
             "merchant_id": "m",
             "country": "US",
-            "amount_usd": 10.0,
+            "amount": 10.0,
+            "currency": "USD",
         }
     )
     labelled_in_time = pd.DataFrame(

@@ -9,7 +9,7 @@ import pytest
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.ml import data
-from fraudlake.ml.features import MODEL_INPUT_COLUMNS, add_amount_features, add_features, add_time_features
+from fraudlake.ml.features import TRANSACTION_INPUT_COLUMNS, add_amount_features, add_features, add_time_features
 from fraudlake.timeutil import from_row
 
 pytestmark = pytest.mark.spark
@@ -91,8 +91,8 @@ def test_add_features_produces_every_model_input(spark):
     from fraudlake.simulator import generate_batch
 
     featured = add_features(generate_batch(spark, SimulatorSettings(), 200).localCheckpoint())
-    assert set(MODEL_INPUT_COLUMNS) <= set(featured.columns)
-    assert featured.select(*MODEL_INPUT_COLUMNS).dropna().count() == 200  # simulator rows are complete
+    assert set(TRANSACTION_INPUT_COLUMNS) <= set(featured.columns)
+    assert featured.select(*TRANSACTION_INPUT_COLUMNS).dropna().count() == 200  # simulator rows are complete
 
 
 # ----------------------------------------------------------------------------- input files

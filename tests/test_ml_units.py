@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from fraudlake.errors import ConfigError, FraudlakeError
+from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES
 from fraudlake.ml.data import input_format, split_frame
 from fraudlake.ml.features import MODEL_INPUT_COLUMNS
 from fraudlake.ml.metrics import flat_metrics, fraud_metrics, precision_at_k, recall_by_scenario
@@ -164,6 +165,8 @@ def _feature_rows(n: int, seed: int = 0) -> pd.DataFrame:
             "country": rng.choice(["US", "JP"], n),
             "currency": rng.choice(["USD", "JPY"], n),
             "channel": rng.choice(["pos", "online"], n),
+            # What a card and a merchant did before (counts, amounts, shares): non-negative numbers.
+            **{name: rng.exponential(2.0, n).round(2) for name in BEHAVIOUR_FEATURES},
         }
     )
     labels = pd.Series((frame["log_amount_usd"] > 5.5) & frame["is_night"] | (rng.random(n) < 0.01)).astype(int)

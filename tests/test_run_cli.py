@@ -10,8 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, behaviour_features
 from tests.conftest import console_outside_its_environment, fraudlake, run_cli
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -134,6 +136,15 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     assert row["windows_differing"] == row["minutes_differing"] == row["repeated_activity_alerts"] == 0, row
     assert row["final_windows"] > 0 and row["open_windows"] > 0, row
     assert row["final_minutes"] > 0 and row["open_minutes"] > 0, row
+
+    # The behavioural features silver computed batch by batch, across the kill and the restart,
+    # are the features of the same rows computed in one pass, as training computes them.
+    scored = spark.read.format("delta").load(str(warehouse / "silver" / "scored_transactions")).toPandas()
+    batch = behaviour_features(scored)
+    assert (batch["card_count_10m"] > 0).any() and (batch["merchant_count_1d"] > 0).any()  # bursts, busy merchants
+    pd.testing.assert_frame_equal(
+        scored[list(BEHAVIOUR_FEATURES)], batch, check_exact=False, rtol=0, atol=1e-9, check_dtype=False
+    )
 
 
 def test_run_without_a_model_says_how_to_train_one(tmp_path):

@@ -176,7 +176,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         resolve_model(mlflow_client(ctx), model_uri)  # a missing model fails before Spark starts
         from fraudlake.spark import get_spark
 
-        frame = file_frame(get_spark(ctx, master=args.master), args.input, since, until)
+        frame = file_frame(
+            get_spark(ctx, master=args.master), args.input, since, until, ctx.settings.ml.label_delay_seconds
+        )
     dataset = args.input
     if args.input and (since or until):
         from fraudlake.ml.data import time_range_text

@@ -49,6 +49,7 @@ def rescore_silver(
     ``model_uri`` (default the champion) and update them in place; alert newly flagged ones."""
     from pyspark.sql import functions as F
 
+    from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES
     from fraudlake.ml.serving import load_scorer, score_transactions
 
     if since is None and until is None and not ids:
@@ -66,7 +67,10 @@ def rescore_silver(
     same_model = F.col("model_name").eqNullSafe(F.lit(scorer.model_name)) & F.col("model_version").eqNullSafe(
         F.lit(scorer.model_version)
     )
-    stale = rows.where(~same_model).select(*bronze_column_names(), F.col("is_flagged").alias("was_flagged"))
+    # Scored again on the behavioural features silver computed when the row arrived.
+    stale = rows.where(~same_model).select(
+        *bronze_column_names(), *BEHAVIOUR_FEATURES, F.col("is_flagged").alias("was_flagged")
+    )
     rescored = score_transactions(stale, scorer).dropDuplicates(["transaction_id", "event_time", "_ingest_time"])
     rescored = rescored.persist()  # scored once: the MERGE, the counts and the alerts see the same scores
     try:

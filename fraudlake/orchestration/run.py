@@ -13,6 +13,7 @@ from fraudlake.orchestration.pipeline import LAYERS, describe_profile, lakehouse
 from fraudlake.orchestration.streaming import format_left_behind, progress_printer, run_queries
 from fraudlake.output import note
 from fraudlake.settings import Context
+from fraudlake.simulator import SECONDS_PER_DAY
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -119,8 +120,13 @@ def run_demo(
     try:
         resolve_model(mlflow_client(ctx), default_model_uri(ctx))
     except FraudlakeError:
-        note(f"no champion model yet: training {model} on {ctx.settings.ml.samples:,} simulated rows...")
-        train_model(spark, ctx, model=model)
+        # History at the stream's pace: a card's behaviour (purchases per hour, a burst's spacing)
+        # then means in training what it means live.
+        note(
+            f"no champion model yet: training {model} on {ctx.settings.ml.samples:,} simulated rows "
+            f"at the stream's {rate:,} rows/s..."
+        )
+        train_model(spark, ctx.with_settings(simulator={"rows_per_day": rate * SECONDS_PER_DAY}), model=model)
     run = stream_layers(spark, ctx, LAYERS, "rate", rate, None, duration, output_format, alerts_out)
     evaluation = evaluate_model(ctx)
     summary = lakehouse_summary(spark, ctx)
