@@ -1,4 +1,5 @@
-"""Sources → ``bronze.transactions``: the simulator's rate stream or a landing folder of files.
+"""Sources → ``bronze.transactions``: the simulator's rate stream or a landing folder of files
+(and the simulator's fraud labels → ``bronze.labels``, :mod:`fraudlake.bronze.labels`).
 
 Bronze keeps everything: a malformed record becomes a row with null typed columns
 and its original text in ``_raw``. Each source has its own checkpoint, and each
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fraudlake.bronze.labels import FEED_COLUMNS, SimulatedLabels
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 from fraudlake.simulator import rate_stream
@@ -121,11 +123,12 @@ class BronzeWriter:
     function of ``--layers bronze``, and the bronze half of the combined ingest query.
     """
 
-    def __init__(self, ctx: Context, checkpoint: str) -> None:
+    def __init__(self, ctx: Context, checkpoint: str, labels: SimulatedLabels | None = None) -> None:
         self.table = table_name(ctx, BRONZE_TRANSACTIONS)
         self.checkpoint = checkpoint
         self.replays = ReplayCheck()  # only the first batch after a start may have committed already
         self._query_id: str | None = None
+        self.labels = labels  # the simulator's label feed, for a rate source on its own
 
     def query_id(self, batch: DataFrame) -> str:
         """The query's id, the one Delta's streaming sink uses as the bronze txnAppId."""
@@ -139,7 +142,16 @@ class BronzeWriter:
         return self._query_id
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        append_once(batch, self.table, self.query_id(batch), batch_id, self.replays.needed(self.table))
+        if self.labels is None:
+            append_once(batch, self.table, self.query_id(batch), batch_id, self.replays.needed(self.table))
+            return
+        # The label feed reads the batch too: cached, the source runs (and is counted) once.
+        batch = batch.persist()
+        try:
+            append_once(batch, self.table, self.query_id(batch), batch_id, self.replays.needed(self.table))
+            self.labels.arrive(batch.sparkSession, batch.select(*FEED_COLUMNS).toArrow())
+        finally:
+            batch.unpersist()
 
 
 def start_bronze_ingest(
@@ -156,9 +168,10 @@ def start_bronze_ingest(
     """
     frame = source_frame(spark, ctx, source, rate, landing, available_now)
     checkpoint = ctx.paths.checkpoint(checkpoint_name(source))
+    labels = SimulatedLabels(ctx) if source == "rate" else None
     writer = (
         frame.writeStream.queryName(checkpoint_name(source))
-        .foreachBatch(BronzeWriter(ctx, checkpoint))
+        .foreachBatch(BronzeWriter(ctx, checkpoint, labels))
         .option("checkpointLocation", checkpoint)
     )
     return triggered(writer, ctx.settings.ingest.trigger_seconds, available_now).start()

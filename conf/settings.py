@@ -153,6 +153,9 @@ class SimulatorSettings(_Strict):
     # The rate stream's event time: None follows the wall clock; an instant replays the
     # stream on the simulated clock from there (row n at n / rate seconds after it).
     stream_start_time: datetime | None = None
+    # The rate stream's fraud labels reach bronze.labels this long after the purchase (on the
+    # stream's clock): a bank's chargebacks take days; a minute lets a live demo show them.
+    label_delay_seconds: PositiveInt = 60
 
     @field_validator("start_time", "stream_start_time")
     @classmethod

@@ -120,6 +120,16 @@ BRONZE_TRANSACTIONS = TableSpec(
     {"delta.appendOnly": "true"},
     "Raw transactions as received; append-only, nothing dropped",
 )
+BRONZE_LABELS = TableSpec(
+    "bronze",
+    "labels",
+    """transaction_id STRING, label_is_fraud INT, label_time TIMESTAMP, label_source STRING,
+       _ingest_time TIMESTAMP""",
+    {"delta.appendOnly": "true"},
+    "Fraud labels (chargebacks, confirmed cases, the simulator's truth) as they arrive; nothing may "
+    "use a label before its label_time",
+    {"transaction_id_present": "transaction_id IS NOT NULL", "label_time_present": "label_time IS NOT NULL"},
+)
 SILVER_SCORED = TableSpec(
     "silver",
     "scored_transactions",
@@ -178,6 +188,7 @@ GOLD_FRAUD_ALERTS = TableSpec(
 
 ALL_TABLES = (
     BRONZE_TRANSACTIONS,
+    BRONZE_LABELS,
     SILVER_SCORED,
     SILVER_QUARANTINE,
     GOLD_USER_MINUTE,
@@ -189,7 +200,8 @@ ALL_TABLES = (
 @dataclass(frozen=True)
 class ViewSpec:
     """A view over the tables: ``sql`` names them by placeholders, ``{user_minute}`` for
-    :data:`GOLD_USER_MINUTE` and ``{dashboard_minute}`` for :data:`GOLD_DASHBOARD_MINUTE`,
+    :data:`GOLD_USER_MINUTE`, ``{dashboard_minute}`` for :data:`GOLD_DASHBOARD_MINUTE`,
+    ``{scored}`` for :data:`SILVER_SCORED`, ``{labels}`` for :data:`BRONZE_LABELS`,
     and ``{watermark_seconds}`` for the gold stream's watermark (:func:`gold_watermark_seconds`)."""
 
     layer: str
@@ -220,7 +232,42 @@ FROM {user_minute} m
 GROUP BY m.user_id, w.window_start""",
     "Per-user activity in 5-minute windows sliding every minute, open ones included (is_final); amounts in USD",
 )
-ALL_VIEWS = (GOLD_USER_ACTIVITY,)
+# Live model quality per hour (UTC) and model version, from the fraud labels that have arrived:
+# a transaction is fraud once bronze.labels holds its label, genuine so far until then (the
+# newest hour's labels are still arriving: labels_through says how far they go). Average
+# precision ranks the hour's transactions by score, as sklearn's average_precision_score.
+GOLD_MODEL_QUALITY = ViewSpec(
+    "gold",
+    "model_quality_hourly",
+    """WITH fraud AS (
+  SELECT DISTINCT transaction_id AS fraud_id FROM {labels} WHERE label_is_fraud = 1
+), judged AS (
+  SELECT timestamp_seconds(floor(unix_seconds(s.event_time) / 3600) * 3600) AS hour,
+         s.model_name, s.model_version, s.fraud_score, s.is_flagged, f.fraud_id IS NOT NULL AS is_fraud
+  FROM {scored} s LEFT JOIN fraud f ON s.transaction_id = f.fraud_id
+), ranked AS (
+  SELECT *,
+         count_if(is_fraud) OVER (PARTITION BY hour, model_name, model_version ORDER BY fraud_score DESC
+                                  RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS fraud_at_or_above,
+         count(*) OVER (PARTITION BY hour, model_name, model_version ORDER BY fraud_score DESC
+                        RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS at_or_above
+  FROM judged
+)
+SELECT hour, model_name, model_version,
+       count(*) AS tx_count,
+       count_if(is_flagged) AS flagged_count,
+       count_if(is_fraud) AS fraud_labelled,
+       count_if(is_flagged AND is_fraud) AS true_positives,
+       try_divide(count_if(is_flagged AND is_fraud), count_if(is_flagged)) AS precision,
+       try_divide(count_if(is_flagged AND is_fraud), count_if(is_fraud)) AS recall,
+       try_divide(sum(CASE WHEN is_fraud THEN fraud_at_or_above / at_or_above END), count_if(is_fraud))
+         AS average_precision,
+       (SELECT max(label_time) FROM {labels}) AS labels_through
+FROM ranked
+GROUP BY hour, model_name, model_version""",
+    "Live model quality per hour (UTC) and model version, from the fraud labels arrived so far",
+)
+ALL_VIEWS = (GOLD_USER_ACTIVITY, GOLD_MODEL_QUALITY)
 LAYERS = ("bronze", "silver", "gold")
 
 # A name part Spark SQL reads without backticks (Spark's own ``quoteIfNeeded`` rule).
@@ -415,6 +462,8 @@ def view_sql(ctx: Context, view: ViewSpec, watermark_seconds: float) -> str:
     select = view.sql.format(
         user_minute=table_name(ctx, GOLD_USER_MINUTE),
         dashboard_minute=table_name(ctx, GOLD_DASHBOARD_MINUTE),
+        scored=table_name(ctx, SILVER_SCORED),
+        labels=table_name(ctx, BRONZE_LABELS),
         watermark_seconds=watermark_seconds,
     )
     comment = f" COMMENT {sql_string(view.comment)}" if view.comment else ""

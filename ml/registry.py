@@ -164,7 +164,8 @@ def list_versions(client, ctx: Context, ks=None) -> list[dict]:
     for found in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version)):
         # Unity Catalog's search returns versions without their tags: read those one by one there.
         mv = found if found.tags else client.get_model_version(name, found.version)
-        metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        run = client.get_run(mv.run_id).data if mv.run_id else None
+        metrics = run.metrics if run is not None else {}
         row = {
             "version": int(mv.version),
             "aliases": ",".join(sorted(aliases_by_version.get(str(mv.version), []))),
@@ -173,6 +174,8 @@ def list_versions(client, ctx: Context, ks=None) -> list[dict]:
                 "%Y-%m-%d %H:%M:%S"
             ),
             "flag_threshold": _float(mv.tags.get(TAG_THRESHOLD)),
+            # What it learned from: simulator, a file, or lakehouse:<silver table>.
+            "trained_on": run.params.get("data_source", "") if run is not None else "",
         }
         row.update({m: _rounded(metrics.get(m)) for m in KEY_METRICS})
         row.update({f"precision_at_{k}": _rounded(metrics.get(f"precision_at_{k}")) for k in ks})

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from fraudlake.errors import FraudlakeError
-from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES
+from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, DEFAULT_LABEL_MATURITY, behaviour_features
 from fraudlake.ml.features import MODEL_INPUT_COLUMNS, SILVER_FEATURES, add_features
 from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
 from fraudlake.settings import Context
@@ -35,6 +35,8 @@ class ModelScorer:
     # The model's inputs, by name (its signature): a version trained before behavioural
     # features existed scores without them.
     input_columns: tuple[str, ...] = MODEL_INPUT_COLUMNS
+    # How old a merchant's transactions must be before their labels count (the model's training data).
+    label_maturity_seconds: int = DEFAULT_LABEL_MATURITY
 
 
 def load_scorer(spark: SparkSession, ctx: Context, model_uri: str | None = None) -> ModelScorer:
@@ -50,11 +52,12 @@ def load_scorer(spark: SparkSession, ctx: Context, model_uri: str | None = None)
     info = mlflow.models.get_model_info(ref.uri)
     threshold = float((info.metadata or {})["flag_threshold"])
     inputs = tuple(info.signature.inputs.input_names()) if info.signature is not None else MODEL_INPUT_COLUMNS
+    maturity = int((info.metadata or {}).get("label_maturity_seconds", DEFAULT_LABEL_MATURITY))
     if _local_master(spark):
         udf = worker_cached_udf(mlflow.artifacts.download_artifacts(ref.uri))
     else:  # a cluster: MLflow ships the model to every executor (and caches it there)
         udf = mlflow.pyfunc.spark_udf(spark, ref.uri, result_type="double", env_manager="local")
-    return ModelScorer(udf, ref.uri, ref.name or "", ref.version or "", threshold, tuple(map(str, inputs)))
+    return ModelScorer(udf, ref.uri, ref.name or "", ref.version or "", threshold, tuple(map(str, inputs)), maturity)
 
 
 def _local_master(spark: SparkSession) -> bool:
@@ -98,6 +101,23 @@ def worker_cached_udf(model_path: str) -> Callable[..., Column]:
             yield pd.Series(model.predict(frame), index=frame.index).astype("float64")
 
     return score
+
+
+def with_behaviour(
+    transactions: DataFrame, label_maturity_seconds: int = DEFAULT_LABEL_MATURITY, labels: pd.DataFrame | None = None
+) -> DataFrame:
+    """A batch of transactions (bronze schema) with their behavioural features, each row's history
+    being the batch's earlier rows (and ``labels``: ``transaction_id``, ``label_is_fraud``,
+    ``label_time``): for scoring a history at once, e.g. a backfill. The rows go through the driver."""
+    rows = transactions.toPandas()
+    featured = pd.concat([rows, behaviour_features(rows, labels, label_maturity_seconds)], axis=1)
+    return transactions.sparkSession.createDataFrame(featured, schema=_with_doubles(transactions, BEHAVIOUR_FEATURES))
+
+
+def _with_doubles(frame: DataFrame, names) -> Any:
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    return StructType([*frame.schema.fields, *[StructField(name, DoubleType()) for name in names]])
 
 
 def score_transactions(transactions: DataFrame, scorer: ModelScorer) -> DataFrame:

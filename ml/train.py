@@ -51,6 +51,9 @@ class TrainingData:
     frame: pd.DataFrame  # key columns + model input columns, one row per usable transaction
     source: str  # "simulator" or the input path
     dropped_rows: int  # rows without event_time, amount or label
+    # How long after a transaction its label was known: a merchant's fraud share counts the
+    # transactions from this long before (fraudlake.ml.behaviour); the stream uses the model's.
+    label_maturity_seconds: int
 
 
 def simulated_training_data(spark: SparkSession, ctx: Context, samples: int) -> TrainingData:
@@ -63,7 +66,9 @@ def simulated_training_data(spark: SparkSession, ctx: Context, samples: int) -> 
     # the optimizer would otherwise inline them into every feature that reads them (~5x slower).
     transactions = generate_batch(spark, sim, samples).localCheckpoint(eager=True)
     frame = data.to_pandas(data.labelled_features(transactions))
-    return TrainingData(data.with_behaviour(frame, ctx.settings.ml.label_delay_seconds), "simulator", 0)
+    # The simulator's labels arrive as its live stream's do (simulator.label_delay_seconds).
+    delay = sim.label_delay_seconds
+    return TrainingData(data.with_behaviour(frame, delay), "simulator", 0, delay)
 
 
 def file_training_data(
@@ -100,7 +105,56 @@ def file_training_data(
         raise FraudlakeError(f"{input_path} has no usable rows: every row lacks event_time, amount or {data.LABEL}")
     if since or until:
         note(f"{len(frame):,} rows {data.time_range_text(since, until)}")
-    return TrainingData(frame, input_path, dropped)
+    return TrainingData(frame, input_path, dropped, label_delay_seconds)
+
+
+def lakehouse_training_data(
+    spark: SparkSession, ctx: Context, since: datetime | None, until: datetime | None
+) -> TrainingData:
+    """``silver.scored_transactions`` and the fraud labels that arrived in ``bronze.labels`` → the
+    shared features (recomputed over all of silver: earlier rows are history) → pandas.
+
+    A row is fraud when a fraud label for it has arrived (at that label's ``label_time``), genuine
+    otherwise; the simulator's own truth in silver is not used. Labels take time to arrive, so
+    without ``until`` the newest rows (younger than the labels' median delay before the newest
+    label) are left out: their labels may still be on their way."""
+    from pyspark.sql import functions as F
+
+    from fraudlake.tables import BRONZE_LABELS, BRONZE_TRANSACTIONS, SILVER_SCORED, table_name
+
+    silver, labels_table = table_name(ctx, SILVER_SCORED), table_name(ctx, BRONZE_LABELS)
+    note(f"reading {silver} and the fraud labels in {labels_table}...")
+    fraud = (
+        spark.table(labels_table)
+        .where(F.col("label_is_fraud") == 1)
+        .groupBy("transaction_id")
+        .agg(F.min("label_time").alias(data.LABEL_TIME))
+    )
+    bronze_columns = [c for c in spark.table(table_name(ctx, BRONZE_TRANSACTIONS)).columns if c != data.LABEL]
+    rows = (
+        spark.table(silver)
+        .select(*bronze_columns)
+        .join(fraud, "transaction_id", "left")
+        .withColumn(data.LABEL, F.col(data.LABEL_TIME).isNotNull().cast("int"))
+    )
+    whole = data.to_pandas(data.labelled_features(rows))
+    if whole.empty:
+        raise FraudlakeError(f"{silver} has no rows to train on: run the pipeline first (fraudlake run or demo)")
+    known = whole[whole[data.LABEL] == 1]
+    if known.empty:
+        raise FraudlakeError(f"no fraud label has arrived in {labels_table} for the rows of {silver} yet")
+    delays = pd.to_datetime(known[data.LABEL_TIME], utc=True) - pd.to_datetime(known["event_time"], utc=True)
+    maturity = max(1, int(delays.median().total_seconds()))
+    note(f"behavioural features over {len(whole):,} rows ({len(known):,} fraud labels, median delay {maturity:,}s)...")
+    whole = data.with_behaviour(whole, maturity)
+    if until is None:  # rows whose label may not have arrived yet are no genuine examples
+        newest_label = pd.to_datetime(known[data.LABEL_TIME], utc=True).max()
+        until = (newest_label - pd.Timedelta(seconds=maturity)).to_pydatetime()
+        note(f"examples up to {iso_utc(until)}: later rows' labels may still be on their way")
+    frame = data.in_time_range(whole, since, until)
+    if frame.empty:
+        raise FraudlakeError(f"{silver} has no rows {data.time_range_text(since, until)}")
+    return TrainingData(frame, f"lakehouse:{silver}", 0, maturity)
 
 
 def train_model(
@@ -110,6 +164,7 @@ def train_model(
     model: str | None = None,
     samples: int | None = None,
     input_path: str | None = None,
+    from_lakehouse: bool = False,
     since: datetime | None = None,
     until: datetime | None = None,
     split: str | None = None,
@@ -119,14 +174,15 @@ def train_model(
     ml = ctx.settings.ml
     kind = model or ml.model
     contamination = contamination if contamination is not None else ml.contamination
-    split_method = split or ("time" if input_path else "random")
+    split_method = split or ("time" if input_path or from_lakehouse else "random")
     started = time.perf_counter()
 
-    training = (
-        file_training_data(spark, input_path, since, until, ml.label_delay_seconds)
-        if input_path
-        else simulated_training_data(spark, ctx, samples or ml.samples)
-    )
+    if from_lakehouse:
+        training = lakehouse_training_data(spark, ctx, since, until)
+    elif input_path:
+        training = file_training_data(spark, input_path, since, until, ml.label_delay_seconds)
+    else:
+        training = simulated_training_data(spark, ctx, samples or ml.samples)
     rows, fraud = data.class_counts(training.frame)
     note(f"features: {rows:,} rows, {fraud:,} fraud ({fraud / rows:.2%})")
     if fraud == 0 or fraud == rows:  # the threshold and the holdout metrics need both classes
@@ -182,7 +238,7 @@ def train_model(
         "flag_threshold": threshold,
         "score_kind": score_kind,
         "features": ",".join(MODEL_INPUT_COLUMNS),
-        "label_delay_seconds": ml.label_delay_seconds,
+        "label_maturity_seconds": training.label_maturity_seconds,
     }
     # The examples' event-time range, as asked (ISO 8601, UTC): what a later time split trains on.
     time_range = {key: iso_utc(value) for key, value in (("since", since), ("until", until)) if value}
@@ -209,6 +265,7 @@ def train_model(
         },
         input_example=parts.train[list(MODEL_INPUT_COLUMNS)].head(5),
         holdout=parts.test.assign(fraud_score=test_scores),
+        label_maturity_seconds=training.label_maturity_seconds,
     )
     note(f"registered {registered['model_uri']} as {registered['alias']} ({time.perf_counter() - started:.1f}s in all)")
     return {
@@ -233,6 +290,7 @@ def log_and_register(
     metrics: dict,
     input_example: pd.DataFrame,
     holdout: pd.DataFrame,
+    label_maturity_seconds: int,
 ) -> dict:
     """One MLflow run: params, metrics, the pyfunc (signature, input example, skops pipeline) and the holdout;
     then register the model."""
@@ -263,7 +321,12 @@ def log_and_register(
                 model_config=model_config,
                 signature=model_signature(),
                 input_example=input_example,
-                metadata={"flag_threshold": threshold, "model_kind": kind, "score_kind": SCORE_KIND[kind]},
+                metadata={
+                    "flag_threshold": threshold,
+                    "model_kind": kind,
+                    "score_kind": SCORE_KIND[kind],
+                    "label_maturity_seconds": label_maturity_seconds,
+                },
                 pip_requirements=_pinned(MODEL_PIP_REQUIREMENTS),
             )
             mlflow.log_artifact(str(holdout_path), artifact_path=str(Path(HOLDOUT_ARTIFACT).parent))

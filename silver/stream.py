@@ -25,14 +25,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, BehaviourHistory
+from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, BehaviourHistory, epoch_micros
 from fraudlake.ml.behaviour import INPUT_COLUMNS as BEHAVIOUR_INPUTS
 from fraudlake.ml.serving import ModelScorer, score_transactions
 from fraudlake.output import note
 from fraudlake.settings import Context
 from fraudlake.silver.validation import drop_routed, mark_repeats, validate
 from fraudlake.streaming_io import ReplayCheck, append_once, triggered, writer_app_id
-from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, table_name
+from fraudlake.tables import BRONZE_LABELS, BRONZE_TRANSACTIONS, SILVER_QUARANTINE, SILVER_SCORED, table_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -202,32 +202,48 @@ class SilverIdentities:
 class SilverBehaviour:
     """The behavioural features of the rows silver scores (:mod:`fraudlake.ml.behaviour`),
     computed in the driver before the model reads them, from a :class:`BehaviourHistory` of the
-    rows scored before.
+    rows scored before and the fraud labels arrived since.
 
-    The history is silver itself: rebuilt at the writer's first batch from silver's rows of the
-    longest window before its newest row, then kept up to date with each batch the writer
-    appends. A restart (``kill -9`` included) therefore continues from exactly the rows that were
-    committed, and a replayed batch sees the history it saw the first time: its own rows, found
-    in silver when its append had committed, are not counted as its own history.
+    The history is silver itself (and ``bronze.labels``): rebuilt at the writer's first batch from
+    silver's rows of the longest window before its newest row, then kept up to date with each
+    batch the writer appends. A restart (``kill -9`` included) therefore continues from exactly
+    the rows that were committed, and a replayed batch sees the history it saw the first time:
+    its own rows, found in silver when its append had committed, are not its own history.
+
+    Labels: the combined ingest query hands over the simulator's labels as they arrive
+    (:meth:`add_labels`, before the batch they arrived with is scored); otherwise each batch
+    reads the labels that arrived by its newest event time from ``bronze.labels``.
     """
 
-    def __init__(self, table: str, label_delay_seconds: int) -> None:
+    def __init__(self, table: str, labels_table: str, label_maturity_seconds: int) -> None:
         self.table = table
-        self.label_delay_seconds = label_delay_seconds
+        self.labels_table = labels_table
+        self.label_maturity_seconds = label_maturity_seconds
+        self.reads_labels = True  # False: labels come through add_labels
         self.history: BehaviourHistory | None = None
+        self._labels_until: int | None = None  # labels with label_time up to here (epoch micros) are known
         self._rebuilt = False  # the first batch after the rebuild may be a replay of committed rows
 
     def features(self, session: SparkSession, valid: pa.Table) -> tuple[pa.Table, pd.DataFrame]:
         """``valid`` with a float column per behavioural feature, and the rows' inputs (for :meth:`added`)."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        if self.history is None:
-            self.history = self._rebuild(session)
+        history = self._history(session)
+        if self.reads_labels:
+            newest = pc.max(valid.column("event_time").cast(pa.int64())).as_py()
+            if newest is not None:
+                self._read_labels(session, newest)
         inputs = valid.select(list(BEHAVIOUR_INPUTS)).to_pandas()
-        computed = self.history.features(inputs)
+        computed = history.features(inputs)
         for name in BEHAVIOUR_FEATURES:
             valid = valid.append_column(name, pa.array(computed[name].to_numpy(dtype="float64"), pa.float64()))
         return valid, inputs
+
+    def add_labels(self, session: SparkSession, labels: pd.DataFrame) -> None:
+        """Fraud labels that arrived (``transaction_id``, ``label_is_fraud``, ``label_time``)."""
+        if len(labels):
+            self._history(session).add(labels.iloc[:0, :0], labels)
 
     def added(self, inputs: pd.DataFrame) -> None:
         """Rows this writer appended to silver (or found there, committed by its earlier attempt)."""
@@ -237,10 +253,15 @@ class SilverBehaviour:
             self._rebuilt = False
         self.history.add(inputs)
 
+    def _history(self, session: SparkSession) -> BehaviourHistory:
+        if self.history is None:
+            self.history = self._rebuild(session)
+        return self.history
+
     def _rebuild(self, session: SparkSession) -> BehaviourHistory:
         from pyspark.sql import functions as F
 
-        history = BehaviourHistory(label_maturity=self.label_delay_seconds)
+        history = BehaviourHistory(label_maturity=self.label_maturity_seconds)
         silver = session.table(self.table)
         newest = silver.agg(F.max(F.unix_micros("event_time"))).first()
         if newest is None or newest[0] is None:
@@ -248,10 +269,35 @@ class SilverBehaviour:
         earliest = newest[0] - history.horizon_seconds * 1_000_000
         started = time.perf_counter()
         rows = silver.where(F.unix_micros("event_time") >= F.lit(earliest)).select(*BEHAVIOUR_INPUTS).toArrow()
-        history.add(rows.to_pandas())
+        labels = self._labels(session, earliest, None)  # a label is used only after its label_time
+        history.add(rows.to_pandas(), labels)
+        self._labels_until = max([newest[0], *(epoch_micros(labels["label_time"]).tolist())])
         self._rebuilt = True
-        note(f"silver: behaviour history of {rows.num_rows:,} scored rows read in {time.perf_counter() - started:.1f}s")
+        note(
+            f"silver: behaviour history of {rows.num_rows:,} scored rows and {len(labels):,} labels "
+            f"read in {time.perf_counter() - started:.1f}s"
+        )
         return history
+
+    def _read_labels(self, session: SparkSession, newest: int) -> None:
+        """Labels with a ``label_time`` after the last read and up to ``newest`` (epoch micros)."""
+        if self._labels_until is not None and newest <= self._labels_until:
+            return
+        labels = self._labels(session, self._labels_until, newest)
+        self._labels_until = newest
+        if len(labels):
+            assert self.history is not None
+            self.history.add(labels.iloc[:0, :0], labels)
+
+    def _labels(self, session: SparkSession, after: int | None, until: int | None) -> pd.DataFrame:
+        from pyspark.sql import functions as F
+
+        labels = session.table(self.labels_table).where(F.col("label_is_fraud") == 1)
+        if after is not None:
+            labels = labels.where(F.unix_micros("label_time") > F.lit(after))
+        if until is not None:
+            labels = labels.where(F.unix_micros("label_time") <= F.lit(until))
+        return labels.select("transaction_id", "label_is_fraud", "label_time").toPandas()
 
 
 @dataclass
@@ -283,7 +329,9 @@ class SilverBatchWriter:
         self.replays = ReplayCheck()  # only the first batch after a start may have committed already
         self.stats = SilverStats()
         self.identities = SilverIdentities(self.scored_table, ctx.settings.streams.duplicate_horizon_hours)
-        self.behaviour = SilverBehaviour(self.scored_table, ctx.settings.ml.label_delay_seconds)
+        self.behaviour = SilverBehaviour(
+            self.scored_table, table_name(ctx, BRONZE_LABELS), scorer.label_maturity_seconds
+        )
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         self.route(batch.sparkSession, self.validated(batch), batch_id)

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from fraudlake.bronze.ingest import checkpoint_name, start_bronze_ingest
 from fraudlake.conf.settings import SimulatorSettings
-from fraudlake.ml.serving import load_scorer, score_transactions
+from fraudlake.ml.serving import load_scorer, score_transactions, with_behaviour
 from fraudlake.orchestration.pipeline import catch_up
 from fraudlake.orchestration.streaming import run_queries
 from fraudlake.simulator import generate_batch
@@ -60,9 +60,13 @@ def _at_hour(rows, hour: int):
 def test_the_champion_flags_the_same_share_at_three_and_at_fourteen_utc(spark, champion):
     scorer = load_scorer(spark, champion)
     unseen = generate_batch(spark, SimulatorSettings(seed=7), 20_000).cache()  # rows the model never saw
-    as_generated = _flag_share(score_transactions(unseen, scorer))
-    at_night = _flag_share(score_transactions(_at_hour(unseen, 3), scorer))
-    by_day = _flag_share(score_transactions(_at_hour(unseen, 14), scorer))
+
+    def flag_share(rows) -> float:
+        return _flag_share(score_transactions(with_behaviour(rows, scorer.label_maturity_seconds), scorer))
+
+    as_generated = flag_share(unseen)
+    at_night = flag_share(_at_hour(unseen, 3))
+    by_day = flag_share(_at_hour(unseen, 14))
     unseen.unpersist()
     assert 0 < as_generated < 0.05
     assert abs(at_night - by_day) < 0.02, (at_night, by_day)

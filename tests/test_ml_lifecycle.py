@@ -11,11 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.ml import data
-from fraudlake.ml.features import MODEL_INPUT_COLUMNS, TIME_FEATURES
+from fraudlake.ml.features import MODEL_INPUT_COLUMNS, TIME_FEATURES, TRANSACTION_INPUT_COLUMNS
 from tests.conftest import fraudlake, make_context, run_cli
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]  # trains a model and streams a lakehouse
@@ -53,8 +54,9 @@ def test_versions_aliases_and_the_challenger_beats_the_isolation_forest(registry
     assert (second["version"], second["alias"]) == ("2", "challenger")
     assert first["rows"] == second["rows"] == 30_000 and first["fraud_rows"] == second["fraud_rows"]
     forest_ap, boosting_ap = first["holdout"]["average_precision"], second["holdout"]["average_precision"]
-    # A clear margin, not a magic number: the supervised model ranks fraud far better.
-    assert boosting_ap > 2 * forest_ap and boosting_ap - forest_ap > 0.2
+    # A clear margin, not a magic number: the supervised model ranks fraud far better (the
+    # IsolationForest finds stolen-card bursts in the behavioural features too).
+    assert boosting_ap - forest_ap > 0.15
     assert second["holdout"]["precision_at_50"] > first["holdout"]["precision_at_50"]
 
 
@@ -112,47 +114,61 @@ def test_promote_moves_champion_and_the_old_one_stays_addressable(registry, caps
 
 
 def test_serving_and_training_compute_identical_features_and_scores(registry, spark, tmp_path):
-    """The serving path (a Delta stream → add_features / score_transactions → spark_udf) against the
-    training path (labelled_features → pandas → pyfunc) on the same rows, some with a null country."""
+    """The serving path (a Delta stream → add_features; bronze → the silver stream: behavioural
+    features from its history, the model as a Spark UDF) against the training path
+    (labelled_features → pandas → behaviour_features → pyfunc) on the same rows, some with a
+    null country."""
     import mlflow
     from pyspark.sql import functions as F
 
     from fraudlake.conf.settings import SimulatorSettings
+    from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, behaviour_features
     from fraudlake.ml.features import add_features
-    from fraudlake.ml.serving import load_scorer, score_transactions
+    from fraudlake.ml.serving import load_scorer
+    from fraudlake.silver.stream import start_silver
     from fraudlake.simulator import generate_batch
+    from fraudlake.tables import BRONZE_TRANSACTIONS, SILVER_SCORED, ensure_tables, table_name
 
     ctx, _, second = registry
+    ctx = make_context(tmp_path / "home", ml={"tracking_uri": f"sqlite:///{ctx.paths.home / 'mlflow.db'}"})
     rows = generate_batch(spark, SimulatorSettings(seed=7), 400, partitions=1).withColumn(
         "country", F.when(F.col("transaction_id").endswith("3"), None).otherwise(F.col("country"))
     )
     source = str(tmp_path / "bronze")
     rows.write.format("delta").save(source)
+    ensure_tables(spark, ctx)
+    rows.write.format("delta").mode("append").saveAsTable(table_name(ctx, BRONZE_TRANSACTIONS))
     scorer = load_scorer(spark, ctx, "models:/fraud_detector/2")
     assert (scorer.model_version, scorer.flag_threshold) == ("2", pytest.approx(second["flag_threshold"]))
 
-    def run_stream(transform, name: str):
-        stream = spark.readStream.format("delta").load(source)
-        query = (
-            transform(stream)
-            .writeStream.format("delta")
-            .option("checkpointLocation", str(tmp_path / f"{name}-cp"))
-            .trigger(availableNow=True)
-            .start(str(tmp_path / name))
-        )
-        query.awaitTermination(180)
-        return spark.read.format("delta").load(str(tmp_path / name)).toPandas().sort_values("transaction_id")
-
-    served_features = run_stream(lambda s: add_features(s).select("transaction_id", *MODEL_INPUT_COLUMNS), "features")
-    silver = run_stream(lambda s: score_transactions(s, scorer), "silver")
+    stream = spark.readStream.format("delta").load(source)
+    query = (
+        add_features(stream)
+        .select("transaction_id", *TRANSACTION_INPUT_COLUMNS)
+        .writeStream.format("delta")
+        .option("checkpointLocation", str(tmp_path / "features-cp"))
+        .trigger(availableNow=True)
+        .start(str(tmp_path / "features"))
+    )
+    query.awaitTermination(180)
+    served_features = spark.read.format("delta").load(str(tmp_path / "features")).toPandas()
+    served_features = served_features.sort_values("transaction_id").reset_index(drop=True)
+    start_silver(spark, ctx, scorer, available_now=True)[0].awaitTermination(180)
+    silver = spark.table(table_name(ctx, SILVER_SCORED)).toPandas().sort_values("transaction_id")
+    silver = silver.reset_index(drop=True)
     trained = data.to_pandas(data.labelled_features(spark.read.format("delta").load(source)))
     trained = trained.sort_values("transaction_id").reset_index(drop=True)
-
-    assert len(trained) == len(served_features) == len(silver) == 400
+    assert len(trained) == len(served_features) == 400
     assert trained["country"].isna().sum() == 40
-    for column in MODEL_INPUT_COLUMNS:
+    for column in TRANSACTION_INPUT_COLUMNS:
         assert served_features[column].tolist() == trained[column].tolist(), column
-    for column in TIME_FEATURES:  # silver's own columns, computed in the scoring stream
+
+    # Silver quarantines the rows without a country; the training path on the rows it scored,
+    # without labels (none arrived in this lakehouse), at the model's label maturity.
+    trained = trained[trained["country"].notna()].reset_index(drop=True)
+    trained = pd.concat([trained, behaviour_features(trained, None, scorer.label_maturity_seconds)], axis=1)
+    assert len(silver) == len(trained) == 360
+    for column in (*TIME_FEATURES, *BEHAVIOUR_FEATURES):  # silver's own columns, computed in the stream
         assert silver[column].tolist() == trained[column].tolist(), column
 
     offline = mlflow.pyfunc.load_model("models:/fraud_detector/2").predict(trained[list(MODEL_INPUT_COLUMNS)])
@@ -174,7 +190,8 @@ def test_train_evaluate_models_on_a_clean_home_at_the_prototype_fraud_share(spar
     assert (trained["version"], trained["alias"], trained["model"]) == ("1", "champion", "isolation_forest")
     assert 0.09 < trained["fraud_rows"] / trained["rows"] < 0.13
     assert 0.0 < trained["f1"] <= 1.0 and trained["precision"] > 0 and trained["recall"] > 0
-    assert trained["flagged_rows"] == pytest.approx(0.15 * trained["holdout_rows"], rel=0.15)  # contamination
+    # The contamination's share, in steps: cards without history share their behavioural values.
+    assert trained["flagged_rows"] == pytest.approx(0.15 * trained["holdout_rows"], rel=0.25)
     assert "fitting isolation_forest on 4,800 rows" in err and "registered models:/fraud_detector/1" in err
     assert "WARNING" not in err and "Warning" not in err  # MLflow's noise stays out
 
@@ -319,3 +336,47 @@ def test_console_train_evaluate_models(tmp_path, capsys):
     code, out, err = fraudlake(capsys, home, "models", "--format", "json")
     assert code == 0 and err == ""
     assert [(v["version"], v["aliases"]) for v in json.loads(out)] == [(1, "champion")]
+
+
+def test_a_model_trained_at_the_streams_pace_flags_stolen_card_bursts_within_the_burst(spark, tmp_path):
+    """As ``fraudlake demo`` trains (simulated history at the stream's 200 rows/s), then the rows
+    the stream brings next, featurised micro-batch by micro-batch as silver does."""
+    import mlflow
+
+    from fraudlake.ml.behaviour import BehaviourHistory
+    from fraudlake.ml.features import add_features
+    from fraudlake.ml.train import train_model
+    from fraudlake.orchestration.pipeline import stolen_card_bursts
+    from fraudlake.simulator import simulate
+
+    rate = 200
+    ctx = make_context(tmp_path).with_settings(simulator={"rows_per_day": rate * 86_400})
+    trained = train_model(spark, ctx, model="gradient_boosting", samples=30_000)
+    sim = ctx.settings.simulator
+    later = simulate(spark.range(30_000, 50_000).withColumnRenamed("id", "value"), sim, source="simulator")
+    rows = add_features(later).toPandas().sort_values("event_time", kind="stable").reset_index(drop=True)
+    history = BehaviourHistory(label_maturity=sim.label_delay_seconds)
+    labels = rows[rows["label_is_fraud"] == 1].assign(
+        label_time=lambda f: f["event_time"] + pd.Timedelta(seconds=sim.label_delay_seconds)
+    )[["transaction_id", "label_is_fraud", "label_time"]]
+    featured = []
+    for start in range(0, len(rows), rate):  # one second of the stream per micro-batch
+        batch = rows.iloc[start : start + rate]
+        newest = batch["event_time"].max()
+        history.add(batch.iloc[:0], labels[labels["label_time"] <= newest])  # labels as they arrive
+        featured.append(pd.concat([batch, history.features(batch)], axis=1))
+        history.add(batch)
+    scored = pd.concat(featured, ignore_index=True)
+    model = mlflow.pyfunc.load_model(trained["model_uri"])
+    scored["fraud_score"] = model.predict(scored[list(MODEL_INPUT_COLUMNS)])
+    scored["is_flagged"] = scored["fraud_score"] >= trained["flag_threshold"]
+
+    bursts = stolen_card_bursts(
+        spark.createDataFrame(scored[["transaction_id", "event_time", "card_id", "label_scenario", "is_flagged"]])
+    )
+    assert bursts["bursts"] >= 8
+    # Every burst is flagged while it lasts, by its second or third purchase (the first has no history).
+    assert bursts["flagged_within_the_burst"] == bursts["bursts"]
+    assert bursts["median_first_flagged_purchase"] <= 3
+    genuine = scored[scored["label_is_fraud"] == 0]
+    assert genuine["is_flagged"].mean() < 0.005  # and few genuine rows on the way

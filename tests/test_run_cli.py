@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sklearn.metrics import average_precision_score
 
 from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, behaviour_features
 from tests.conftest import console_outside_its_environment, fraudlake, run_cli
@@ -66,7 +67,9 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     # Training, the restart and the final SQL run in this process (the session's JVM). The run
     # that is killed is the console script outside its environment: the first python3 on PATH
     # lacks pandas, so scoring works only if Spark's workers run fraudlake's interpreter.
-    assert fraudlake(capsys, home, "train", "--samples", "5000", "--model", "gradient_boosting")[0] == 0
+    # Fraud labels arrive 10 s after the purchase, in training as in the stream.
+    labels_in_10s = ("--set", "simulator.label_delay_seconds=10")
+    assert fraudlake(capsys, home, "train", "--samples", "5000", "--model", "gradient_boosting", *labels_in_10s)[0] == 0
     script, env = console_outside_its_environment(tmp_path, home)
     # On the simulated clock, from 2 s before a minute boundary (row n at n / 100 s after it), with
     # a short watermark: a window is final once gold has counted a minute that began the watermark
@@ -89,6 +92,7 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
         "streams.watermark_seconds=5",
         "--set",
         "simulator.stream_start_time=2026-11-26T02:59:58Z",
+        *labels_in_10s,
     ]
 
     victim = subprocess.Popen(
@@ -137,14 +141,50 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     assert row["final_windows"] > 0 and row["open_windows"] > 0, row
     assert row["final_minutes"] > 0 and row["open_minutes"] > 0, row
 
-    # The behavioural features silver computed batch by batch, across the kill and the restart,
-    # are the features of the same rows computed in one pass, as training computes them.
+    # Each fraud's label arrived once, 10 s after the purchase, once the stream's clock got there.
     scored = spark.read.format("delta").load(str(warehouse / "silver" / "scored_transactions")).toPandas()
-    batch = behaviour_features(scored)
+    labels = spark.read.format("delta").load(str(warehouse / "bronze" / "labels")).toPandas()
+    assert labels["transaction_id"].is_unique and len(labels) > 0
+    fraud = scored[scored["label_is_fraud"] == 1].set_index("transaction_id")["event_time"]
+    assert (labels["label_time"] - labels["transaction_id"].map(fraud) == pd.Timedelta(seconds=10)).all()
+    due = fraud[fraud + pd.Timedelta(seconds=10) <= scored["event_time"].max() - pd.Timedelta(seconds=5)]
+    assert set(due.index) <= set(labels["transaction_id"])
+    # The behavioural features silver computed batch by batch, across the kill and the restart,
+    # are the features of the same rows computed in one pass from the labels as they arrived,
+    # as training computes them.
+    batch = behaviour_features(scored, labels, label_maturity=10)
     assert (batch["card_count_10m"] > 0).any() and (batch["merchant_count_1d"] > 0).any()  # bursts, busy merchants
+    assert (batch["merchant_fraud_share_1d"] > 0).any()  # labels that had arrived
     pd.testing.assert_frame_equal(
         scored[list(BEHAVIOUR_FEATURES)], batch, check_exact=False, rtol=0, atol=1e-9, check_dtype=False
     )
+
+    # Live quality per hour and model version counts the labels that arrived, as sklearn would.
+    quality = spark.table("spark_catalog.gold.model_quality_hourly").toPandas()
+    judged = scored.assign(is_fraud=scored["transaction_id"].isin(labels["transaction_id"]))
+    judged["hour"] = judged["event_time"].dt.floor("h")
+    assert quality["tx_count"].sum() == len(scored) and quality["fraud_labelled"].sum() == len(labels)
+    for hour in quality.itertuples():
+        part = judged[judged["hour"] == hour.hour]
+        assert hour.true_positives == (part["is_flagged"] & part["is_fraud"]).sum()
+        if part["is_fraud"].any():
+            assert hour.average_precision == pytest.approx(
+                average_precision_score(part["is_fraud"], part["fraud_score"])
+            )
+
+    # A retrain on what the run left in the lakehouse (silver and the labels that arrived) is a
+    # challenger beside the champion, each with its holdout metrics.
+    code, out, err = fraudlake(
+        capsys, home, "train", "--from-lakehouse", "--model", "gradient_boosting", "--format", "json"
+    )
+    assert code == 0, err
+    retrained = json.loads(out)
+    assert retrained["alias"] == "challenger" and retrained["data_source"].startswith("lakehouse:")
+    code, out, err = fraudlake(capsys, home, "models", "--format", "json")
+    versions = {v["version"]: v for v in json.loads(out)}
+    assert {v["aliases"] for v in versions.values()} == {"champion", "challenger"}
+    assert versions[2]["trained_on"].startswith("lakehouse:") and versions[1]["trained_on"] == "simulator"
+    assert all(v["average_precision"] is not None for v in versions.values())
 
 
 def test_run_without_a_model_says_how_to_train_one(tmp_path):

@@ -45,6 +45,12 @@ def add_ml_commands(commands, common: argparse.ArgumentParser) -> None:
         "--samples", type=positive_int, help="simulated transactions to train on (default from conf: 30000)"
     )
     source.add_argument("--input", help="labelled transactions in the bronze schema: Delta, Parquet, CSV or JSON lines")
+    source.add_argument(
+        "--from-lakehouse",
+        action="store_true",
+        help="train on silver.scored_transactions with the fraud labels that arrived in bronze.labels "
+        "(a retrain: registers a challenger next to the champion)",
+    )
     time_range_options(train, "train on")
     train.add_argument(
         "--model",
@@ -110,16 +116,15 @@ def time_range_options(parser: argparse.ArgumentParser, verb: str) -> None:
         "--since",
         type=utc_timestamp,
         metavar="TS",
-        help=f"with --input: {verb} rows from this event time (ISO 8601, UTC without an offset; inclusive)",
+        help=f"{verb} the rows from this event time (ISO 8601, UTC without an offset; inclusive); "
+        "earlier rows are their history",
     )
-    parser.add_argument(
-        "--until", type=utc_timestamp, metavar="TS", help="with --input: up to this event time (exclusive)"
-    )
+    parser.add_argument("--until", type=utc_timestamp, metavar="TS", help="up to this event time (exclusive)")
 
 
 def _time_range(args: argparse.Namespace) -> tuple:
-    if (args.since or args.until) and not args.input:
-        raise FraudlakeError("--since and --until select rows of --input: give --input too")
+    if (args.since or args.until) and not (args.input or getattr(args, "from_lakehouse", False)):
+        raise FraudlakeError("--since and --until select rows of --input (or --from-lakehouse): give it too")
     if args.since and args.until and args.since >= args.until:
         raise FraudlakeError(f"--since must be before --until: {iso_utc(args.since)} is not")
     return args.since, args.until
@@ -133,20 +138,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     ctx = context_from(args)
     overrides = simulator_overrides(args)
     if overrides:
-        if args.input:
+        if args.input or args.from_lakehouse:
             raise FraudlakeError("--seed and --fraud-rate configure the simulator: they do not apply to --input")
         ctx = ctx.with_settings(simulator=overrides)
     since, until = _time_range(args)
     model = args.model or ctx.settings.ml.model
     if args.contamination is not None and model != "isolation_forest":
         raise FraudlakeError("--contamination applies to --model isolation_forest only")
-    spark = get_spark(ctx, master=args.master)  # no tables: training reads the simulator or a file
+    spark = get_spark(ctx, master=args.master)
+    if args.from_lakehouse:
+        from fraudlake.errors import NotFoundError
+        from fraudlake.tables import BRONZE_LABELS, BRONZE_TRANSACTIONS, SILVER_SCORED, attach_tables, table_name
+
+        needed = {table_name(ctx, spec) for spec in (BRONZE_TRANSACTIONS, BRONZE_LABELS, SILVER_SCORED)}
+        missing = sorted(needed & set(attach_tables(spark, ctx)))
+        if missing:
+            raise NotFoundError(f"{', '.join(missing)} not found under {ctx.paths.home}: run the pipeline first")
     result = train_model(
         spark,
         ctx,
         model=model,
         samples=args.samples,
         input_path=args.input,
+        from_lakehouse=args.from_lakehouse,
         since=since,
         until=until,
         split=args.split,

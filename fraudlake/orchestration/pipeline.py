@@ -22,6 +22,7 @@ from fraudlake.settings import Context
 from fraudlake.streaming_io import triggered, writer_app_id
 from fraudlake.tables import (
     ALL_TABLES,
+    BRONZE_LABELS,
     BRONZE_TRANSACTIONS,
     GOLD_DASHBOARD_MINUTE,
     SILVER_QUARANTINE,
@@ -31,6 +32,7 @@ from fraudlake.tables import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
@@ -187,17 +189,24 @@ class IngestAndScore:
     rate source's transaction ids go on where they stopped).
     """
 
-    def __init__(self, ctx: Context, silver: SilverBatchWriter, checkpoint: str) -> None:
+    def __init__(self, ctx: Context, silver: SilverBatchWriter, checkpoint: str, source: str) -> None:
         from fraudlake.bronze.ingest import BronzeWriter
+        from fraudlake.bronze.labels import SimulatedLabels
 
         self.bronze = BronzeWriter(ctx, checkpoint)
         self.silver = silver
+        # The simulator's labels: appended beside bronze's rows, and handed to silver's features
+        # before the batch they arrived with is scored (silver reads no label table then).
+        self.labels = SimulatedLabels(ctx) if source == "rate" else None
+        if self.labels is not None:
+            self.silver.behaviour.reads_labels = False
         # The first batch after a start may replay one whose bronze append committed before
         # a crash; the catch-up at start has routed those rows, so that batch leaves routed
         # rows alone. Later batches hold only rows fresh from the source: no lookup for them.
         self.silver.skip_routed = True
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        from fraudlake.bronze.labels import FEED_COLUMNS
         from fraudlake.silver.stream import local_frame
 
         # The source runs once, with silver's validation (one job brings the batch to the
@@ -205,14 +214,24 @@ class IngestAndScore:
         # Spark jobs and a Delta commit that leave cores idle while they wait on the driver. Each
         # is idempotent on its own, so a replay after a crash between them writes only the one
         # that had not committed.
+        session = batch.sparkSession
         validated = self.silver.validated(batch)
-        frame = local_frame(batch.sparkSession, validated)
-        bronze = _Parallel(self.bronze, frame.drop("quarantine_reason"), batch_id)
+        frame = local_frame(session, validated)
+        arrived = None
+        if self.labels is not None:
+            arrived = self.labels.due(session, validated.select(list(FEED_COLUMNS)))
+            self.silver.behaviour.add_labels(session, arrived)
+        bronze = _Parallel(self._bronze, frame.drop("quarantine_reason"), batch_id, arrived)
         try:
             self.silver.route(batch.sparkSession, validated, batch_id)
         finally:
             bronze.join()
         self.silver.skip_routed = False
+
+    def _bronze(self, frame: DataFrame, batch_id: int, arrived: pd.DataFrame | None) -> None:
+        self.bronze(frame, batch_id)
+        if self.labels is not None and arrived is not None:
+            self.labels.append(frame.sparkSession, arrived)
 
 
 class _Parallel:
@@ -265,7 +284,7 @@ def start_ingest_and_score(
     name = checkpoint_name(source)
     checkpoint = ctx.paths.checkpoint(name)
     silver = SilverBatchWriter(ctx, scorer, writer_app_id(checkpoint, "silver"))
-    writer = IngestAndScore(ctx, silver, checkpoint)
+    writer = IngestAndScore(ctx, silver, checkpoint, source)
     stream = frame.writeStream.queryName(f"{name}+silver").foreachBatch(writer).option("checkpointLocation", checkpoint)
     with scheduler_pool(spark, "silver"):
         return triggered(stream, ctx.settings.ingest.trigger_seconds, available_now).start(), writer
@@ -307,14 +326,25 @@ def lakehouse_summary(spark: SparkSession, ctx: Context) -> dict:
 
     summary: dict = {"rows": {table_name(ctx, spec): spark.table(table_name(ctx, spec)).count() for spec in ALL_TABLES}}
     silver = spark.table(table_name(ctx, SILVER_SCORED))
-    flagged, label = F.col("is_flagged"), F.col("label_is_fraud")
-    totals = silver.agg(
-        F.count("*").alias("n"),
-        F.sum(flagged.cast("long")).alias("flagged"),
-        F.sum((flagged & (label == 1)).cast("long")).alias("tp"),
-        F.sum((flagged & (label == 0)).cast("long")).alias("fp"),
-        F.sum((~flagged & (label == 1)).cast("long")).alias("fn"),
-    ).first()
+    # Live quality from the fraud labels that have arrived: until its label comes, a fraud counts as genuine.
+    fraud = (
+        spark.table(table_name(ctx, BRONZE_LABELS))
+        .where(F.col("label_is_fraud") == 1)
+        .select(F.col("transaction_id").alias("_fraud_id"))
+        .distinct()
+    )
+    flagged, known = F.col("is_flagged"), F.col("_fraud_id").isNotNull()
+    totals = (
+        silver.join(fraud, F.col("transaction_id") == F.col("_fraud_id"), "left")
+        .agg(
+            F.count("*").alias("n"),
+            F.sum(flagged.cast("long")).alias("flagged"),
+            F.sum((flagged & known).cast("long")).alias("tp"),
+            F.sum((flagged & ~known).cast("long")).alias("fp"),
+            F.sum((~flagged & known).cast("long")).alias("fn"),
+        )
+        .first()
+    )
     assert totals is not None  # an aggregate without grouping has one row
     n, tp, fp, fn = totals["n"], totals["tp"] or 0, totals["fp"] or 0, totals["fn"] or 0
     summary["flagged_share"] = round((totals["flagged"] or 0) / n, 4) if n else None
