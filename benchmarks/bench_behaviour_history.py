@@ -1,0 +1,81 @@
+"""What silver's behaviour history costs as it grows: driver memory and the time to compute one
+micro-batch's behavioural features, per history size.
+
+    python benchmarks/bench_behaviour_history.py [--sizes 250000,1000000,2000000,4000000] [--batch 1000]
+
+Rows look like the simulator's live stream at 1,000 rows/s (a million card holders, 20,000
+merchants, one row a millisecond); each size is a history of that many rows, then a batch of
+``--batch`` new rows whose features are computed (:meth:`BehaviourHistory.features`, median of
+5) and which is then added (:meth:`BehaviourHistory.add`). No Spark: the features run in the
+driver. Writes benchmarks/results/<--out>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import write_results  # noqa: E402
+
+START = pd.Timestamp("2026-12-01", tz="UTC")
+
+
+def stream_rows(rng: np.random.Generator, first: int, n: int) -> pd.DataFrame:
+    """``n`` rows of a 1,000 rows/s stream from row ``first`` on."""
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"tx-{i:012d}" for i in range(first, first + n)],
+            "event_time": START + pd.to_timedelta(np.arange(first, first + n), unit="ms"),
+            "card_id": [f"card_{x:016x}" for x in rng.integers(0, 1_300_000, n)],
+            "merchant_id": [f"m{x:05d}" for x in rng.integers(0, 20_000, n)],
+            "country": "US",
+            "amount": rng.lognormal(3.5, 1.0, n).round(2),
+            "currency": "USD",
+        }
+    )
+
+
+def main() -> None:
+    from fraudlake.ml.behaviour import BehaviourHistory
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="250000,1000000,2000000,4000000")
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--out", default="behaviour_history_cost")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    results = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        history = BehaviourHistory(label_maturity=60)
+        history.add(stream_rows(rng, 0, size))
+        timings = []
+        for k in range(5):
+            batch = stream_rows(rng, size + k * args.batch, args.batch)
+            started = time.perf_counter()
+            history.features(batch)
+            timings.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        history.add(batch)
+        added = time.perf_counter() - started
+        row = {
+            "history_rows": size,
+            "history_hours_at_1000_rows_per_second": round(size / 3_600_000, 2),
+            "driver_memory_mb": round(history.rows.memory_usage(deep=True).sum() / 1e6),
+            "features_seconds_p50": round(statistics.median(timings), 3),
+            "add_seconds": round(added, 3),
+        }
+        print(row, flush=True)
+        results.append(row)
+    write_results(args.out, {"batch_rows": args.batch, "sizes": results})
+
+
+if __name__ == "__main__":
+    main()
