@@ -57,6 +57,40 @@ def model_rows(models: pd.DataFrame, time_zone: str) -> list[list]:
     return rows
 
 
+QUALITY_HOURS = 48  # the newest hours of gold.model_quality_hourly the report lists
+
+
+def quality_rows(spark: SparkSession, ctx: Context, time_zone: str) -> list[list] | None:
+    """The newest hours of ``gold.model_quality_hourly`` (precision, recall and average precision
+    from the fraud labels arrived so far), or None where the view does not exist yet."""
+    from pyspark.errors import AnalysisException
+
+    from fraudlake.tables import GOLD_MODEL_QUALITY, table_name
+
+    try:
+        hours: pd.DataFrame = (
+            spark.table(table_name(ctx, GOLD_MODEL_QUALITY))
+            .orderBy("hour", "model_version", ascending=[False, True])
+            .limit(QUALITY_HOURS)
+            .toPandas()
+        )
+    except AnalysisException:
+        return None
+    return [
+        [
+            F.format_time(h.hour, time_zone),
+            f"{h.model_name} v{h.model_version}",
+            F.format_count(h.tx_count),
+            F.format_count(h.flagged_count),
+            F.format_count(h.fraud_labelled),
+            F.format_share(None if pd.isna(h.precision) else h.precision),
+            F.format_share(None if pd.isna(h.recall) else h.recall),
+            F.PLACEHOLDER if pd.isna(h.average_precision) else f"{h.average_precision:.3f}",
+        ]
+        for h in hours.itertuples()
+    ]
+
+
 def write_lakehouse_report(spark: SparkSession, ctx: Context, path: Path | None = None) -> tuple[Path, dict]:
     """Write the report (default ``<reports>/lakehouse-<UTC time>.html``); return its path and headline numbers."""
     from fraudlake.ml.registry import reports_dir
@@ -85,6 +119,8 @@ def write_lakehouse_report(spark: SparkSession, ctx: Context, path: Path | None 
         ("charts", f"whole history, per {snapshot.unit.lower()}"),
     ]
     by_type = [[r.alert_type, F.format_count(r.alerts)] for r in snapshot.alert_counts.itertuples()]
+    quality = quality_rows(spark, ctx, tz)
+    quality_header = ["hour", "model", "transactions", "flagged", "fraud labelled", "precision", "recall", "AP"]
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>fraudlake lakehouse report</title>
 <style>
@@ -109,6 +145,9 @@ th {{ font-weight: 600; }}
         if not snapshot.models.empty
         else "<p>none yet</p>"
     }
+<h2>Live model quality per hour</h2>
+<p>From the fraud labels that have arrived (bronze.labels): until its label comes, a fraud counts as genuine.</p>
+{_table(quality_header, quality) if quality else "<p>none yet</p>"}
 <h2>Alerts by type</h2>
 {_table(["type", "alerts"], by_type) if by_type else "<p>none yet</p>"}
 <div class="figures">{"".join(f"<div>{part}</div>" for part in parts)}</div>

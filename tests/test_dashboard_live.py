@@ -35,6 +35,7 @@ from fraudlake.simulator import generate_batch
 from fraudlake.tables import (
     GOLD_DASHBOARD_MINUTE,
     GOLD_FRAUD_ALERTS,
+    GOLD_MODEL_QUALITY,
     GOLD_USER_ACTIVITY,
     SILVER_SCORED,
     ensure_tables,
@@ -381,6 +382,10 @@ def test_report_writes_one_offline_html_file(lakehouse, spark, capsys):
     assert _plotly_bundle_inline(page)
     assert page.count("Plotly.newPlot") == 7
     assert "fraud_detector v1" in page and "Top alerts" in page
+    # Quality per hour from gold.model_quality_hourly: one table row per hour and model version.
+    hours = _count(spark, ctx, GOLD_MODEL_QUALITY)
+    quality = page.split("Live model quality per hour", 1)[1].split("<h2>", 1)[0]
+    assert hours > 0 and quality.count("<tr>") == hours + 1  # and its header
 
 
 def test_report_on_an_empty_home_says_what_is_missing(spark, tmp_path, capsys):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -243,3 +243,32 @@ def test_pyfunc_scores_like_the_pipeline_and_enforces_its_signature(tmp_path):
     for required in ("log_amount", "tx_hour", "is_night"):
         with pytest.raises(MlflowException, match=required):
             model.predict(frame.drop(columns=[required]))
+
+
+def test_fraud_labels_are_known_at_their_label_time_or_after_the_configured_delay():
+    from fraudlake.ml.data import known_labels
+
+    t0 = pd.Timestamp("2026-03-01T10:00:00Z")
+    frame = pd.DataFrame(
+        {
+            "transaction_id": ["a", "b", "c"],
+            "event_time": [t0, t0 + pd.Timedelta(minutes=1), t0 + pd.Timedelta(minutes=2)],
+            "label_is_fraud": [1, 0, 1],
+            # An export's own arrival time for "a"; "c" has none: the delay stands in.
+            "label_time": [t0 + pd.Timedelta(days=3), pd.NaT, pd.NaT],
+        }
+    )
+    labels = known_labels(frame, label_delay_seconds=7 * 86_400)
+    assert labels["transaction_id"].tolist() == ["a", "c"]  # only frauds are labels
+    assert labels["label_time"].tolist() == [t0 + pd.Timedelta(days=3), t0 + pd.Timedelta(minutes=2, days=7)]
+    without_column = known_labels(frame.drop(columns="label_time"), label_delay_seconds=60)
+    assert without_column["label_time"].tolist() == [t0 + pd.Timedelta(seconds=60), t0 + pd.Timedelta(seconds=180)]
+
+
+def test_a_time_range_keeps_since_and_drops_until_in_utc_whatever_the_rows_zone():
+    from fraudlake.ml.data import in_time_range
+
+    times = pd.to_datetime(["2026-01-01T00:00:00Z", "2026-01-07T23:59:59Z", "2026-01-08T00:00:00Z"], utc=True)
+    frame = pd.DataFrame({"transaction_id": ["a", "b", "c"], "event_time": times.tz_convert("Asia/Kolkata")})
+    kept = in_time_range(frame, datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 8, tzinfo=timezone.utc))
+    assert kept["transaction_id"].tolist() == ["a", "b"]
