@@ -199,6 +199,10 @@ class SilverIdentities:
         self._since, self._since_rows = [], 0
 
 
+# How often a silver query that is not fed its labels reads the new ones from bronze.labels.
+LABELS_EVERY_SECONDS = 10.0
+
+
 class SilverBehaviour:
     """The behavioural features of the rows silver scores (:mod:`fraudlake.ml.behaviour`),
     computed in the driver before the model reads them, from a :class:`BehaviourHistory` of the
@@ -211,12 +215,16 @@ class SilverBehaviour:
     its own rows, found in silver when its append had committed, are not its own history.
 
     Labels: the combined ingest query hands over the simulator's labels as they arrive
-    (:meth:`add_labels`, before the batch they arrived with is scored); otherwise each batch
-    reads the labels that arrived by its newest event time from ``bronze.labels``.
+    (:meth:`add_labels`, before the batch they arrived with is scored); otherwise the writer
+    reads the labels that arrived by its batch's newest event time from ``bronze.labels``, at
+    most every :data:`LABELS_EVERY_SECONDS`: a label is never used before its ``label_time``,
+    and may be used up to that long after it reached the table.
     """
 
-    def __init__(self, table: str, labels_table: str, label_maturity_seconds: int) -> None:
+    def __init__(self, table: str, labels_table: str, label_maturity_seconds: int, clock=time.monotonic) -> None:
         self.table = table
+        self._clock = clock
+        self._labels_read_at = float("-inf")
         self.labels_table = labels_table
         self.label_maturity_seconds = label_maturity_seconds
         self.reads_labels = True  # False: labels come through add_labels
@@ -272,6 +280,7 @@ class SilverBehaviour:
         labels = self._labels(session, earliest, None)  # a label is used only after its label_time
         history.add(rows.to_pandas(), labels)
         self._labels_until = max([newest[0], *(epoch_micros(labels["label_time"]).tolist())])
+        self._labels_read_at = self._clock()
         self._rebuilt = True
         note(
             f"silver: behaviour history of {rows.num_rows:,} scored rows and {len(labels):,} labels "
@@ -280,11 +289,15 @@ class SilverBehaviour:
         return history
 
     def _read_labels(self, session: SparkSession, newest: int) -> None:
-        """Labels with a ``label_time`` after the last read and up to ``newest`` (epoch micros)."""
+        """Labels with a ``label_time`` after the last read and up to ``newest`` (epoch micros), at
+        most every :data:`LABELS_EVERY_SECONDS` (a read is a Spark job on its own: ~0.35 s on 2 cores)."""
         if self._labels_until is not None and newest <= self._labels_until:
+            return
+        if self._clock() - self._labels_read_at < LABELS_EVERY_SECONDS:
             return
         labels = self._labels(session, self._labels_until, newest)
         self._labels_until = newest
+        self._labels_read_at = self._clock()
         if len(labels):
             assert self.history is not None
             self.history.add(labels.iloc[:0, :0], labels)
