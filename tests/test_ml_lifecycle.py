@@ -320,6 +320,15 @@ def test_bad_input_is_one_error_line(spark, tmp_path, capsys):
 
     with pytest.raises(FraudlakeError, match="needs both fraud and genuine rows"):
         train_model(spark, make_context(tmp_path / "home"), input_path=str(only_genuine))
+    # A retrain from a lakehouse that no pipeline has written: not found (exit 4), one line.
+    code, out, err = fraudlake(capsys, tmp_path / "empty", "train", "--from-lakehouse")
+    assert code == 4 and out == ""
+    assert (
+        err.strip().splitlines()[-1].endswith("not found under " + str(tmp_path / "empty") + ": run the pipeline first")
+    )
+    with pytest.raises(SystemExit) as usage:  # one source at a time: a usage error
+        fraudlake(capsys, tmp_path / "empty", "train", "--from-lakehouse", "--input", str(path))
+    assert usage.value.code == 2 and "not allowed with argument --from-lakehouse" in capsys.readouterr().err
 
 
 def test_console_train_evaluate_models(tmp_path, capsys):
