@@ -24,6 +24,7 @@ import pandas as pd
 from fraudlake.settings import Context
 from fraudlake.tables import (
     ALL_TABLES,
+    ARRIVED_FRAUD_SQL,
     BRONZE_LABELS,
     GOLD_DASHBOARD_MINUTE,
     GOLD_FRAUD_ALERTS,
@@ -81,24 +82,23 @@ def empty(kind: str) -> pd.DataFrame:
 # home replayed from history, or a pipeline that stopped an hour ago, still shows its data.
 # ``:window_minutes`` 0 means everything.
 
-# Model quality counts the fraud labels that have arrived (bronze.labels): a transaction is
-# fraud once its label is there, and genuine so far until then (the newest minutes' labels are
-# still on their way). The simulator's own truth in silver (label_is_fraud) is not used here.
-ARRIVED_FRAUD = "SELECT DISTINCT transaction_id AS _fraud_id FROM {labels} WHERE label_is_fraud = 1"
+# Model quality counts the fraud labels that have arrived (ARRIVED_FRAUD_SQL): the newest
+# minutes' labels are still on their way. The simulator's own truth in silver (label_is_fraud)
+# is not used here.
 
 MODELS_SQL = f"""
 SELECT model_name, model_version,
        count(*) AS transactions,
        count_if(is_flagged) AS flagged,
        count(*) AS labelled,
-       count_if(is_flagged AND _fraud_id IS NOT NULL) AS true_positives,
-       count_if(is_flagged AND _fraud_id IS NULL) AS false_positives,
-       count_if(NOT is_flagged AND _fraud_id IS NOT NULL) AS false_negatives,
+       count_if(is_flagged AND fraud_id IS NOT NULL) AS true_positives,
+       count_if(is_flagged AND fraud_id IS NULL) AS false_positives,
+       count_if(NOT is_flagged AND fraud_id IS NOT NULL) AS false_negatives,
        min(scored_at) AS first_scored,
        max(scored_at) AS last_scored,
        max(event_time) AS newest_event,
        (unix_micros(current_timestamp()) - unix_micros(max(scored_at))) / 1e6 AS scored_age_seconds
-FROM {{silver}} LEFT JOIN ({ARRIVED_FRAUD}) ON transaction_id = _fraud_id
+FROM {{silver}} LEFT JOIN ({ARRIVED_FRAUD_SQL}) ON transaction_id = fraud_id
 GROUP BY model_name, model_version
 ORDER BY last_scored DESC
 """
@@ -128,10 +128,10 @@ FROM {minutes}
 QUALITY_SQL = f"""
 SELECT date_trunc(:unit, event_time) AS minute,
        count(*) AS labelled,
-       count(_fraud_id) AS fraud,
-       count_if(is_flagged AND _fraud_id IS NOT NULL) AS true_positives,
-       count_if(is_flagged AND _fraud_id IS NULL) AS false_positives
-FROM {{silver}} LEFT JOIN ({ARRIVED_FRAUD}) ON transaction_id = _fraud_id
+       count(fraud_id) AS fraud,
+       count_if(is_flagged AND fraud_id IS NOT NULL) AS true_positives,
+       count_if(is_flagged AND fraud_id IS NULL) AS false_positives
+FROM {{silver}} LEFT JOIN ({ARRIVED_FRAUD_SQL}) ON transaction_id = fraud_id
 WHERE :window_minutes = 0 OR event_time >= (SELECT max(event_time) FROM {{silver}}) - make_dt_interval(0, 0, :window_minutes)
 GROUP BY 1
 ORDER BY 1

@@ -232,6 +232,11 @@ FROM {user_minute} m
 GROUP BY m.user_id, w.window_start""",
     "Per-user activity in 5-minute windows sliding every minute, open ones included (is_final); amounts in USD",
 )
+# The transactions whose fraud label has arrived (``{labels}``: bronze.labels), one row each
+# (``fraud_id``): what live model quality counts as fraud, in gold.model_quality_hourly, the
+# dashboards and a run's summary alike. Until its label comes, a fraud counts as genuine.
+ARRIVED_FRAUD_SQL = "SELECT DISTINCT transaction_id AS fraud_id FROM {labels} WHERE label_is_fraud = 1"
+
 # Live model quality per hour (UTC) and model version, from the fraud labels that have arrived:
 # a transaction is fraud once bronze.labels holds its label, genuine so far until then (the
 # newest hour's labels are still arriving: labels_through says how far they go). Average
@@ -239,9 +244,9 @@ GROUP BY m.user_id, w.window_start""",
 GOLD_MODEL_QUALITY = ViewSpec(
     "gold",
     "model_quality_hourly",
-    """WITH fraud AS (
-  SELECT DISTINCT transaction_id AS fraud_id FROM {labels} WHERE label_is_fraud = 1
-), judged AS (
+    "WITH fraud AS ("
+    + ARRIVED_FRAUD_SQL
+    + """), judged AS (
   SELECT timestamp_seconds(floor(unix_seconds(s.event_time) / 3600) * 3600) AS hour,
          s.model_name, s.model_version, s.fraud_score, s.is_flagged, f.fraud_id IS NOT NULL AS is_fraud
   FROM {scored} s LEFT JOIN fraud f ON s.transaction_id = f.fraud_id

@@ -103,7 +103,7 @@ def worker_cached_udf(model_path: str) -> Callable[..., Column]:
     return score
 
 
-def with_behaviour(
+def add_behaviour(
     transactions: DataFrame, label_maturity_seconds: int = DEFAULT_LABEL_MATURITY, labels: pd.DataFrame | None = None
 ) -> DataFrame:
     """A batch of transactions (bronze schema) with their behavioural features, each row's history

@@ -120,7 +120,7 @@ def lakehouse_training_data(
     label) are left out: their labels may still be on their way."""
     from pyspark.sql import functions as F
 
-    from fraudlake.tables import BRONZE_LABELS, BRONZE_TRANSACTIONS, SILVER_SCORED, table_name
+    from fraudlake.tables import BRONZE_LABELS, SILVER_SCORED, table_name
 
     silver, labels_table = table_name(ctx, SILVER_SCORED), table_name(ctx, BRONZE_LABELS)
     note(f"reading {silver} and the fraud labels in {labels_table}...")
@@ -130,7 +130,7 @@ def lakehouse_training_data(
         .groupBy("transaction_id")
         .agg(F.min("label_time").alias(data.LABEL_TIME))
     )
-    bronze_columns = [c for c in spark.table(table_name(ctx, BRONZE_TRANSACTIONS)).columns if c != data.LABEL]
+    bronze_columns = [c for c in data.BRONZE_TYPES if c != data.LABEL]  # the label is the arrived one
     rows = (
         spark.table(silver)
         .select(*bronze_columns)

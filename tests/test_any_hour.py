@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from fraudlake.bronze.ingest import checkpoint_name, start_bronze_ingest
 from fraudlake.conf.settings import SimulatorSettings
-from fraudlake.ml.serving import load_scorer, score_transactions, with_behaviour
+from fraudlake.ml.serving import add_behaviour, load_scorer, score_transactions
 from fraudlake.orchestration.pipeline import catch_up
 from fraudlake.orchestration.streaming import run_queries
 from fraudlake.simulator import generate_batch
@@ -62,7 +62,7 @@ def test_the_champion_flags_the_same_share_at_three_and_at_fourteen_utc(spark, c
     unseen = generate_batch(spark, SimulatorSettings(seed=7), 20_000).cache()  # rows the model never saw
 
     def flag_share(rows) -> float:
-        return _flag_share(score_transactions(with_behaviour(rows, scorer.label_maturity_seconds), scorer))
+        return _flag_share(score_transactions(add_behaviour(rows, scorer.label_maturity_seconds), scorer))
 
     as_generated = flag_share(unseen)
     at_night = flag_share(_at_hour(unseen, 3))

@@ -139,7 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = simulator_overrides(args)
     if overrides:
         if args.input or args.from_lakehouse:
-            raise FraudlakeError("--seed and --fraud-rate configure the simulator: they do not apply to --input")
+            source = "--input" if args.input else "--from-lakehouse"
+            raise FraudlakeError(f"--seed and --fraud-rate configure the simulator: they do not apply to {source}")
         ctx = ctx.with_settings(simulator=overrides)
     since, until = _time_range(args)
     model = args.model or ctx.settings.ml.model

@@ -22,6 +22,7 @@ from fraudlake.settings import Context
 from fraudlake.streaming_io import triggered, writer_app_id
 from fraudlake.tables import (
     ALL_TABLES,
+    ARRIVED_FRAUD_SQL,
     BRONZE_LABELS,
     BRONZE_TRANSACTIONS,
     GOLD_DASHBOARD_MINUTE,
@@ -223,7 +224,7 @@ class IngestAndScore:
             self.silver.behaviour.add_labels(session, arrived)
         bronze = _Parallel(self._bronze, frame.drop("quarantine_reason"), batch_id, arrived)
         try:
-            self.silver.route(batch.sparkSession, validated, batch_id)
+            self.silver.route(session, validated, batch_id)
         finally:
             bronze.join()
         self.silver.skip_routed = False
@@ -327,15 +328,10 @@ def lakehouse_summary(spark: SparkSession, ctx: Context) -> dict:
     summary: dict = {"rows": {table_name(ctx, spec): spark.table(table_name(ctx, spec)).count() for spec in ALL_TABLES}}
     silver = spark.table(table_name(ctx, SILVER_SCORED))
     # Live quality from the fraud labels that have arrived: until its label comes, a fraud counts as genuine.
-    fraud = (
-        spark.table(table_name(ctx, BRONZE_LABELS))
-        .where(F.col("label_is_fraud") == 1)
-        .select(F.col("transaction_id").alias("_fraud_id"))
-        .distinct()
-    )
-    flagged, known = F.col("is_flagged"), F.col("_fraud_id").isNotNull()
+    fraud = spark.sql(ARRIVED_FRAUD_SQL.format(labels=table_name(ctx, BRONZE_LABELS)))
+    flagged, known = F.col("is_flagged"), F.col("fraud_id").isNotNull()
     totals = (
-        silver.join(fraud, F.col("transaction_id") == F.col("_fraud_id"), "left")
+        silver.join(fraud, F.col("transaction_id") == F.col("fraud_id"), "left")
         .agg(
             F.count("*").alias("n"),
             F.sum(flagged.cast("long")).alias("flagged"),
