@@ -186,6 +186,18 @@ GOLD_FRAUD_ALERTS = TableSpec(
     comment="One row per alert: model (flagged transaction) or user_activity",
 )
 
+# Rows the gold stream read after their minute was final: they count in no window or minute
+# (a watermark's price), and are kept here so readers and `fraudlake check` can name them.
+GOLD_LATE = TableSpec(
+    "gold",
+    "late_transactions",
+    """transaction_id STRING, user_id STRING, event_time TIMESTAMP, minute TIMESTAMP,
+       final_through TIMESTAMP, recorded_at TIMESTAMP""",
+    {"delta.appendOnly": "true"},
+    "Transactions that reached gold after their minute was final (later than the watermark): counted in no "
+    "window or minute; a flagged one still has its model alert. final_through: the minutes final by then",
+)
+
 ALL_TABLES = (
     BRONZE_TRANSACTIONS,
     BRONZE_LABELS,
@@ -194,6 +206,7 @@ ALL_TABLES = (
     GOLD_USER_MINUTE,
     GOLD_DASHBOARD_MINUTE,
     GOLD_FRAUD_ALERTS,
+    GOLD_LATE,
 )
 
 

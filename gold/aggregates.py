@@ -93,8 +93,8 @@ def live_rows(silver: DataFrame) -> DataFrame:
     epoch µs: cut from epoch microseconds, so no session time zone enters), event and ingest
     times (epoch µs), and the measures :func:`dashboard_minute` and :func:`user_activity_5m` sum
     (``one``, ``amount_usd``, ``flagged``, ``flagged_amount``, ``true_positive``,
-    ``false_positive``, ``unknown_currency``); plus, for a flagged row, its model alert
-    (``alert_reason``, ``transaction_id``, ``fraud_score``; null otherwise)."""
+    ``false_positive``, ``unknown_currency``); its ``transaction_id``; plus, for a flagged row,
+    its model alert (``alert_reason``, ``fraud_score``; null otherwise)."""
     from pyspark.sql import functions as F
 
     micros = F.unix_micros("event_time")
@@ -113,7 +113,7 @@ def live_rows(silver: DataFrame) -> DataFrame:
         F.when(labelled, (flagged & (label == 0)).cast("long")).alias("false_positive"),
         F.col("amount_usd").isNull().cast("long").alias("unknown_currency"),
         F.when(flagged, model_alert_reason()).alias("alert_reason"),
-        F.when(flagged, F.col("transaction_id")).alias("transaction_id"),
+        "transaction_id",
         F.when(flagged, F.col("fraud_score")).alias("fraud_score"),
     )
 

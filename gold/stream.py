@@ -24,7 +24,8 @@ minute are what people wait for.
 The watermark is on the minute's end: a minute is open until the newest minute gold has
 counted begins ``streams.watermark_seconds`` after its end (as of the batch before, as
 Spark's watermarks are). A transaction later than that counts in no window (as in any
-windowed aggregation with a watermark); it still gets its model alert.
+windowed aggregation with a watermark); it still gets its model alert, and is recorded in
+``late_transactions`` (appended, exactly once, in the rare batch that has one).
 
 Exactly once: every write records its writer and micro-batch, and the first batch after a
 start is looked for among the commits before it writes (see :mod:`fraudlake.streaming_io`).
@@ -66,6 +67,7 @@ from fraudlake.streaming_io import (
 from fraudlake.tables import (
     GOLD_DASHBOARD_MINUTE,
     GOLD_FRAUD_ALERTS,
+    GOLD_LATE,
     GOLD_USER_MINUTE,
     SILVER_SCORED,
     table_name,
@@ -127,6 +129,14 @@ class GoldStats:
     freshness: deque = field(default_factory=lambda: deque(maxlen=FRESHNESS_KEPT))
 
 
+def on_time_mask(rows: pa.Table, final_through: int) -> pa.ChunkedArray:
+    """Which of ``rows`` (:func:`live_rows`) are of a minute ending after ``final_through`` (epoch µs):
+    the minutes not final yet, that a row may still count in."""
+    import pyarrow.compute as pc
+
+    return pc.greater(rows.column("minute"), final_through - MINUTE_MICROS)
+
+
 def minute_sums(rows: pa.Table) -> dict[int, dict]:
     """Per minute's end (epoch µs): the :data:`MINUTE_COLUMNS` of ``rows`` (:func:`live_rows`) and
     ``newest_ingest``, as :func:`~fraudlake.gold.aggregates.dashboard_minute` sums them."""
@@ -164,6 +174,7 @@ class GoldBatchWriter:
         self.user_minutes_table = table_name(ctx, GOLD_USER_MINUTE)
         self.minutes_table = table_name(ctx, GOLD_DASHBOARD_MINUTE)
         self.alerts_table = table_name(ctx, GOLD_FRAUD_ALERTS)
+        self.late_table = table_name(ctx, GOLD_LATE)
         self.lateness_micros = int(streams.watermark_seconds * 1_000_000)
         self.threshold = streams.activity_alert_threshold
         self.cooldown_micros = streams.activity_alert_cooldown_seconds * 1_000_000
@@ -190,7 +201,7 @@ class GoldBatchWriter:
         # Minutes ending at or before ``final`` are final. ``before``: the same as of the
         # previous batch; a row of a minute final by then is late and counts in no window.
         before = None if self.newest_minute is None else self.newest_minute - self.lateness_micros
-        on_time = rows if before is None else rows.filter(pc.greater(rows.column("minute"), before - MINUTE_MICROS))
+        on_time = rows if before is None else rows.filter(on_time_mask(rows, before))
         minutes = minute_sums(on_time)
         user_minutes = user_minute_sums(on_time)
         if minutes:
@@ -202,6 +213,8 @@ class GoldBatchWriter:
         added = self._write_minutes(session, minutes, final, before, batch_id) if minutes else 0
         if user_minutes.num_rows:
             self._append_user_minutes(session, user_minutes, batch_id)
+        if before is not None and on_time.num_rows < rows.num_rows:
+            self._append_late(session, rows.filter(pc.invert(on_time_mask(rows, before))), before, batch_id)
         self._count(added, minutes, model, activity)
 
     def _restore(self, session: SparkSession, batch_id: int) -> None:
@@ -278,6 +291,20 @@ class GoldBatchWriter:
         )
         table = self.user_minutes_table
         append_once(frame, table, self.app_id, batch_id, self.replays.needed(table))
+
+    def _append_late(self, session: SparkSession, late: pa.Table, final_through: int, batch_id: int) -> None:
+        """Record the rows of minutes final before this batch (they count in no window), exactly once."""
+        from pyspark.sql import functions as F
+
+        frame = session.createDataFrame(late.select(["transaction_id", "user_id", "event_time", "minute"])).select(
+            "transaction_id",
+            "user_id",
+            F.timestamp_micros("event_time").alias("event_time"),
+            F.timestamp_micros("minute").alias("minute"),
+            F.timestamp_micros(F.lit(final_through)).alias("final_through"),
+            F.current_timestamp().alias("recorded_at"),
+        )
+        append_once(frame, self.late_table, self.app_id, batch_id, self.replays.needed(self.late_table))
 
     def _write_minutes(
         self, session: SparkSession, sums: dict[int, dict], final: int, before: int | None, batch_id: int

@@ -59,7 +59,7 @@ def _at_hour(rows, hour: int):
 
 def test_the_champion_flags_the_same_share_at_three_and_at_fourteen_utc(spark, champion):
     scorer = load_scorer(spark, champion)
-    unseen = generate_batch(spark, SimulatorSettings(seed=7), 20_000).cache()  # rows the model never saw
+    unseen = generate_batch(spark, SimulatorSettings(seed=7), 10_000).cache()  # rows the model never saw
 
     def flag_share(rows) -> float:
         return _flag_share(score_transactions(add_behaviour(rows, scorer.label_maturity_seconds), scorer))
@@ -90,14 +90,14 @@ def streamed_twice(spark, champion):
     """A rate stream at 03:00 UTC on the simulated clock, through silver and gold; then its
     checkpoint deleted and the stream run again from row 0, through every layer."""
     ctx = champion.with_settings(simulator={"stream_start_time": NIGHT.isoformat()})
-    _stream_rate(spark, ctx, 12)
+    _stream_rate(spark, ctx, 8)
     catch_up(spark, ctx, ("silver", "gold"))
     first = {
         name: spark.table(table_name(ctx, spec)).count()
         for name, spec in (("bronze", BRONZE_TRANSACTIONS), ("silver", SILVER_SCORED))
     }
     shutil.rmtree(ctx.paths.checkpoint(checkpoint_name("rate")))
-    _stream_rate(spark, ctx, 8)
+    _stream_rate(spark, ctx, 5)
     catch_up(spark, ctx, ("silver", "gold"))
     return ctx, first
 

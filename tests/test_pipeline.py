@@ -7,7 +7,9 @@ transactions with bad rows mixed in, exactly as a scheduled job would run them.
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -15,6 +17,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from fraudlake.conf.settings import SimulatorSettings
 from fraudlake.gold.aggregates import dashboard_minute, user_activity_5m
+from fraudlake.orchestration.check import check_lakehouse
 from fraudlake.orchestration.pipeline import LAYERS, catch_up, lakehouse_summary
 from fraudlake.simulator import generate_batch
 from fraudlake.tables import (
@@ -27,7 +30,7 @@ from fraudlake.tables import (
     ensure_tables,
     table_name,
 )
-from tests.conftest import attached, make_context
+from tests.conftest import attached, fraudlake, make_context
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]  # streams a lakehouse
 
@@ -212,3 +215,61 @@ def test_catching_up_again_writes_nothing_twice(spark, lakehouse):
     rows = catch_up(spark, ctx, LAYERS, landing=str(ctx.paths.home / "landing"))
     assert all(n == 0 for n in rows.values()), rows
     assert lakehouse_summary(spark, ctx)["rows"] == before
+
+
+def test_check_holds_on_what_the_layers_wrote(spark, lakehouse, capsys, shared_champion):
+    ctx, repeated = lakehouse
+    results = {r.check: r for r in check_lakehouse(spark, ctx, full=True)}
+    assert [name for name, r in results.items() if not r.ok] == [], [r.details for r in results.values()]
+    routed = results["bronze = silver + quarantine"].numbers
+    assert routed["sources"]["files"]["quarantine"] >= len(BAD) + repeated
+    assert routed["missing"] == routed["extra"] == routed["not_yet_routed"] == 0
+    minutes = results["gold minutes"].numbers
+    silver_rows = spark.table(table_name(ctx, SILVER_SCORED)).count()
+    assert minutes["gold_rows"] == minutes["silver_rows"] == silver_rows  # gold has read and counted every row
+
+
+def _copy_of(home: Path, into: Path) -> Path:
+    """The lakehouse's tables and checkpoints in another home, to be broken there."""
+    copy = into / "home"
+    for folder in ("warehouse", "checkpoints"):
+        shutil.copytree(home / folder, copy / folder)
+    return copy
+
+
+def test_check_fails_naming_the_check_and_the_numbers(spark, lakehouse, capsys, shared_champion, tmp_path):
+    """A duplicate in silver, a missing silver row, and a gold minute that disagrees with silver:
+    each fails the checks it breaks, named with the numbers, exit code 1."""
+    ctx, _ = lakehouse
+    home = _copy_of(ctx.paths.home, tmp_path)
+    registry = [f"--set=ml.{key}={value}" for key, value in shared_champion.items()]
+    broken = attached(spark, make_context(home, ml=shared_champion))
+    silver, minutes = table_name(broken, SILVER_SCORED), table_name(broken, GOLD_DASHBOARD_MINUTE)
+
+    def check() -> tuple[int, dict, str]:
+        code, out, err = fraudlake(capsys, home, "check", "--full", "--format", "json", *registry)
+        return code, {c["check"]: c for c in json.loads(out)["checks"]}, err
+
+    # A silver row written twice (the lakehouse as the layers left it passes: the test above).
+    intact = spark.sql(f"DESCRIBE HISTORY {silver} LIMIT 1").first()["version"]
+    spark.sql(f"INSERT INTO {silver} SELECT * FROM {silver} WHERE transaction_id = 'burst-3'")
+    code, checks, err = check()
+    assert code == 1 and "checks failed: bronze = silver + quarantine, one score per transaction" in err
+    assert checks["one score per transaction"]["repeated"] == 1 and checks["bronze = silver + quarantine"]["extra"] == 1
+    spark.sql(f"DELETE FROM {silver} WHERE transaction_id = 'burst-3'")  # both copies: now one missing
+
+    # A silver row missing: bronze has it, silver and quarantine do not; gold counted it.
+    code, checks, _ = check()
+    assert code == 1 and checks["bronze = silver + quarantine"]["missing"] == 1
+    assert "1 in neither" in checks["bronze = silver + quarantine"]["details"]
+    assert checks["gold minutes"]["status"] == "FAIL" and checks["gold minutes"]["differing"] == 1
+    assert checks["one score per transaction"]["status"] == "ok"
+
+    # A gold minute that disagrees with silver, in the table format a person reads.
+    spark.sql(f"RESTORE TABLE {silver} TO VERSION AS OF {intact}")
+    newest = spark.sql(f"SELECT unix_micros(max(minute)) FROM {minutes} WHERE tx_count > 1").first()[0]
+    spark.sql(f"UPDATE {minutes} SET tx_count = tx_count - 1 WHERE unix_micros(minute) = {newest}")
+    code, out, err = fraudlake(capsys, home, "check", "--full", *registry)
+    failed = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert code == 1 and len(failed) == 1 and failed[0].split()[1:3] == ["gold", "minutes"], out
+    assert "1 minute differs, e.g." in failed[0], failed[0]

@@ -1,5 +1,5 @@
 """The audit and upkeep subcommands: ``audit transaction|history|changes|rescore``,
-``rescore`` and ``maintain``. ``fraudlake.cli`` adds them with :func:`add_audit_commands`."""
+``rescore``, ``maintain`` and ``check``. ``fraudlake.cli`` adds them with :func:`add_audit_commands`."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _as_of_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
-    """Add ``audit``, ``rescore`` and ``maintain`` to the ``fraudlake`` command."""
+    """Add ``audit``, ``rescore``, ``maintain`` and ``check`` to the ``fraudlake`` command."""
     from fraudlake.cli.common import format_option, positive_int
 
     audit = commands.add_parser(
@@ -145,6 +145,20 @@ def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
     )
     format_option(maintain)
     maintain.set_defaults(handler=cmd_maintain)
+
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="verify the lakehouse's invariants, one line per check",
+        description="Verify from the tables: bronze = silver + quarantine per source, no transaction scored "
+        "twice, lineage on every silver row with its model version in the registry, gold's minutes and user "
+        "minutes equal to a recomputation from silver (the newest 24 hours of event time; --full for all), "
+        "alerts and labels unique, silver and gold within the audit retention. Commits nothing. Exit code 0 "
+        "when every check holds, 1 when one does not, 4 when the tables do not exist yet.",
+    )
+    check.add_argument("--full", action="store_true", help="compare gold with silver over all event time")
+    format_option(check)
+    check.set_defaults(handler=cmd_check)
 
 
 def _writer(args: argparse.Namespace) -> tuple[Context, SparkSession]:
@@ -256,4 +270,26 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     check_retention(context_from(args), args.retain_hours if vacuum else None)  # refuse before Spark starts
     ctx, spark = _writer(args)
     emit(render_records(maintain(spark, ctx, optimize, vacuum, args.retain_hours), args.format))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from fraudlake.orchestration.check import check_lakehouse
+    from fraudlake.tables import ALL_TABLES
+
+    ctx, spark = _reader(args, ALL_TABLES)
+    results = check_lakehouse(spark, ctx, full=args.full)
+    failed = [r.check for r in results if not r.ok]
+    if args.format == "json":
+        import json
+
+        emit(json.dumps({"ok": not failed, "checks": [r.as_record() for r in results]}, default=str))
+    elif args.format == "csv":
+        emit(render_records(({k: r.as_record()[k] for k in ("check", "status", "details")} for r in results), "csv"))
+    else:  # one line per check: status, name, the numbers
+        width = max(len(r.check) for r in results)
+        emit("\n".join(f"{'ok' if r.ok else 'FAIL':<4}  {r.check:<{width}}  {r.details}" for r in results))
+    if failed:
+        note(f"fraudlake: {len(failed)} of {len(results)} checks failed: {', '.join(failed)}")
+        return 1
     return 0
