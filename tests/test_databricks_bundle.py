@@ -134,7 +134,7 @@ def test_every_reference_is_one_the_bundle_resolves_and_every_variable_has_a_val
 def test_jobs_run_the_layers_continuously_and_training_on_a_schedule():
     jobs = bundle_jobs()
     tasks = {task["task_key"]: (name, task) for name, task in wheel_tasks()}
-    assert {"bronze", "silver", "gold", "train", "retrain"} <= set(tasks)
+    assert {"bronze", "silver", "gold", "train", "retrain", "check"} <= set(tasks)
     for layer in ("bronze", "silver", "gold"):
         job = jobs[tasks[layer][0]]
         assert "continuous" in job and "schedule" not in job
@@ -144,6 +144,9 @@ def test_jobs_run_the_layers_continuously_and_training_on_a_schedule():
     assert "schedule" not in train_job and "continuous" not in train_job
     assert "quartz_cron_expression" in retrain_job["schedule"] and "continuous" not in retrain_job
     assert "--from-lakehouse" in tasks["retrain"][1]["python_wheel_task"]["parameters"]
+    # The invariants are checked daily, after the retrain, by a job of their own.
+    check_job = jobs[tasks["check"][0]]
+    assert "quartz_cron_expression" in check_job["schedule"] and check_job is not retrain_job
     for _, task in tasks.values():
         assert {"whl": "../dist/*.whl"} in task["libraries"]  # the wheel this bundle builds
         # A job cluster of the same job: continuous streaming does not run on serverless compute.
@@ -177,7 +180,8 @@ def test_every_wheel_task_is_accepted_by_the_installed_cli(monkeypatch, capsys):
             for value in variable_values(match[2]):
                 parse_task([parameters[0], f"{match[1]}={value}"], capsys)
         args = parse_task([p for p in parameters if not WHOLE_VARIABLE.fullmatch(p)], capsys)
-        assert args.command == ("train" if task["task_key"] in ("train", "retrain") else "run")
+        expected = {"train": "train", "retrain": "train", "check": "check"}.get(task["task_key"], "run")
+        assert args.command == expected
         if args.command == "run":
             assert parse_layers(args.layers) == (task["task_key"],)
         ctx = context_from(args)  # conf + --set, validated; a typo would raise ConfigError
