@@ -235,6 +235,10 @@ class StreamSettings(_Strict):
     console_alerts_per_batch: Annotated[int, Field(ge=0)] = 5
     # The model silver scores with; None: models:/<ml.model_name>@champion.
     model_uri: str | None = None
+    # Silver follows the alias: a version promoted while silver runs scores from the next
+    # micro-batch on (the registry is asked at most every 5 s). Off: the version resolved at
+    # start scores until silver restarts.
+    follow_champion: bool = False
 
 
 class AuditSettings(_Strict):

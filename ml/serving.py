@@ -68,6 +68,80 @@ def _local_master(spark: SparkSession) -> bool:
         return False
 
 
+# How often a stream that follows the champion asks the registry where the alias points.
+FOLLOW_EVERY_SECONDS = 5.0
+
+
+class ChampionFollower:
+    """The scorer of each micro-batch. By default the version the stream started with, to the
+    end (the alias was resolved once, by :func:`load_scorer`). Following (``streams.follow_champion``),
+    the version the alias points at when a batch starts: the registry is asked at most every
+    ``every`` seconds, at a batch boundary, and a moved alias is loaded before the batch scores,
+    so a batch is scored by one version and records it. A registry that cannot be reached keeps
+    the version in use (said once on ``out``), so a registry outage never stops scoring.
+
+    >>> follower = ChampionFollower(ctx, scorer, follow=True)
+    >>> follower.for_batch(spark).model_version
+    '2'
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        scorer: ModelScorer,
+        follow: bool = False,
+        every: float | None = None,
+        clock: Callable[[], float] | None = None,
+        out=None,
+    ) -> None:
+        import sys
+        import time
+
+        self.ctx = ctx
+        self.scorer = scorer
+        uri = ctx.settings.streams.model_uri or default_model_uri(ctx)
+        self.alias_uri = uri if follow and "@" in uri else None
+        if follow and self.alias_uri is None:
+            raise FraudlakeError(
+                f"streams.follow_champion follows a model alias, and streams.model_uri is {uri}: "
+                "give models:/NAME@ALIAS, or turn follow_champion off"
+            )
+        self.every = FOLLOW_EVERY_SECONDS if every is None else every
+        self._clock = clock or time.monotonic
+        self._asked_at = self._clock()
+        self._out = out or sys.stderr
+        self._unreachable = False
+
+    def for_batch(self, spark: SparkSession) -> ModelScorer:
+        """The scorer for the batch about to be scored."""
+        if self.alias_uri is None or self._clock() - self._asked_at < self.every:
+            return self.scorer
+        self._asked_at = self._clock()
+        try:
+            version = resolve_model(mlflow_client(self.ctx), self.alias_uri).version
+        except Exception as error:  # an unreachable registry, a removed alias
+            if not self._unreachable:
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                print(
+                    f"silver: cannot read {self.alias_uri} ({first}); scoring on with "
+                    f"{self.scorer.model_name} v{self.scorer.model_version}",
+                    file=self._out,
+                    flush=True,
+                )
+            self._unreachable = True
+            return self.scorer
+        self._unreachable = False
+        if version != self.scorer.model_version:
+            self.scorer = load_scorer(spark, self.ctx, self.alias_uri)
+            print(
+                f"silver: {self.alias_uri} moved to {self.scorer.model_name} v{self.scorer.model_version}; "
+                "scoring with it from this batch on",
+                file=self._out,
+                flush=True,
+            )
+        return self.scorer
+
+
 # Models loaded in this Python worker, by local path. Spark reuses its Python workers
 # (spark.python.worker.reuse), so a micro-batch's scoring tasks find the model loaded.
 _LOADED: dict[str, Any] = {}

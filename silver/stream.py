@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, BehaviourHistory, epoch_micros
 from fraudlake.ml.behaviour import INPUT_COLUMNS as BEHAVIOUR_INPUTS
-from fraudlake.ml.serving import ModelScorer, score_transactions
+from fraudlake.ml.serving import ChampionFollower, ModelScorer, score_transactions
 from fraudlake.output import note
 from fraudlake.settings import Context
 from fraudlake.silver.validation import drop_routed, mark_repeats, validate
@@ -248,6 +248,12 @@ class SilverBehaviour:
             valid = valid.append_column(name, pa.array(computed[name].to_numpy(dtype="float64"), pa.float64()))
         return valid, inputs
 
+    def relearn(self, label_maturity_seconds: int) -> None:
+        """Use another label maturity (a new model version's): the history is rebuilt from the
+        tables at the next batch, as at a start, since it reaches back as far as the maturity."""
+        self.label_maturity_seconds = label_maturity_seconds
+        self.history = None
+
     def add_labels(self, session: SparkSession, labels: pd.DataFrame) -> None:
         """Fraud labels that arrived (``transaction_id``, ``label_is_fraud``, ``label_time``)."""
         if len(labels):
@@ -333,7 +339,8 @@ class SilverBatchWriter:
 
     def __init__(self, ctx: Context, scorer: ModelScorer, app_id: str, skip_routed: bool = True) -> None:
         self.ctx = ctx
-        self.scorer = scorer
+        # The version each batch scores with (streams.follow_champion: the alias's, batch by batch).
+        self.models = ChampionFollower(ctx, scorer, follow=ctx.settings.streams.follow_champion)
         self.app_id = app_id
         # Reading bronze, leave alone rows that silver or quarantine already hold (see drop_routed).
         self.skip_routed = skip_routed
@@ -345,6 +352,17 @@ class SilverBatchWriter:
         self.behaviour = SilverBehaviour(
             self.scored_table, table_name(ctx, BRONZE_LABELS), scorer.label_maturity_seconds
         )
+        self._batch_scorer: ModelScorer | None = None
+
+    def scorer_for_batch(self, session: SparkSession) -> ModelScorer:
+        """The model version the next batch scores with, all of it (see :class:`ChampionFollower`).
+        Chosen before the batch's labels are handed over (:meth:`SilverBehaviour.add_labels`): a
+        version trained with labels of another maturity has the behaviour history rebuilt for it."""
+        scorer = self.models.for_batch(session)
+        if scorer.label_maturity_seconds != self.behaviour.label_maturity_seconds:
+            self.behaviour.relearn(scorer.label_maturity_seconds)
+        self._batch_scorer = scorer
+        return scorer
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         self.route(batch.sparkSession, self.validated(batch), batch_id)
@@ -378,13 +396,14 @@ class SilverBatchWriter:
             append_once(local_frame(session, quarantined), table, self.app_id, batch_id, self.replays.needed(table))
         valid = checked.filter(pc.is_null(reason)).drop_columns(["quarantine_reason"])
         totals = EMPTY_TOTALS
+        scorer, self._batch_scorer = self._batch_scorer or self.scorer_for_batch(session), None
         if valid.num_rows:
             featured, inputs = self.behaviour.features(session, valid)
             rows = local_frame(session, featured)
             # The batch's figures are observed while the append writes the rows: no second pass
             # over the scored rows (and no second run of the model) just to count them.
             observed = Observation(f"silver_batch_{batch_id}")
-            scored = score_transactions(rows, self.scorer)
+            scored = score_transactions(rows, scorer)
             table = self.scored_table
             wrote = append_once(
                 scored.observe(observed, *batch_totals()), table, self.app_id, batch_id, self.replays.needed(table)

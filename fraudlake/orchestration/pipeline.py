@@ -219,6 +219,7 @@ class IngestAndScore:
         validated = self.silver.validated(batch)
         frame = local_frame(session, validated)
         arrived = None
+        self.silver.scorer_for_batch(session)  # before the labels: a new version may rebuild the history
         if self.labels is not None:
             arrived = self.labels.due(session, validated.select(list(FEED_COLUMNS)))
             self.silver.behaviour.add_labels(session, arrived)
