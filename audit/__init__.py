@@ -9,7 +9,7 @@ nothing here reads a table's log files, so audits work wherever Delta does.
 """
 
 from fraudlake.audit.history import table_changes, table_history
-from fraudlake.audit.maintenance import audit_window_hours, check_retention, maintain
+from fraudlake.audit.maintenance import audit_window_hours, check_retention, maintain, restore_table
 from fraudlake.audit.transaction import audit_transaction, rescore_transaction, written_in_version
 from fraudlake.audit.versions import resolve_table, resolve_version
 
@@ -21,6 +21,7 @@ __all__ = [
     "rescore_transaction",
     "resolve_table",
     "resolve_version",
+    "restore_table",
     "table_changes",
     "table_history",
     "written_in_version",

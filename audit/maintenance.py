@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from fraudlake.audit.versions import (
+    commits,
+    resolve_version,
     short_name,
 )
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 from fraudlake.tables import (
     ALL_TABLES,
+    TableSpec,
     table_name,
 )
 
@@ -126,3 +130,37 @@ def _jvm_console_quiet(spark: SparkSession) -> Iterator[None]:
         yield
     finally:
         set_out(saved)
+
+
+def restore_table(
+    spark: SparkSession,
+    ctx: Context,
+    spec: TableSpec,
+    as_of_version: int | None = None,
+    as_of_timestamp: datetime | None = None,
+) -> dict:
+    """Put a table back as it was at a version (or the last one committed at a time) with
+    Delta's ``RESTORE TABLE … TO VERSION AS OF``: one new commit, so the damage stays in the
+    history and can itself be undone. Returns the versions and Delta's restore metrics.
+
+    >>> restore_table(spark, ctx, GOLD_DASHBOARD_MINUTE, as_of_version=41)["restored_version"]
+    41
+    """
+    if as_of_version is None and as_of_timestamp is None:
+        raise FraudlakeError("choose the version to restore: --version N or --timestamp TS")
+    name = table_name(ctx, spec)
+    known = commits(spark, name)
+    version = resolve_version(spark, ctx, spec, as_of_version, as_of_timestamp, known)
+    latest = max(known)
+    if version == latest:
+        raise FraudlakeError(f"{short_name(spec)} is at version {latest} already: nothing to restore")
+    metrics = spark.sql(f"RESTORE TABLE {name} TO VERSION AS OF {version}").first()
+    assert metrics is not None  # RESTORE returns one row of metrics
+    return {
+        "table": short_name(spec),
+        "restored_version": version,
+        "was_version": latest,
+        "new_version": max(commits(spark, name)),
+        "files_restored": int(metrics["num_restored_files"]),
+        "files_removed": int(metrics["num_removed_files"]),
+    }

@@ -265,11 +265,28 @@ def test_check_fails_naming_the_check_and_the_numbers(spark, lakehouse, capsys, 
     assert checks["gold minutes"]["status"] == "FAIL" and checks["gold minutes"]["differing"] == 1
     assert checks["one score per transaction"]["status"] == "ok"
 
-    # A gold minute that disagrees with silver, in the table format a person reads.
-    spark.sql(f"RESTORE TABLE {silver} TO VERSION AS OF {intact}")
-    newest = spark.sql(f"SELECT unix_micros(max(minute)) FROM {minutes} WHERE tx_count > 1").first()[0]
-    spark.sql(f"UPDATE {minutes} SET tx_count = tx_count - 1 WHERE unix_micros(minute) = {newest}")
+    # Silver put back with `fraudlake restore` (Delta's RESTORE: one more commit).
+    code, out, err = fraudlake(
+        capsys, home, "restore", "silver.scored_transactions", "--version", str(intact), *registry
+    )
+    assert code == 0 and f"restored_version  {intact}" in out, out + err
+
+    # Gold's minutes overwritten by mistake, one of them with a wrong count: in the table
+    # format a person reads, only that check fails, naming the minute.
+    before = spark.sql(f"DESCRIBE HISTORY {minutes} LIMIT 1").first()["version"]
+    newest = spark.sql(f"SELECT max(minute) AS newest FROM {minutes} WHERE tx_count > 1")
+    wrong = spark.table(minutes).crossJoin(newest)
+    wrong = wrong.withColumn(
+        "tx_count", F.when(F.col("minute") == F.col("newest"), F.col("tx_count") - 1).otherwise(F.col("tx_count"))
+    ).drop("newest")
+    wrong.localCheckpoint().createOrReplaceTempView("mistaken_minutes")
+    spark.sql(f"INSERT OVERWRITE {minutes} SELECT * FROM mistaken_minutes")
     code, out, err = fraudlake(capsys, home, "check", "--full", *registry)
     failed = [line for line in out.splitlines() if line.startswith("FAIL")]
     assert code == 1 and len(failed) == 1 and failed[0].split()[1:3] == ["gold", "minutes"], out
     assert "1 minute differs, e.g." in failed[0], failed[0]
+
+    # Restored to the version before the mistake: every check holds again.
+    assert fraudlake(capsys, home, "restore", "gold.dashboard_minute", "--version", str(before), *registry)[0] == 0
+    code, out, err = fraudlake(capsys, home, "check", "--full", *registry)
+    assert code == 0, out + err

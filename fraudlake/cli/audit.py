@@ -1,5 +1,5 @@
 """The audit and upkeep subcommands: ``audit transaction|history|changes|rescore``,
-``rescore``, ``maintain`` and ``check``. ``fraudlake.cli`` adds them with :func:`add_audit_commands`."""
+``rescore``, ``maintain``, ``restore`` and ``check``. ``fraudlake.cli`` adds them with :func:`add_audit_commands`."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _as_of_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
-    """Add ``audit``, ``rescore``, ``maintain`` and ``check`` to the ``fraudlake`` command."""
+    """Add ``audit``, ``rescore``, ``maintain``, ``restore`` and ``check`` to the ``fraudlake`` command."""
     from fraudlake.cli.common import format_option, positive_int
 
     audit = commands.add_parser(
@@ -145,6 +145,24 @@ def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
     )
     format_option(maintain)
     maintain.set_defaults(handler=cmd_maintain)
+
+    restore = commands.add_parser(
+        "restore",
+        parents=[common],
+        help="put a table back as it was at a version (Delta RESTORE)",
+        description="RESTORE TABLE … TO VERSION AS OF: one new commit that puts the table back as it was at "
+        "--version N or at --timestamp TS (the last version committed then); the damage stays in the "
+        "history. Stop the streams that write the table first; `fraudlake audit history TABLE` lists "
+        "the versions.",
+    )
+    restore.add_argument("table", help="e.g. gold.dashboard_minute, silver.scored_transactions")
+    when = restore.add_mutually_exclusive_group(required=True)
+    when.add_argument("--version", type=_version, metavar="N", help="the version to put back")
+    when.add_argument(
+        "--timestamp", type=utc_timestamp, metavar="TS", help="the table as it was at this time (ISO 8601, UTC)"
+    )
+    format_option(restore)
+    restore.set_defaults(handler=cmd_restore)
 
     check = commands.add_parser(
         "check",
@@ -270,6 +288,16 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     check_retention(context_from(args), args.retain_hours if vacuum else None)  # refuse before Spark starts
     ctx, spark = _writer(args)
     emit(render_records(maintain(spark, ctx, optimize, vacuum, args.retain_hours), args.format))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from fraudlake.audit import resolve_table, restore_table
+    from fraudlake.cli.common import context_from
+
+    spec = resolve_table(context_from(args), args.table)  # an unknown name fails before Spark starts
+    ctx, spark = _writer(args)
+    emit(render_mapping(restore_table(spark, ctx, spec, args.version, args.timestamp), args.format))
     return 0
 
 
