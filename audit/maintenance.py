@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from fraudlake.audit.versions import (
@@ -14,6 +15,7 @@ from fraudlake.audit.versions import (
 )
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
+from fraudlake.streaming_io import retry_on_conflict
 from fraudlake.tables import (
     ALL_TABLES,
     TableSpec,
@@ -21,7 +23,7 @@ from fraudlake.tables import (
 )
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import Row, SparkSession
 
 # ----------------------------------------------------------------------------- maintenance
 
@@ -63,7 +65,8 @@ def maintain(
         before = int(detail["numFiles"])
         row = {"table": short_name(spec), "files_before": before}
         if optimize:
-            optimized = spark.sql(f"OPTIMIZE {name}").first()
+            # Beside running streams: a compaction that lost a race with a stream's commit is tried again.
+            optimized = retry_on_conflict(partial(_optimize, spark, name))
             assert optimized is not None  # one row: the table's path and metrics
             metrics = optimized["metrics"]
             row["optimize_removed"] = int(metrics["numFilesRemoved"])
@@ -77,6 +80,10 @@ def maintain(
             row["retain_hours"] = hours
         report.append(row)
     return report
+
+
+def _optimize(spark: SparkSession, name: str) -> Row | None:
+    return spark.sql(f"OPTIMIZE {name}").first()
 
 
 def _vacuum(spark: SparkSession, ctx: Context, name: str, hours: float) -> int:

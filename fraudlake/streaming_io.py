@@ -14,15 +14,18 @@ once per start costs a fraction of that.
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
     from pyspark.sql.streaming import DataStreamWriter
+
+T = TypeVar("T")
 
 
 def writer_app_id(checkpoint: str, query: str) -> str:
@@ -133,8 +136,42 @@ def _save_once(
         if batch_committed(session, table, app_id, batch_id):
             return False
         writer = writer.option("txnAppId", app_id).option("txnVersion", batch_id)
-    writer.saveAsTable(table)
+    retry_on_conflict(lambda: writer.saveAsTable(table))
     return True
+
+
+def retry_on_conflict(action: Callable[[], T]) -> T:
+    """``action()``, tried again when another commit won the race (:func:`is_write_conflict`):
+    a Delta transaction that conflicted committed nothing, so trying it again is safe."""
+    for attempt in range(1, CONFLICT_ATTEMPTS):
+        try:
+            return action()
+        except Exception as error:
+            if not is_write_conflict(error):
+                raise
+            time.sleep(CONFLICT_BACKOFF_SECONDS * attempt)
+    return action()  # the last attempt: its conflict, if any, is the caller's
+
+
+# A write that lost a race with another commit (an OPTIMIZE, a re-score) committed nothing:
+# it is tried again, this many times in all, after a pause that grows by this much.
+CONFLICT_ATTEMPTS = 4
+CONFLICT_BACKOFF_SECONDS = 0.5
+
+
+def is_write_conflict(error: BaseException) -> bool:
+    """Whether ``error`` is Delta's optimistic concurrency refusing a commit (``Concurrent…Exception``,
+    ``DELTA_CONCURRENT_…``): the transaction committed nothing and may be tried again.
+
+    >>> is_write_conflict(RuntimeError("[DELTA_CONCURRENT_DELETE_READ] ConcurrentDeleteReadException: ..."))
+    True
+    """
+    text = f"{type(error).__name__} {str(error)[:2000]}"
+    return (
+        "DELTA_CONCURRENT_" in text
+        or "ConcurrentDeleteReadException" in text
+        or ("Concurrent" in text and "Exception" in text and "io.delta" in text)
+    )
 
 
 # Delta's idempotent DML: MERGE, UPDATE and DELETE read the transaction id from these session confs.

@@ -77,7 +77,23 @@ def mlflow_client(ctx: Context):
         ctx.paths.home.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri(ctx))
     mlflow.set_registry_uri(registry_uri(ctx))
-    return mlflow.MlflowClient(tracking_uri=tracking_uri(ctx), registry_uri=registry_uri(ctx))
+    try:
+        return mlflow.MlflowClient(tracking_uri=tracking_uri(ctx), registry_uri=registry_uri(ctx))
+    except Exception as error:  # a damaged or unreadable SQLite file, a server that does not answer
+        raise RegistryUnavailable(registry_problem(ctx, error)) from None
+
+
+class RegistryUnavailable(FraudlakeError):
+    """The MLflow tracking store or registry cannot be read."""
+
+
+def registry_problem(ctx: Context, error: BaseException) -> str:
+    """One line: which registry, and what the store said (its first line, the SQL left out)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (
+        f"the MLflow registry at {registry_uri(ctx)} cannot be read: {text[:300]} "
+        "(ml.tracking_uri / ml.registry_uri; a damaged SQLite file can be replaced from a backup)"
+    )
 
 
 def ensure_experiment(client, ctx: Context) -> str:
@@ -225,7 +241,14 @@ def resolve_model(client, uri: str) -> ModelRef:
             mv = client.get_model_version_by_alias(name, match["alias"])
         else:
             mv = client.get_model_version(name, match["version"])
-    except MlflowException:
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            import mlflow  # the store failed (a damaged SQLite file, a server error): not a missing model
+
+            text = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            raise RegistryUnavailable(
+                f"the MLflow registry at {mlflow.get_registry_uri()} cannot be read: {text}"
+            ) from None
         what = f"alias {match['alias']!r}" if match["alias"] else f"version {match['version']}"
         raise FraudlakeError(
             f"no model {uri}: {name} has no {what} here; train one with fraudlake train "

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -15,8 +16,10 @@ import pytest
 from pyspark.sql import functions as F
 from sklearn.metrics import average_precision_score
 
+from fraudlake.audit import maintain
 from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, behaviour_features
-from tests.conftest import console_outside_its_environment, fraudlake, run_cli
+from fraudlake.tables import SILVER_SCORED
+from tests.conftest import console_outside_its_environment, fraudlake, make_context, run_cli
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -128,9 +131,40 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     # them by the time since it first started, which was at least landed / 100 s before the kill.
     seconds = max(10, round(66 - landed / 100 - (time.time() - killed_at)))
 
+    # A second fault on the way back: the registry's SQLite file damaged. The restart refuses in
+    # one line, before anything starts, and records nothing (the rate checkpoint is unclaimed).
+    registry = home / "mlflow.db"
+    intact = registry.read_bytes()
+    registry.write_bytes(b"what a failing disk left" * 200)
+    code, _, err = fraudlake(capsys, home, *run[1:], "--duration", str(seconds))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("fraudlake: error: silver cannot start: the MLflow registry at sqlite:///"), err
+    registry.write_bytes(intact)  # the documented recovery: the file back from a backup
+
     # The restart in this process: another JVM than the one killed, as a new `fraudlake run` is.
-    code, out, err = fraudlake(capsys, home, *run[1:], "--duration", str(seconds), "--format", "json")
+    # Meanwhile an operator runs `fraudlake maintain`: a vacuum of silver (nothing inside the
+    # audit window goes), then a compaction of every table while the layers write (a compaction
+    # or a stream's commit that loses the race with the other is tried again).
+    ctx = make_context(home)
+    stop, compactions, failures = threading.Event(), [], []
+
+    def maintain_meanwhile() -> None:
+        try:
+            stop.wait(8)  # the restart has registered its tables by then
+            maintain(spark, ctx, optimize=False, vacuum=True, specs=(SILVER_SCORED,))
+            compactions.extend(row for row in maintain(spark, ctx, vacuum=False) if row["optimize_removed"])
+        except Exception as error:  # noqa: BLE001 - the test fails on it below
+            failures.append(error)
+
+    operator = threading.Thread(target=maintain_meanwhile, daemon=True)
+    operator.start()
+    try:
+        code, out, err = fraudlake(capsys, home, *run[1:], "--duration", str(seconds), "--format", "json")
+    finally:
+        stop.set()
+        operator.join(120)
     assert code == 0, f"the restarted run exited {code}:\n{err[-4000:]}"
+    assert not failures and compactions, (failures, "no table compacted while the layers wrote")
     summary = json.loads(out)
     assert summary["model_versions"] == ["fraud_detector v1"]
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]

@@ -56,3 +56,40 @@ def test_a_query_started_in_a_pool_runs_there_and_the_thread_gets_its_pool_back(
         assert spark.conf.get("spark.scheduler.mode") == "FAIR"
     finally:
         context.setLocalProperty("spark.scheduler.pool", previous)
+
+
+def test_a_write_that_lost_a_race_is_tried_again_and_other_errors_are_not(monkeypatch):
+    from fraudlake import streaming_io
+
+    monkeypatch.setattr(streaming_io, "CONFLICT_BACKOFF_SECONDS", 0.0)
+    conflict = RuntimeError(
+        "[DELTA_CONCURRENT_DELETE_READ] io.delta.exceptions.ConcurrentDeleteReadException: "
+        "This transaction attempted to read one or more files that were deleted by a concurrent update"
+    )
+    calls: list[int] = []
+
+    def losing_twice() -> str:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise conflict
+        return "committed"
+
+    assert streaming_io.retry_on_conflict(losing_twice) == "committed" and len(calls) == 3
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("[DELTA_SCHEMA_MISMATCH] a real error")
+
+    calls.clear()
+    with pytest.raises(ValueError, match="SCHEMA_MISMATCH"):
+        streaming_io.retry_on_conflict(broken)
+    assert len(calls) == 1  # not a race: no second try
+
+    def always_losing() -> None:
+        calls.append(1)
+        raise conflict
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="CONCURRENT"):
+        streaming_io.retry_on_conflict(always_losing)
+    assert len(calls) == streaming_io.CONFLICT_ATTEMPTS  # then the conflict is the caller's

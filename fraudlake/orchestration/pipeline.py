@@ -105,11 +105,8 @@ class Pipeline:
 
 
 def preflight(ctx: Context, layers, source: str, rate: int | None) -> None:
-    """Checks that need no Spark, so a run that cannot work fails in a second, not after a JVM start."""
-    if "bronze" in layers and source == "rate":
-        from fraudlake.bronze.ingest import claim_rate_checkpoint
-
-        claim_rate_checkpoint(ctx, rate or ctx.settings.ingest.rate)
+    """Checks that need no Spark, so a run that cannot work fails in a second, not after a JVM start.
+    The rate checkpoint is claimed last: a run refused for another reason records no rate."""
     if "silver" in layers:
         from fraudlake.ml.registry import (
             default_model_uri,
@@ -121,6 +118,10 @@ def preflight(ctx: Context, layers, source: str, rate: int | None) -> None:
             resolve_model(mlflow_client(ctx), ctx.settings.streams.model_uri or default_model_uri(ctx))
         except FraudlakeError as error:
             raise FraudlakeError(f"silver cannot start: {error}") from None
+    if "bronze" in layers and source == "rate":
+        from fraudlake.bronze.ingest import claim_rate_checkpoint
+
+        claim_rate_checkpoint(ctx, rate or ctx.settings.ingest.rate)
 
 
 def load_champion(spark: SparkSession, ctx: Context) -> ModelScorer:
