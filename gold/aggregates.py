@@ -88,6 +88,21 @@ def dashboard_minute(silver: DataFrame) -> DataFrame:
     )
 
 
+def user_minute_totals(user_minutes: DataFrame) -> DataFrame:
+    """``gold.user_activity_minute`` added up per user and minute (each gold micro-batch that
+    counted a user minute appended a row of its own): the sums, the newest transaction counted
+    and when the minute last changed."""
+    from pyspark.sql import functions as F
+
+    return user_minutes.groupBy("user_id", "minute").agg(
+        F.sum("tx_count").alias("tx_count"),
+        F.sum("total_amount").alias("total_amount"),
+        F.sum("flagged_count").alias("flagged_count"),
+        F.max("last_event_time").alias("last_event_time"),
+        F.max("updated_at").alias("updated_at"),
+    )
+
+
 def live_rows(silver: DataFrame) -> DataFrame:
     """What the gold stream adds up, one row per silver row: its user and minute (``minute``,
     epoch µs: cut from epoch microseconds, so no session time zone enters), event and ingest

@@ -53,6 +53,7 @@ from fraudlake.gold.aggregates import (
     activity_reason,
     first_alert_per_burst,
     live_rows,
+    user_minute_totals,
 )
 from fraudlake.gold.bursts import RecentUserMinutes, plus_known
 from fraudlake.settings import Context
@@ -253,24 +254,15 @@ class GoldBatchWriter:
             .agg(F.unix_micros(F.max("alert_time")).alias("last"))
         )
         self.last_alerted = {r["user_id"]: r["last"] for r in recent.collect()}
-        kept = (
-            table(self.user_minutes_table)
-            .where(F.unix_micros("minute") >= F.lit(_kept_since(final)))
-            .groupBy("user_id", "minute")
-            .agg(
-                F.sum("tx_count").alias("tx_count"),
-                F.sum("total_amount").alias("total_amount"),
-                F.sum("flagged_count").alias("flagged_count"),
-                F.max("last_event_time").alias("last_event_time"),
-            )
-            .select(
-                "user_id",
-                F.unix_micros("minute").alias("minute"),
-                "tx_count",
-                "total_amount",
-                "flagged_count",
-                F.unix_micros("last_event_time").alias("last_event_time"),
-            )
+        kept = user_minute_totals(
+            table(self.user_minutes_table).where(F.unix_micros("minute") >= F.lit(_kept_since(final)))
+        ).select(
+            "user_id",
+            F.unix_micros("minute").alias("minute"),
+            "tx_count",
+            "total_amount",
+            "flagged_count",
+            F.unix_micros("last_event_time").alias("last_event_time"),
         )
         self.recent.add(kept.toArrow())
 

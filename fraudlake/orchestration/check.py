@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fraudlake.gold.aggregates import user_minute_totals
 from fraudlake.tables import (
     BRONZE_LABELS,
     BRONZE_TRANSACTIONS,
@@ -295,16 +296,7 @@ def gold_against_silver(spark: SparkSession, ctx: Context, full: bool = False) -
     minutes = _table(spark, ctx, GOLD_DASHBOARD_MINUTE).select(
         "minute", "tx_count", "flagged_count", "total_amount", "updated_at"
     )
-    user_minutes = (
-        _table(spark, ctx, GOLD_USER_MINUTE)
-        .groupBy("user_id", "minute")
-        .agg(
-            F.sum("tx_count").alias("tx_count"),
-            F.sum("flagged_count").alias("flagged_count"),
-            F.sum("total_amount").alias("total_amount"),
-            F.max("updated_at").alias("updated_at"),
-        )
-    )
+    user_minutes = user_minute_totals(_table(spark, ctx, GOLD_USER_MINUTE)).drop("last_event_time")
     if start is not None:
         rows = rows.where(F.col("minute") >= start)
         minutes = minutes.where(F.col("minute") >= start)
