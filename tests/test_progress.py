@@ -398,3 +398,24 @@ def test_the_run_summary_says_none_rather_than_a_blank():
 
     text = render_mapping({"left_behind": {"silver": 0, "gold": 1_200}, "drain_limit_reached": {}}, "table")
     assert text.splitlines() == ["left_behind          silver=0, gold=1,200", "drain_limit_reached  none"]
+
+
+def test_a_failed_query_is_summed_up_by_its_cause_not_the_proxys_first_line():
+    from fraudlake.orchestration.streaming import failure_summary
+
+    proxy = "An exception was raised by the Python Proxy. Return Message: Traceback (most recent call last):"
+    java = (
+        f'{proxy}\n  File "/x/silver/stream.py", line 392, in route\n    append_once(...)\n'
+        "py4j.protocol.Py4JJavaError: An error occurred while calling o812.saveAsTable.\n"
+        ": org.apache.spark.SparkException: [TASK_WRITE_FAILED] Task failed while writing rows\n"
+        "\tat org.apache.spark.sql.errors.QueryExecutionErrors$.taskFailedWhileWritingRowsError\n"
+        "Caused by: org.apache.hadoop.fs.FSError: java.io.IOException: No space left on device\n"
+        "\tat org.apache.hadoop.fs.RawLocalFileSystem\n"
+        "Caused by: java.io.IOException: No space left on device\n\tat java.base/java.io.FileOutputStream.writeBytes\n"
+    )
+    assert failure_summary(java) == "java.io.IOException: No space left on device"
+    python = f"{proxy}\n  File \"/x/gold/stream.py\", line 3\nKeyError: 'minute'\n"
+    assert failure_summary(python) == "KeyError: 'minute'"
+    assert failure_summary("[STREAM_FAILED] Query [id = 1] terminated\nmore detail") == (
+        "[STREAM_FAILED] Query [id = 1] terminated"
+    )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from fraudlake.conf.settings import Settings
 from fraudlake.errors import FraudlakeError
-from fraudlake.orchestration.streaming import scheduler_pool
+from fraudlake.orchestration.streaming import failure_summary, scheduler_pool
 from fraudlake.output import note
 from fraudlake.settings import Context
 from fraudlake.streaming_io import triggered, writer_app_id
@@ -411,6 +411,6 @@ def catch_up(spark: SparkSession, ctx: Context, layers, landing: str | None = No
         for name, query in stage().items():
             query.awaitTermination()
             if query.exception() is not None:
-                raise FraudlakeError(f"{name} query failed: {str(query.exception()).splitlines()[0]}")
+                raise FraudlakeError(f"{name} query failed: {failure_summary(str(query.exception()))}")
             rows[name] = rows_processed(query)
     return rows

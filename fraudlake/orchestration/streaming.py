@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -568,7 +569,7 @@ def run_queries(
                 if not query.isActive:
                     error = query.exception()
                     if error is not None:
-                        raise FraudlakeError(f"{name} query failed: {_first_line(str(error))}")
+                        raise FraudlakeError(f"{name} query failed: {failure_summary(str(error))}")
             if not any(query.isActive for query in queries.values()):
                 break  # every query finished on its own (available-now triggers)
             now = time.monotonic()
@@ -602,5 +603,23 @@ def run_queries(
     }
 
 
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+def failure_summary(text: str) -> str:
+    """One line that says why a query failed: the root cause of a Java error (its last
+    ``Caused by:``), else the exception a ``foreachBatch`` function raised (the last
+    ``SomeError: …`` line of its Python traceback), else the first line.
+
+    >>> failure_summary("An exception was raised by the Python Proxy.\nTraceback ...\nOSError: [Errno 28] No space left on device")
+    'OSError: [Errno 28] No space left on device'
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    causes = [line.removeprefix("Caused by:").strip() for line in lines if line.startswith("Caused by:")]
+    if causes:
+        return causes[-1][:500]
+    raised = [line for line in lines if _RAISED.match(line)]
+    if raised and lines[0].startswith("An exception was raised by the Python Proxy"):
+        return raised[-1][:500]
+    return (lines[0] if lines else text)[:500]
+
+
+# A Python traceback's last line: the exception's type (dotted, maybe with an error class) and message.
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b[^:]*: ")
