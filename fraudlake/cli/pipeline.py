@@ -258,6 +258,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "fraudlake models",
         "fraudlake dashboard",
         'fraudlake sql "DESCRIBE HISTORY spark_catalog.silver.scored_transactions"',
+        "fraudlake check",
     ]
     emit(render_mapping(result, args.format))
     return 0
