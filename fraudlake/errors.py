@@ -1,6 +1,17 @@
 """Errors that end a command with one clear line instead of a traceback."""
 
 
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """An error's first non-blank line (its type's name when it has no message), at most ``limit``
+    characters: what a one-line message quotes of a library's multi-line error.
+
+    >>> first_line(ValueError("bad value\n  at line 3"))
+    'bad value'
+    """
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return text if limit is None else text[:limit]
+
+
 class FraudlakeError(Exception):
     """A problem the user can fix; the CLI prints it as one line."""
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from fraudlake.errors import FraudlakeError
+from fraudlake.errors import FraudlakeError, first_line
 from fraudlake.ml.behaviour import behaviour_features
 from fraudlake.ml.features import TRANSACTION_INPUT_COLUMNS, add_features
 from fraudlake.tables import BRONZE_COLUMNS
@@ -102,7 +102,7 @@ def read_transactions(spark: SparkSession, path: str) -> DataFrame:
             column = min(nanos) if nanos else "a nested column"
             raise FraudlakeError(
                 f"{path}: column {column} holds nanosecond timestamps, which this Spark cannot read "
-                f"({_first_line(error)}); {COERCE_HINT}"
+                f"({first_line(error)}); {COERCE_HINT}"
             ) from None
     reader = spark.read.format(fmt)
     if fmt == "csv":
@@ -111,7 +111,7 @@ def read_transactions(spark: SparkSession, path: str) -> DataFrame:
         stored = reader.load(path)
     except PySparkException as error:
         hint = f"; {COERCE_HINT}" if "TIMESTAMP(NANOS" in str(error) else ""
-        raise FraudlakeError(f"cannot read {path} as {fmt}: {_first_line(error)}{hint}") from None
+        raise FraudlakeError(f"cannot read {path} as {fmt}: {first_line(error)}{hint}") from None
     return _nanos_to_timestamps(stored, nanos)
 
 
@@ -170,10 +170,6 @@ def _nanos_to_timestamps(df: DataFrame, names: set[str]) -> DataFrame:
     return df.withColumns(converted) if converted else df
 
 
-def _first_line(error: Exception) -> str:
-    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-
-
 def conform_to_bronze(df: DataFrame, source: str, required=REQUIRED_COLUMNS) -> DataFrame:
     """Transactions in the bronze schema: every bronze column, typed; optional ones null when absent.
 
@@ -214,7 +210,7 @@ def conform_to_bronze(df: DataFrame, source: str, required=REQUIRED_COLUMNS) -> 
             *columns, *label_time, *[F.col(f"`{present[c]}`").alias(f"_in_{c}") for c in BRONZE_TYPES if c in present]
         )
     except PySparkException as error:
-        raise FraudlakeError(f"{source}: a column has the wrong type: {_first_line(error)}") from None
+        raise FraudlakeError(f"{source}: a column has the wrong type: {first_line(error)}") from None
     _check_values(typed, source, [c for c in BRONZE_TYPES if c in present])
     return typed.select(*BRONZE_TYPES, *([LABEL_TIME] if label_time else []))
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fraudlake.errors import FraudlakeError
+from fraudlake.errors import FraudlakeError, first_line
 from fraudlake.settings import Context, under_home
 
 CHAMPION = "champion"
@@ -80,20 +80,29 @@ def mlflow_client(ctx: Context):
     try:
         return mlflow.MlflowClient(tracking_uri=tracking_uri(ctx), registry_uri=registry_uri(ctx))
     except Exception as error:  # a damaged or unreadable SQLite file, a server that does not answer
-        raise RegistryUnavailable(registry_problem(ctx, error)) from None
+        raise RegistryUnavailable(registry_problem(registry_uri(ctx), error)) from None
 
 
 class RegistryUnavailable(FraudlakeError):
     """The MLflow tracking store or registry cannot be read."""
 
 
-def registry_problem(ctx: Context, error: BaseException) -> str:
+def registry_problem(uri: str, error: BaseException) -> str:
     """One line: which registry, and what the store said (its first line, the SQL left out)."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return (
-        f"the MLflow registry at {registry_uri(ctx)} cannot be read: {text[:300]} "
+        f"the MLflow registry at {uri} cannot be read: {first_line(error, 300)} "
         "(ml.tracking_uri / ml.registry_uri; a damaged SQLite file can be replaced from a backup)"
     )
+
+
+# What MLflow's stores answer for a model, version or alias that is not there.
+MISSING_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
+def is_missing_in_registry(error: BaseException) -> bool:
+    """Whether ``error`` says the registry has no such model, version or alias (rather than that
+    the registry could not be read)."""
+    return getattr(error, "error_code", None) in MISSING_CODES
 
 
 def ensure_experiment(client, ctx: Context) -> str:
@@ -242,13 +251,10 @@ def resolve_model(client, uri: str) -> ModelRef:
         else:
             mv = client.get_model_version(name, match["version"])
     except MlflowException as error:
-        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            import mlflow  # the store failed (a damaged SQLite file, a server error): not a missing model
+        if not is_missing_in_registry(error):  # the store failed (a damaged SQLite file, a server error)
+            import mlflow
 
-            text = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-            raise RegistryUnavailable(
-                f"the MLflow registry at {mlflow.get_registry_uri()} cannot be read: {text}"
-            ) from None
+            raise RegistryUnavailable(registry_problem(mlflow.get_registry_uri(), error)) from None
         what = f"alias {match['alias']!r}" if match["alias"] else f"version {match['version']}"
         raise FraudlakeError(
             f"no model {uri}: {name} has no {what} here; train one with fraudlake train "

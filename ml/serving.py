@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from fraudlake.errors import FraudlakeError
+from fraudlake.errors import FraudlakeError, first_line
 from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, DEFAULT_LABEL_MATURITY, behaviour_features
 from fraudlake.ml.features import MODEL_INPUT_COLUMNS, SILVER_FEATURES, add_features
 from fraudlake.ml.registry import default_model_uri, mlflow_client, resolve_model
+from fraudlake.output import note
 from fraudlake.settings import Context
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class ChampionFollower:
     the version the alias points at when a batch starts: the registry is asked at most every
     ``every`` seconds, at a batch boundary, and a moved alias is loaded before the batch scores,
     so a batch is scored by one version and records it. A registry that cannot be reached keeps
-    the version in use (said once on ``out``), so a registry outage never stops scoring.
+    the version in use (said once), so a registry outage never stops scoring.
 
     >>> follower = ChampionFollower(ctx, scorer, follow=True)
     >>> follower.for_batch(spark).model_version
@@ -92,9 +93,7 @@ class ChampionFollower:
         follow: bool = False,
         every: float | None = None,
         clock: Callable[[], float] | None = None,
-        out=None,
     ) -> None:
-        import sys
         import time
 
         self.ctx = ctx
@@ -109,7 +108,6 @@ class ChampionFollower:
         self.every = FOLLOW_EVERY_SECONDS if every is None else every
         self._clock = clock or time.monotonic
         self._asked_at = self._clock()
-        self._out = out or sys.stderr
         self._unreachable = False
 
     def for_batch(self, spark: SparkSession) -> ModelScorer:
@@ -121,23 +119,18 @@ class ChampionFollower:
             version = resolve_model(mlflow_client(self.ctx), self.alias_uri).version
         except Exception as error:  # an unreachable registry, a removed alias
             if not self._unreachable:
-                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                print(
-                    f"silver: cannot read {self.alias_uri} ({first}); scoring on with "
-                    f"{self.scorer.model_name} v{self.scorer.model_version}",
-                    file=self._out,
-                    flush=True,
+                note(
+                    f"silver: cannot read {self.alias_uri} ({first_line(error)}); scoring on with "
+                    f"{self.scorer.model_name} v{self.scorer.model_version}"
                 )
             self._unreachable = True
             return self.scorer
         self._unreachable = False
         if version != self.scorer.model_version:
             self.scorer = load_scorer(spark, self.ctx, self.alias_uri)
-            print(
+            note(
                 f"silver: {self.alias_uri} moved to {self.scorer.model_name} v{self.scorer.model_version}; "
-                "scoring with it from this batch on",
-                file=self._out,
-                flush=True,
+                "scoring with it from this batch on"
             )
         return self.scorer
 

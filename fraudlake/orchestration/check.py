@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fraudlake.errors import first_line
 from fraudlake.gold.aggregates import user_minute_totals
 from fraudlake.tables import (
     BRONZE_LABELS,
@@ -210,26 +211,21 @@ def _unregistered(ctx: Context, versions: list[tuple[str, str]]) -> tuple[list[t
     """The versions the registry does not have, or the error that kept it from saying."""
     if not versions:
         return [], None
-    from fraudlake.ml.registry import mlflow_client
+    from fraudlake.ml.registry import is_missing_in_registry, mlflow_client
 
     try:
         client = mlflow_client(ctx)
     except Exception as error:  # an unreachable tracking server, a broken SQLite file
-        return [], _first_line(error)
+        return [], first_line(error, 300)
     missing = []
     for name, version in versions:
         try:
             client.get_model_version(name, version)
         except Exception as error:
-            if "RESOURCE_DOES_NOT_EXIST" not in str(error) and "not found" not in str(error).lower():
-                return [], _first_line(error)
+            if not is_missing_in_registry(error):
+                return [], first_line(error, 300)
             missing.append((name, version))
     return missing, None
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return (text.splitlines() or [type(error).__name__])[0][:300]
 
 
 def _recent_start(silver: DataFrame, full: bool):
