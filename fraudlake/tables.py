@@ -463,7 +463,7 @@ def ensure_tables(spark: SparkSession, ctx: Context) -> list[str]:
     return names
 
 
-def _properties(spark: SparkSession, name: str) -> dict[str, str]:
+def current_properties(spark: SparkSession, name: str) -> dict[str, str]:
     """A table's properties (``SHOW TBLPROPERTIES``), key to value."""
     return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
 
@@ -471,7 +471,7 @@ def _properties(spark: SparkSession, name: str) -> dict[str, str]:
 def gold_watermark_seconds(spark: SparkSession, ctx: Context) -> float:
     """The watermark the gold stream runs with, as recorded on ``dashboard_minute``
     (:data:`WATERMARK_PROPERTY`); this context's conf for a table from before it was recorded."""
-    recorded = _properties(spark, table_name(ctx, GOLD_DASHBOARD_MINUTE)).get(WATERMARK_PROPERTY)
+    recorded = current_properties(spark, table_name(ctx, GOLD_DASHBOARD_MINUTE)).get(WATERMARK_PROPERTY)
     return float(recorded if recorded is not None else ctx.settings.streams.watermark_seconds)
 
 
@@ -568,7 +568,7 @@ def _bring_up_to_date(spark: SparkSession, ctx: Context, name: str, spec: TableS
     if missing:
         columns = ", ".join(f"{quote_identifier(f.name)} {f.dataType.simpleString()}" for f in missing)
         spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({columns})")
-    present = _properties(spark, name)
+    present = current_properties(spark, name)
     changed = {k: v for k, v in table_properties(ctx, spec).items() if present.get(k) != v}
     if changed:
         props = ", ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in changed.items())

@@ -223,3 +223,18 @@ def console_outside_its_environment(tmp_path: Path, home: Path) -> tuple[Path, d
     lacks_pandas = subprocess.run(["python3", "-c", "import pandas"], env=env, capture_output=True)
     assert lacks_pandas.returncode != 0, "the python3 first on PATH imports pandas: the test would prove nothing"
     return script, env
+
+
+def rate_rows_once(spark, table: Path) -> int:
+    """The rate source's rows in the bronze table at ``table`` (a folder), asserting no duplicate
+    and no gap: the numbers behind the ids are exactly 0..n-1. Returns n."""
+    from pyspark.sql import functions as F
+
+    bronze = spark.read.format("delta").load(str(table))
+    values = bronze.select(F.regexp_extract("transaction_id", r"(\d+)$", 1).cast("long").alias("v"))
+    stats = values.agg(
+        F.count("*").alias("n"), F.countDistinct("v").alias("d"), F.min("v").alias("lo"), F.max("v").alias("hi")
+    ).first()
+    assert stats["n"] == stats["d"], f"duplicates: {stats}"
+    assert (stats["lo"], stats["hi"]) == (0, stats["n"] - 1), f"gaps: {stats}"
+    return stats["n"]

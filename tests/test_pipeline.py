@@ -227,6 +227,10 @@ def test_check_holds_on_what_the_layers_wrote(spark, lakehouse, capsys, shared_c
     minutes = results["gold minutes"].numbers
     silver_rows = spark.table(table_name(ctx, SILVER_SCORED)).count()
     assert minutes["gold_rows"] == minutes["silver_rows"] == silver_rows  # gold has read and counted every row
+    # By default the gold checks cover the newest 24 h of event time (of the 10 simulated days).
+    recent = {r.check: r for r in check_lakehouse(spark, ctx)}
+    assert all(r.ok for r in recent.values()), [r.details for r in recent.values()]
+    assert 0 < recent["gold minutes"].numbers["minutes"] < minutes["minutes"]
 
 
 def _copy_of(home: Path, into: Path) -> Path:

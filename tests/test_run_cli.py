@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pyspark.sql import functions as F
 from sklearn.metrics import average_precision_score
 
 from fraudlake.audit import maintain
 from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, behaviour_features
 from fraudlake.tables import SILVER_SCORED
-from tests.conftest import console_outside_its_environment, fraudlake, make_context, run_cli
+from tests.conftest import console_outside_its_environment, fraudlake, make_context, rate_rows_once, run_cli
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -64,18 +63,6 @@ SELECT
 
 def _commits(table: Path) -> int:
     return len(list((table / "_delta_log").glob("*.json")))
-
-
-def _contiguous_ids(spark, table: Path) -> int:
-    """The rate source's rows in bronze, no duplicate and no gap: the numbers behind the ids are exactly 0..n-1."""
-    bronze = spark.read.format("delta").load(str(table))
-    values = bronze.select(F.regexp_extract("transaction_id", r"(\d+)$", 1).cast("long").alias("v"))
-    stats = values.agg(
-        F.count("*").alias("n"), F.countDistinct("v").alias("d"), F.min("v").alias("lo"), F.max("v").alias("hi")
-    ).first()
-    assert stats["n"] == stats["d"], f"duplicates: {stats}"
-    assert (stats["lo"], stats["hi"]) == (0, stats["n"] - 1), f"gaps: {stats}"
-    return stats["n"]
 
 
 def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
@@ -126,7 +113,7 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
         victim.wait(30)
     killed_at = time.time()
     # A batch the kill interrupted committed whole or not at all: the ids that landed have no gap.
-    landed = _contiguous_ids(spark, warehouse / "bronze" / "transactions")
+    landed = rate_rows_once(spark, warehouse / "bronze" / "transactions")
     # The restart runs at least 10 s, and until the rate source has numbered 6,600 rows: it numbers
     # them by the time since it first started, which was at least landed / 100 s before the kill.
     seconds = max(10, round(66 - landed / 100 - (time.time() - killed_at)))
@@ -180,7 +167,7 @@ def test_run_survives_kill_9_and_keeps_every_invariant(spark, capsys, tmp_path):
     assert landed > 0 and row["bronze"] >= landed + 100 * seconds, (landed, seconds, row)
     assert row["bronze"] == row["silver"] + row["quarantine"], row
     # The restart resumed the source from its checkpoint: every row number once, none skipped.
-    assert _contiguous_ids(spark, warehouse / "bronze" / "transactions") == row["bronze"]
+    assert rate_rows_once(spark, warehouse / "bronze" / "transactions") == row["bronze"]
     assert row["silver"] == row["silver_ids"], row
     assert row["unscored"] == 0
     assert row["alerts"] == row["distinct_alerts"] >= row["flagged"] > 0, row

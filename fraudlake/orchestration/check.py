@@ -40,6 +40,7 @@ from fraudlake.tables import (
     GOLD_USER_MINUTE,
     SILVER_QUARANTINE,
     SILVER_SCORED,
+    current_properties,
     table_name,
     table_properties,
 )
@@ -107,7 +108,9 @@ def routed_once(spark: SparkSession, ctx: Context) -> CheckResult:
         *keys, "_ingest_time", F.lit(0).alias("silver"), F.lit(1).alias("quarantine")
     )
     routed_rows = scored.unionByName(quarantined)
-    newest_routed = routed_rows.agg(F.max("_ingest_time").alias("t")).first()
+    # Epoch microseconds, not a collected timestamp: a naive local datetime would go through
+    # the host's zone on its way back (an hour off around a DST change).
+    newest_routed = routed_rows.agg(F.max(F.unix_micros("_ingest_time")).alias("t")).first()
     routed = routed_rows.groupBy(*keys).agg(F.sum("silver").alias("silver"), F.sum("quarantine").alias("quarantine"))
     joined = bronze.alias("b").join(
         routed.alias("r"),
@@ -119,7 +122,7 @@ def routed_once(spark: SparkSession, ctx: Context) -> CheckResult:
     b, s, q = (F.coalesce(F.col(c), zero) for c in ("b.bronze", "r.silver", "r.quarantine"))
     short = F.greatest(b - s - q, zero)
     newest = newest_routed["t"] if newest_routed is not None else None
-    backlog = short if newest is None else F.when(F.col("b.ingested") > F.lit(newest), short).otherwise(zero)
+    backlog = short if newest is None else F.when(F.unix_micros("b.ingested") > F.lit(newest), short).otherwise(zero)
     per_source = (
         joined.groupBy(F.coalesce("b._source", "r._source").alias("source"))
         .agg(
@@ -234,10 +237,10 @@ def _recent_start(silver: DataFrame, full: bool):
 
     if full:
         return None
-    newest = silver.agg(F.max("event_time").alias("t")).first()
+    newest = silver.agg(F.max(F.unix_micros("event_time")).alias("t")).first()  # epoch µs: no host zone
     if newest is None or newest["t"] is None:
         return None
-    return F.lit(newest["t"]) - F.expr(f"INTERVAL {RECENT_HOURS} HOURS")
+    return F.timestamp_micros(F.lit(newest["t"] - RECENT_HOURS * 3_600_000_000))
 
 
 def gold_read_version(ctx: Context) -> int | None:
@@ -420,7 +423,7 @@ def retention(spark: SparkSession, ctx: Context) -> CheckResult:
     audited = [spec for spec in ALL_TABLES if any(k in table_properties(ctx, spec) for k in keys)]
     for spec in audited:
         name = table_name(ctx, spec)
-        have = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
+        have = current_properties(spark, name)
         want = table_properties(ctx, spec)
         off += [
             f"{spec.layer}.{spec.name} {k} is {have.get(k)!r}, conf says {want[k]!r}"
