@@ -7,7 +7,7 @@ a random time within the round's window, and kills its whole process group with 
 ``check`` runs every ``--check-every`` rounds. Figures (rounds, kills, rows, every check's
 result, seconds) go to ``benchmarks/results/random_kills.json``.
 
-    python benchmarks/bench_random_kills.py --kills 100          # about 45 minutes on 2 cores
+    python benchmarks/bench_random_kills.py --kills 100          # about 75 minutes on 2 cores
     python benchmarks/bench_random_kills.py --kills 10 --out random_kills_10
 """
 
@@ -57,7 +57,12 @@ def check(home: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=100, help="rounds, each ending in a kill -9 (default 100)")
+    parser.add_argument(
+        "--kills",
+        type=int,
+        default=100,
+        help="kill -9s to deliver (default 100); a round whose command ended by itself first does not count",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--check-every", type=int, default=10, help="run fraudlake check every N rounds")
     parser.add_argument("--out", default="random_kills")
@@ -70,7 +75,9 @@ def main() -> int:
     assert trained.returncode == 0, trained.stderr[-2000:]
 
     rounds, checks = [], []
-    for n in range(1, args.kills + 1):
+    n = 0
+    while sum(r["killed"] for r in rounds) < args.kills:
+        n += 1
         command = rng.choices(["run", "rescore", "maintain"], weights=[6, 2, 2])[0]
         if command == "run":
             argv = ["run", "--rate", str(RATE)]

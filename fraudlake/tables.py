@@ -198,16 +198,9 @@ GOLD_LATE = TableSpec(
     "window or minute; a flagged one still has its model alert. final_through: the minutes final by then",
 )
 
-ALL_TABLES = (
-    BRONZE_TRANSACTIONS,
-    BRONZE_LABELS,
-    SILVER_SCORED,
-    SILVER_QUARANTINE,
-    GOLD_USER_MINUTE,
-    GOLD_DASHBOARD_MINUTE,
-    GOLD_FRAUD_ALERTS,
-    GOLD_LATE,
-)
+# What the gold query writes (a reset of its checkpoint empties them: see orchestration.checkpoints).
+GOLD_WRITTEN = (GOLD_USER_MINUTE, GOLD_DASHBOARD_MINUTE, GOLD_FRAUD_ALERTS, GOLD_LATE)
+ALL_TABLES = (BRONZE_TRANSACTIONS, BRONZE_LABELS, SILVER_SCORED, SILVER_QUARANTINE, *GOLD_WRITTEN)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The audit and upkeep subcommands: ``audit transaction|history|changes|rescore``,
-``rescore``, ``maintain``, ``restore`` and ``check``. ``fraudlake.cli`` adds them with :func:`add_audit_commands`."""
+``rescore``, ``maintain``, ``restore``, ``reset-checkpoint`` and ``check``. ``fraudlake.cli`` adds them with :func:`add_audit_commands`."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _as_of_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
-    """Add ``audit``, ``rescore``, ``maintain``, ``restore`` and ``check`` to the ``fraudlake`` command."""
+    """Add ``audit``, ``rescore``, ``maintain``, ``restore``, ``reset-checkpoint`` and ``check`` to the ``fraudlake`` command."""
     from fraudlake.cli.common import format_option, positive_int
 
     audit = commands.add_parser(
@@ -163,6 +163,22 @@ def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
     )
     format_option(restore)
     restore.set_defaults(handler=cmd_restore)
+
+    reset = commands.add_parser(
+        "reset-checkpoint",
+        parents=[common],
+        help="set a damaged streaming checkpoint aside so its query starts over",
+        description="Move checkpoints/QUERY to checkpoints/_set_aside/ (kept for a post-mortem) so the query "
+        "starts over, which fraudlake's layers make exact: an ingest source starts again and silver quarantines "
+        "the repeats; silver reads bronze again and leaves routed rows alone; gold's tables are emptied and "
+        "the next run recomputes them from silver. Stop the pipeline first. A run names the checkpoint when it "
+        "finds one damaged.",
+    )
+    reset.add_argument(
+        "query", help="the checkpoint, as a run's error names it: bronze_rate, bronze_files, silver or gold_live"
+    )
+    format_option(reset)
+    reset.set_defaults(handler=cmd_reset_checkpoint)
 
     check = commands.add_parser(
         "check",
@@ -298,6 +314,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
     spec = resolve_table(context_from(args), args.table)  # an unknown name fails before Spark starts
     ctx, spark = _writer(args)
     emit(render_mapping(restore_table(spark, ctx, spec, args.version, args.timestamp), args.format))
+    return 0
+
+
+def cmd_reset_checkpoint(args: argparse.Namespace) -> int:
+    from fraudlake.orchestration.checkpoints import GOLD_QUERY, reset_checkpoint
+
+    if args.query == GOLD_QUERY:
+        ctx, spark = _writer(args)
+    else:  # nothing to write but the folder's move: no Spark
+        from fraudlake.cli.common import context_from
+
+        ctx, spark = context_from(args), None
+    emit(render_mapping(reset_checkpoint(spark, ctx, args.query), args.format))
     return 0
 
 

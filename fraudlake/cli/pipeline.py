@@ -135,18 +135,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from fraudlake.bronze.ingest import (
-        checkpoint_name,
-        claim_rate_checkpoint,
-        start_bronze_ingest,
-    )
+    from fraudlake.bronze.ingest import checkpoint_name, start_bronze_ingest
+    from fraudlake.orchestration.pipeline import preflight
     from fraudlake.orchestration.streaming import progress_printer, run_queries
     from fraudlake.tables import BRONZE_TRANSACTIONS, table_name
 
     ctx = context_from(args)
     source = args.source or ctx.settings.ingest.source
-    if source == "rate":
-        claim_rate_checkpoint(ctx, args.rate or ctx.settings.ingest.rate)  # fail fast, before the JVM
+    preflight(ctx, ("bronze",), source, args.rate)  # fail fast, before the JVM
     spark = writer_session(ctx, args)
     query = start_bronze_ingest(
         spark, ctx, source, rate=args.rate, landing=args.landing, available_now=args.available_now

@@ -105,8 +105,12 @@ class Pipeline:
 
 
 def preflight(ctx: Context, layers, source: str, rate: int | None) -> None:
-    """Checks that need no Spark, so a run that cannot work fails in a second, not after a JVM start.
+    """Checks that need no Spark, so a run that cannot work fails in a second, not after a JVM start:
+    the model, the checkpoints (:func:`~fraudlake.orchestration.checkpoints.verify_checkpoints`).
     The rate checkpoint is claimed last: a run refused for another reason records no rate."""
+    from fraudlake.orchestration.checkpoints import verify_checkpoints
+
+    verify_checkpoints(ctx, layers, source)
     if "silver" in layers:
         from fraudlake.ml.registry import (
             default_model_uri,
@@ -390,8 +394,10 @@ def catch_up(spark: SparkSession, ctx: Context, layers, landing: str | None = No
     landing folder, each later layer reads what the one before has committed.
     Returns rows processed per query.
     """
+    from fraudlake.orchestration.checkpoints import verify_checkpoints
     from fraudlake.orchestration.streaming import rows_processed
 
+    verify_checkpoints(ctx, layers, "files")
     scorer = load_champion(spark, ctx) if "silver" in layers else None
     stages = []
     if "bronze" in layers:
