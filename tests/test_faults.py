@@ -1,7 +1,7 @@
 """Faults that production brings, reproduced on a real pipeline, each followed by ``fraudlake check``.
 
 Here: the disk filling up while the layers write; a checkpoint file truncated and a checkpoint
-folder deleted by hand. Elsewhere: a run killed with ``kill -9``, a
+folder deleted by hand; the clock jumping ahead and back. Elsewhere: a run killed with ``kill -9``, a
 registry that cannot be read when silver starts, and ``maintain`` compacting and vacuuming
 beside the streams (test_run_cli's kill test); the rate source's checkpoint deleted
 by hand (test_any_hour); a table overwritten by mistake and restored (test_pipeline); the champion
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from pyspark.sql import functions as F
@@ -110,3 +111,30 @@ def test_a_damaged_checkpoint_is_refused_in_one_line_and_its_reset_loses_nothing
     assert numbers.where(F.col("n") < produced).distinct().count() == produced
     quarantine = spark.read.format("delta").load(str(home / "warehouse" / "silver" / "quarantine"))
     assert quarantine.where("quarantine_reason = 'duplicate_transaction_id'").count() > 0
+
+
+def test_a_clock_that_jumps_forward_and_back_loses_nothing_and_names_the_late_rows(
+    spark, shared_champion, capsys, tmp_path
+):
+    """The rate source stamps rows with the machine's clock. That clock jumps an hour ahead (the
+    simulated clock set there, as a run sees a jumped host clock), then back: the rows stamped
+    ahead are scored and counted, and the rows after the jump back, for minutes gold has closed,
+    are recorded as late, not counted twice or lost."""
+    home = tmp_path / "home"
+    registry = [f"--set=ml.{key}={value}" for key, value in shared_champion.items()]
+    run = ["run", "--rate", "200", "--set", "streams.watermark_seconds=5", *registry]
+    ahead = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for clock in ([], ["--set", f"simulator.stream_start_time={ahead}"], []):
+        code, _, err = fraudlake(capsys, home, *run, *clock, "--duration", "5")
+        assert code == 0, err[-3000:]
+    code, out, err = fraudlake(capsys, home, "check", "--full", *registry)
+    assert code == 0, out + err
+
+    warehouse = home / "warehouse"
+    silver = spark.read.format("delta").load(str(warehouse / "silver" / "scored_transactions"))
+    late = spark.read.format("delta").load(str(warehouse / "gold" / "late_transactions"))
+    newest = silver.agg(F.max("event_time")).first()[0]
+    # Every row after the jump back is an hour behind gold's newest minute: late, each recorded once.
+    behind = silver.where(F.col("event_time") < F.lit(newest) - F.expr("INTERVAL 30 MINUTES"))
+    jumped_back = behind.join(late.select("transaction_id"), "transaction_id")
+    assert late.count() == late.select("transaction_id").distinct().count() == jumped_back.count() > 0
