@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from fraudlake.bronze.ingest import checkpoint_name
 from fraudlake.errors import FraudlakeError
+from fraudlake.gold.stream import FORMER_QUERIES
 from fraudlake.gold.stream import QUERY_NAME as GOLD_QUERY
 from fraudlake.settings import Context
 from fraudlake.silver.stream import QUERY_NAME as SILVER_QUERY
@@ -146,8 +147,8 @@ def _holds_data(table: Path) -> bool:
 
 def gold_without_checkpoint(ctx: Context) -> Damage | None:
     """Gold's checkpoint gone while gold's tables hold what it counted (local tables only)."""
-    if Path(ctx.paths.checkpoint(GOLD_QUERY)).exists():
-        return None
+    if any(Path(ctx.paths.checkpoint(query)).exists() for query in (GOLD_QUERY, *FORMER_QUERIES)):
+        return None  # an earlier fraudlake's gold: start_gold says how to move on from it
     if any(_holds_data(Path(table_location(ctx, spec))) for spec in GOLD_WRITTEN):
         return Damage(GOLD_QUERY, "is missing while gold's tables hold what it counted (gold would count silver twice)")
     return None
