@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -49,7 +50,11 @@ def test_a_query_started_in_a_pool_runs_there_and_the_thread_gets_its_pool_back(
             assert context.getLocalProperty("spark.scheduler.pool") == "silver"
             query = spark.readStream.format("rate").load().writeStream.format("noop").queryName("pooled").start()
         assert context.getLocalProperty("spark.scheduler.pool") == "outer"
-        query.processAllAvailable()
+        # A first batch, not processAllAvailable(): the rate source has new rows every second,
+        # so on a slow enough machine that call never returns.
+        deadline = time.time() + 60
+        while query.lastProgress is None and time.time() < deadline:
+            time.sleep(0.2)
         query.stop()
         # The fair scheduler creates a pool when the first task set is submitted to it.
         assert context._jsc.sc().getPoolForName("silver").isDefined()
