@@ -195,7 +195,7 @@ def reset_checkpoint(spark: SparkSession | None, ctx: Context, query: str) -> di
         writer_app_id(str(folder), GOLD_QUERY)  # a fresh checkpoint: gold's tables were emptied for it
     return {
         "checkpoint": query,
-        "set_aside": str(set_aside) if set_aside else None,
+        "set_aside": str(set_aside) if set_aside else f"nothing: {folder} does not exist",
         "tables_emptied": emptied,
         "next_run": after_reset(query),
     }
