@@ -74,12 +74,17 @@ def files_stream(spark: SparkSession, ctx: Context, landing: str) -> DataFrame:
     return parse_records(lines, source="files")
 
 
+def rate_claim(ctx: Context) -> Path:
+    """The file beside the rate checkpoint that records the rate, partitions and seed it began with."""
+    return Path(ctx.paths.checkpoint(checkpoint_name("rate")) + ".source.json")
+
+
 def claim_rate_checkpoint(ctx: Context, rate: int) -> None:
     """The rate source numbers rows as seconds × rate, so a checkpoint only resumes at the rate it began with.
 
     Cheap (no Spark): the CLI calls it before starting a session, to fail fast.
     """
-    marker = Path(ctx.paths.checkpoint(checkpoint_name("rate")) + ".source.json")
+    marker = rate_claim(ctx)
     wanted = {"rate": rate, "partitions": ctx.settings.ingest.rate_partitions, "seed": ctx.settings.simulator.seed}
     if marker.exists():
         recorded = json.loads(marker.read_text())

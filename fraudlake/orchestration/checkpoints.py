@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fraudlake.bronze.ingest import checkpoint_name
+from fraudlake.bronze.ingest import checkpoint_name, rate_claim
 from fraudlake.errors import FraudlakeError
 from fraudlake.gold.stream import FORMER_QUERIES
 from fraudlake.gold.stream import QUERY_NAME as GOLD_QUERY
@@ -109,9 +109,9 @@ def log_problem(path: Path, kind: str) -> str | None:
             return "is empty" if not text else "does not start with a log version (truncated?)"
         entries = lines[1:]
         # offsets: the batch's metadata, then one line per source ("-" for a source with none yet)
-        wanted = 2 if kind == "offsets" else 1
-        if len([line for line in entries if line]) < wanted:
-            return f"holds {len([line for line in entries if line])} of its {wanted} entries (truncated?)"
+        wanted, held = (2 if kind == "offsets" else 1), sum(1 for line in entries if line)
+        if held < wanted:
+            return f"holds {held} of its {wanted} entries (truncated?)"
     for number, line in enumerate(entries, start=1 if kind == "metadata" else 2):
         if not line or line == "-":
             continue
@@ -188,9 +188,8 @@ def reset_checkpoint(spark: SparkSession | None, ctx: Context, query: str) -> di
         set_aside = folder.parent / SET_ASIDE / f"{query}-{stamp}"
         set_aside.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(folder), str(set_aside))
-    rate_claim = Path(f"{folder}.source.json")
-    if query == "bronze_rate" and rate_claim.exists():  # the new checkpoint may start at another rate
-        rate_claim.unlink()
+    if INGEST_QUERIES.get(query) == "rate":  # the new checkpoint may start at another rate
+        rate_claim(ctx).unlink(missing_ok=True)
     if query == GOLD_QUERY:
         writer_app_id(str(folder), GOLD_QUERY)  # a fresh checkpoint: gold's tables were emptied for it
     return {
