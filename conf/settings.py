@@ -166,10 +166,37 @@ class SimulatorSettings(_Strict):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+class KafkaSettings(_Strict):
+    """The Kafka source of bronze (``--source kafka``) and the topic ``fraudlake produce`` writes.
+
+    Records are JSON objects with the bronze record's fields (what ``fraudlake produce``
+    sends). ``options`` go to Spark's Kafka connector as they are: consumer settings with
+    their ``kafka.`` prefix (e.g. ``kafka.security.protocol: SASL_SSL``,
+    ``kafka.sasl.jaas.config``) and the connector's own (e.g. ``minPartitions``).
+    """
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "fraudlake.transactions"
+    # Where a new checkpoint starts; a checkpoint resumes from its own offsets.
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    # Records per micro-batch at most (None: all there are): bounds a batch after downtime.
+    max_offsets_per_trigger: PositiveInt | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("topic")
+    @classmethod
+    def _legal_topic(cls, topic: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
+            raise ValueError(f"not a Kafka topic name (letters, digits, '.', '_', '-'): {topic!r}")
+        return topic
+
+
 class IngestSettings(_Strict):
     """The bronze stream."""
 
-    source: Literal["rate", "files"] = "rate"
+    source: Literal["rate", "files", "kafka"] = "rate"
     rate: PositiveInt = 1
     # Rate-source partitions: one per core keeps generation parallel without tiny tasks.
     rate_partitions: PositiveInt = 2
@@ -178,6 +205,7 @@ class IngestSettings(_Strict):
     max_files_per_trigger: PositiveInt = _preset("ingest", "max_files_per_trigger")
     trigger_seconds: Seconds = _preset("ingest", "trigger_seconds")
     progress_seconds: Annotated[float, Field(gt=0.0)] = 5.0
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 
 
 class MlSettings(_Strict):

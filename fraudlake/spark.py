@@ -51,6 +51,14 @@ def delta_maven_coordinates() -> str:
     return f"io.delta:delta-spark_{spark_minor}_{SCALA_BINARY}:{version('delta-spark')}"
 
 
+def kafka_maven_coordinates() -> str:
+    """Spark's Kafka connector for the installed pyspark (e.g. org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0):
+    ``--source kafka`` and ``fraudlake produce`` read and write the topic through it."""
+    import pyspark
+
+    return f"org.apache.spark:spark-sql-kafka-0-10_{SCALA_BINARY}:{pyspark.__version__}"
+
+
 def _jar_is_cached(coordinates: str) -> bool:
     group, artifact, ver = coordinates.split(":")
     jar = f"{artifact}-{ver}.jar"
@@ -81,7 +89,8 @@ def local_spark_conf(ctx: Context) -> dict[str, str]:
     conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.jars.packages": delta_maven_coordinates(),
+        # Delta, and Spark's Kafka connector (a few small jars; every session can read a topic).
+        "spark.jars.packages": f"{delta_maven_coordinates()},{kafka_maven_coordinates()}",
         "spark.sql.shuffle.partitions": str(s.shuffle_partitions),
         # Delta reconstructs table state with this many tasks; its default (50) is for clusters.
         "spark.databricks.delta.snapshotPartitions": str(s.shuffle_partitions),
@@ -144,8 +153,9 @@ def get_spark(ctx: Context, master: str | None = None) -> SparkSession:
             "Java was not found: install a JDK 17 or 21 (e.g. apt-get install openjdk-17-jdk-headless) or set JAVA_HOME"
         )
 
-    coordinates = delta_maven_coordinates()
-    if not _jar_is_cached(coordinates):
+    missing = [c for c in (delta_maven_coordinates(), kafka_maven_coordinates()) if not _jar_is_cached(c)]
+    coordinates = ", ".join(missing) or delta_maven_coordinates()
+    if missing:
         print(f"fraudlake: resolving {coordinates} from Maven Central (first start only)...", file=sys.stderr)
 
     active = SparkSession.getActiveSession()
@@ -174,7 +184,8 @@ def get_spark(ctx: Context, master: str | None = None) -> SparkSession:
         if "UNRESOLVED DEPENDENCIES" in log or "unresolved dependency" in log:
             raise EnvironmentProblem(
                 f"Spark could not resolve {coordinates}: reach Maven Central once, or fill ~/.m2 with "
-                f"mvn dependency:get -Dartifact={coordinates} (details: {log_path})"
+                + " and ".join(f"mvn dependency:get -Dartifact={c}" for c in coordinates.split(", "))
+                + f" (details: {log_path})"
             ) from None
         last = next((line for line in reversed(log.splitlines()) if line.strip()), "no output")
         raise EnvironmentProblem(f"Spark could not start: {last.strip()} (details: {log_path})") from None
