@@ -61,6 +61,94 @@ def parse_records(lines: DataFrame, source: str = "files") -> DataFrame:
     )
 
 
+def parse_kafka_records(records: DataFrame) -> DataFrame:
+    """Kafka records (the connector's ``topic, partition, offset, timestamp, value``) → bronze
+    columns. Pure: batch or stream.
+
+    Every record becomes exactly one row: its value (UTF-8 JSON) parsed, or not (null typed
+    columns, the text in ``_raw``, quarantined by silver); a record without a value too.
+    ``_source`` says where it came from, ``kafka:<topic>:<partition>:<offset>:<timestamp ms>``
+    (topic names hold no ``:``), so a row leads back to its record.
+    """
+    from pyspark.sql import functions as F
+
+    value = F.col("value").cast("string")
+    options = {"mode": "PERMISSIVE", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]"}
+    return records.select(F.from_json(value, RECORD_SCHEMA, options).alias("r"), value.alias("_raw"), "*").select(
+        *[F.col(f"r.{name}").alias(name) for name in RECORD_NAMES],
+        F.col("_raw"),
+        F.concat_ws(
+            ":", F.lit("kafka"), "topic", "partition", "offset", F.unix_millis("timestamp").cast("string")
+        ).alias("_source"),
+        F.current_timestamp().alias("_ingest_time"),
+    )
+
+
+def kafka_stream(spark: SparkSession, ctx: Context) -> DataFrame:
+    """The bronze rows of the topic in ``ingest.kafka`` (Spark's Kafka connector)."""
+    kafka = ctx.settings.ingest.kafka
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka.bootstrap_servers)
+        .option("subscribe", kafka.topic)
+        .option("startingOffsets", kafka.starting_offsets)
+        # Records the broker deleted before bronze read them are a loss to be told, not skipped.
+        .option("failOnDataLoss", "true")
+    )
+    if kafka.max_offsets_per_trigger is not None:
+        reader = reader.option("maxOffsetsPerTrigger", kafka.max_offsets_per_trigger)
+    for key, value in kafka.options.items():
+        reader = reader.option(key, value)
+    return parse_kafka_records(reader.load())
+
+
+def kafka_records(transactions: DataFrame) -> DataFrame:
+    """Simulated transactions → Kafka records: the transaction id as key, the record as JSON value
+    (the bronze record's fields, times in ISO 8601 UTC), batch or stream."""
+    from pyspark.sql import functions as F
+
+    record = F.struct(*[F.col(name) for name in RECORD_NAMES])
+    options = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX", "ignoreNullFields": "false"}
+    return transactions.select(F.col("transaction_id").alias("key"), F.to_json(record, options).alias("value"))
+
+
+def _kafka_writer_options(ctx: Context) -> dict[str, str]:
+    kafka = ctx.settings.ingest.kafka
+    return {"kafka.bootstrap.servers": kafka.bootstrap_servers, "topic": kafka.topic, **kafka.options}
+
+
+def produce_batch(spark: SparkSession, ctx: Context, count: int) -> int:
+    """Send ``count`` simulated transactions to the topic at once; returns how many were sent."""
+    from fraudlake.simulator import generate_batch
+
+    records = kafka_records(generate_batch(spark, ctx.settings.simulator, count))
+    records.write.format("kafka").options(**_kafka_writer_options(ctx)).save()
+    return count
+
+
+def produce_raw(spark: SparkSession, ctx: Context, values: list[str]) -> None:
+    """Send records as they are (e.g. malformed ones, to see them quarantined)."""
+    frame = spark.createDataFrame([(value,) for value in values], "value STRING")
+    frame.write.format("kafka").options(**_kafka_writer_options(ctx)).save()
+
+
+def start_producer(spark: SparkSession, ctx: Context, rate: int) -> StreamingQuery:
+    """Stream the simulator's transactions to the topic at ``rate`` rows/s.
+
+    Its checkpoint (``produce_kafka``) numbers rows on across runs, as the rate source
+    does. Kafka's sink delivers at least once: after a crash a record may be sent twice,
+    and silver quarantines the repeat (``duplicate_transaction_id``).
+    """
+    frame = kafka_records(rate_stream(spark, ctx.settings.simulator, rate, ctx.settings.ingest.rate_partitions))
+    stream = (
+        frame.writeStream.queryName("produce_kafka")
+        .format("kafka")
+        .options(**_kafka_writer_options(ctx))
+        .option("checkpointLocation", ctx.paths.checkpoint("produce_kafka"))
+    )
+    return triggered(stream, ctx.settings.ingest.trigger_seconds, False).start()
+
+
 def files_stream(spark: SparkSession, ctx: Context, landing: str) -> DataFrame:
     if "://" not in landing:
         Path(landing).mkdir(parents=True, exist_ok=True)  # the file source needs the folder to exist
@@ -106,17 +194,22 @@ def source_frame(
     landing: str | None = None,
     available_now: bool = False,
 ) -> DataFrame:
-    """The stream of bronze rows from ``source`` (rate or files)."""
+    """The stream of bronze rows from ``source`` (rate, files or kafka)."""
     ingest = ctx.settings.ingest
     if source == "rate":
         if available_now:
-            raise FraudlakeError("--available-now needs a source that ends (files); the rate source never does")
+            raise FraudlakeError(
+                "--available-now needs a source with an end (files, or kafka up to its latest offsets); "
+                "the rate source has none"
+            )
         rate = rate or ingest.rate
         claim_rate_checkpoint(ctx, rate)
         return rate_stream(spark, ctx.settings.simulator, rate, ingest.rate_partitions)
     if source == "files":
         return files_stream(spark, ctx, landing or ctx.paths.landing)
-    raise FraudlakeError(f"unknown source {source!r}: choose rate or files")
+    if source == "kafka":
+        return kafka_stream(spark, ctx)
+    raise FraudlakeError(f"unknown source {source!r}: choose rate, files or kafka")
 
 
 class BronzeWriter:
@@ -169,7 +262,7 @@ def start_bronze_ingest(
 ) -> StreamingQuery:
     """Start the stream that appends ``source`` into ``bronze.transactions``; returns the query.
 
-    ``available_now`` processes what the landing folder holds, then stops (a scheduled job's trigger).
+    ``available_now`` processes what the landing folder (or the topic) holds, then stops (a scheduled job's trigger).
     """
     frame = source_frame(spark, ctx, source, rate, landing, available_now)
     checkpoint = ctx.paths.checkpoint(checkpoint_name(source))

@@ -48,8 +48,9 @@ def source_options(parser: argparse.ArgumentParser) -> None:
     """Where bronze reads from: shared by ``ingest`` and ``run``."""
     parser.add_argument(
         "--source",
-        choices=["rate", "files"],
-        help="rate: the simulator; files: the landing folder (default from conf: rate)",
+        choices=["rate", "files", "kafka"],
+        help="rate: the simulator; files: the landing folder; kafka: the topic in ingest.kafka "
+        "(default from conf: rate)",
     )
     parser.add_argument("--rate", type=positive_int, help="rows per second for --source rate (default from conf: 1)")
     parser.add_argument("--landing", help="landing folder for --source files (default HOME/landing)")

@@ -123,8 +123,10 @@ def routed_once(spark: SparkSession, ctx: Context) -> CheckResult:
     short = F.greatest(b - s - q, zero)
     newest = newest_routed["t"] if newest_routed is not None else None
     backlog = short if newest is None else F.when(F.unix_micros("b.ingested") > F.lit(newest), short).otherwise(zero)
+    # Per kind of source: a Kafka row's _source names its record (kafka:<topic>:<partition>:...).
+    kind = F.substring_index(F.coalesce("b._source", "r._source"), ":", 1)
     per_source = (
-        joined.groupBy(F.coalesce("b._source", "r._source").alias("source"))
+        joined.groupBy(kind.alias("source"))
         .agg(
             F.sum(b).alias("bronze"),
             F.sum(s).alias("silver"),
