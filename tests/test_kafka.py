@@ -1,10 +1,17 @@
 """``--source kafka`` against a real broker (KRaft, started by ``fraudlake.broker`` as
 ``fraudlake kafka start`` does): every record produced lands in bronze once, traceable to its
-topic, partition and offset; a record that does not parse is quarantined with its reason."""
+topic, partition and offset, across a ``kill -9``; a record that does not parse is quarantined
+with its reason."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -24,6 +31,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def records_once(spark, warehouse: Path, topic: str) -> int:
+    """The rows of ``topic`` in bronze, asserting that each names one record of it and that every
+    partition's offsets run from 0 without a gap or a repeat: nothing lost, nothing twice. Returns
+    how many."""
+    bronze = spark.read.format("delta").load(str(warehouse / "bronze" / "transactions"))
+    where = bronze.select(F.split("_source", ":").alias("s")).select(
+        F.col("s")[0].alias("kind"),
+        F.col("s")[1].alias("topic"),
+        F.col("s")[2].cast("int").alias("partition"),
+        F.col("s")[3].cast("long").alias("offset"),
+    )
+    assert {(r.kind, r.topic) for r in where.select("kind", "topic").distinct().collect()} == {("kafka", topic)}
+    per_partition = where.groupBy("partition").agg(
+        F.count("*").alias("n"),
+        F.countDistinct("offset").alias("distinct"),
+        F.min("offset").alias("low"),
+        F.max("offset").alias("high"),
+    )
+    for row in per_partition.collect():
+        assert row.n == row.distinct == row.high - row.low + 1 and row.low == 0, row
+    return bronze.count()
+
+
 @pytest.fixture(scope="module")
 def bootstrap(tmp_path_factory):
     """A broker of its own for the module, stopped after it."""
@@ -33,46 +63,57 @@ def bootstrap(tmp_path_factory):
     kafka_broker.stop(broker)
 
 
-def test_every_record_lands_in_bronze_once_and_malformed_ones_in_quarantine(
+def test_every_record_lands_once_across_a_kill_and_malformed_ones_in_quarantine(
     spark, shared_champion, capsys, tmp_path, bootstrap
 ):
+    """``kill -9`` of a run reading the topic 200 records a micro-batch; the restart resumes from
+    the offsets in its checkpoint, and the batch the kill interrupted lands once. Records that
+    are not transactions land in bronze as they came and in quarantine with their reason."""
     home = tmp_path / "home"
-    kafka = {"bootstrap_servers": bootstrap, "topic": "tx-every-record"}
+    kafka = {"bootstrap_servers": bootstrap, "topic": "tx-killed"}
     ctx = make_context(home, ingest={"kafka": kafka})
-    produced = produce_batch(spark, ctx, 400)
+    produced = produce_batch(spark, ctx, 3_000)
     produce_raw(spark, ctx, MALFORMED)
-
     settings = [f"--set=ingest.kafka.{key}={value}" for key, value in kafka.items()]
     registry = [f"--set=ml.{key}={value}" for key, value in shared_champion.items()]
-    code, _, err = fraudlake(capsys, home, "run", "--source", "kafka", "--duration", "6", *settings, *registry)
+    run = ["run", "--source", "kafka", *settings, *registry]
+
+    victim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fraudlake.cli",
+            "--home",
+            str(home),
+            *run,
+            "--set=ingest.kafka.max_offsets_per_trigger=200",
+        ],
+        cwd=tmp_path,
+        env={key: value for key, value in os.environ.items() if key != "FRAUDLAKE_CONF"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    bronze = home / "warehouse" / "bronze" / "transactions"
+    try:
+        deadline, landed = time.time() + 240, 0
+        while landed < 400 and time.time() < deadline:
+            time.sleep(0.5)
+            if any((bronze / "_delta_log").glob("*.json")):
+                landed = spark.read.format("delta").load(str(bronze)).count()
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(30)
+    assert 400 <= landed < produced, f"killed with {landed} of {produced} records in bronze"
+
+    code, _, err = fraudlake(capsys, home, *run, "--duration", "5")
     assert code == 0, err[-3000:]
-
     warehouse = home / "warehouse"
-    bronze = spark.read.format("delta").load(str(warehouse / "bronze" / "transactions"))
-    assert bronze.count() == produced + len(MALFORMED)
-    # Each row names its record (kafka:<topic>:<partition>:<offset>:<timestamp ms>), each record once,
-    # and a partition's offsets have no gap: nothing lost, nothing twice.
-    where = bronze.select(F.split("_source", ":").alias("s")).select(
-        F.col("s")[0].alias("kind"),
-        F.col("s")[1].alias("topic"),
-        F.col("s")[2].cast("int").alias("partition"),
-        F.col("s")[3].cast("long").alias("offset"),
-    )
-    assert {(r.kind, r.topic) for r in where.select("kind", "topic").distinct().collect()} == {
-        ("kafka", "tx-every-record")
-    }
-    per_partition = where.groupBy("partition").agg(
-        F.count("*").alias("n"),
-        F.countDistinct("offset").alias("distinct"),
-        F.min("offset").alias("low"),
-        F.max("offset").alias("high"),
-    )
-    for row in per_partition.collect():
-        assert row.n == row.distinct == row.high - row.low + 1 and row.low == 0, row
-    assert sorted(r._raw for r in bronze.where(F.col("transaction_id").isNull()).collect()) == sorted(MALFORMED)
-
+    assert records_once(spark, warehouse, kafka["topic"]) == produced + len(MALFORMED)
+    rows = spark.read.format("delta").load(str(bronze))
+    assert sorted(r._raw for r in rows.where(F.col("transaction_id").isNull()).collect()) == sorted(MALFORMED)
     quarantine = spark.read.format("delta").load(str(warehouse / "silver" / "quarantine"))
     reasons = {r._raw: r.quarantine_reason for r in quarantine.collect()}
     assert set(reasons) == set(MALFORMED) and all(reasons.values()), reasons
     code, out, err = fraudlake(capsys, home, "check", "--full", *settings, *registry)
-    assert code == 0 and "kafka: 403 = 400 + 3" in out, out + err
+    assert code == 0 and f"kafka: {produced + len(MALFORMED):,} = {produced:,} + {len(MALFORMED)}" in out, out + err

@@ -175,7 +175,8 @@ def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
         "finds one damaged.",
     )
     reset.add_argument(
-        "query", help="the checkpoint, as a run's error names it: bronze_rate, bronze_files, silver or gold_live"
+        "query",
+        help="the checkpoint, as a run's error names it: bronze_rate, bronze_files, bronze_kafka, silver or gold_live",
     )
     format_option(reset)
     reset.set_defaults(handler=cmd_reset_checkpoint)

@@ -9,9 +9,9 @@ from fraudlake import __version__
 from fraudlake.cli.audit import add_audit_commands
 from fraudlake.cli.common import common_options, set_option
 from fraudlake.cli.dashboards import add_dashboard_commands
-from fraudlake.cli.kafka import add_kafka_commands
 from fraudlake.cli.ml import add_ml_commands
 from fraudlake.cli.pipeline import add_pipeline_commands
+from fraudlake.cli.services import add_service_commands
 from fraudlake.errors import FraudlakeError
 
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ml_commands(commands, common)  # train, evaluate, promote, models
     add_audit_commands(commands, common)  # audit, rescore, maintain
     add_dashboard_commands(commands, common)  # dashboard, report
-    add_kafka_commands(commands, common)  # kafka start|stop|status, produce
+    add_service_commands(commands, common)  # kafka, produce, cluster
     return parser
 
 

@@ -25,6 +25,9 @@ from fraudlake.output import emit, note, render_frame, render_mapping
 if TYPE_CHECKING:
     import pandas as pd
 
+    from fraudlake.broker import Broker
+    from fraudlake.settings import Context
+
 
 def add_pipeline_commands(commands, common: argparse.ArgumentParser) -> None:
     gen = commands.add_parser(
@@ -109,6 +112,13 @@ def add_pipeline_commands(commands, common: argparse.ArgumentParser) -> None:
         default="gradient_boosting",
         help="model to train when none is registered (default gradient_boosting: at a realistic "
         "fraud share the IsolationForest flags ~15%% of traffic)",
+    )
+    demo.add_argument(
+        "--source",
+        choices=["rate", "kafka"],
+        default="rate",
+        help="rate: the simulator straight into bronze (default); kafka: the simulator sends to the topic "
+        "in ingest.kafka and bronze reads it (a broker is started under HOME/kafka if none listens there)",
     )
     stream_options(demo)
     demo.set_defaults(handler=cmd_demo)
@@ -246,8 +256,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fraudlake.orchestration.run import run_demo
 
     ctx = context_from(args)
-    spark = writer_session(ctx, args)
-    result = run_demo(spark, ctx, args.rate, args.duration, args.model, args.format, _alerts_out(args))
+    started = _broker_for(ctx) if args.source == "kafka" else None
+    try:
+        spark = writer_session(ctx, args)
+        result = run_demo(
+            spark, ctx, args.rate, args.duration, args.model, args.format, _alerts_out(args), source=args.source
+        )
+    finally:
+        if started is not None:
+            from fraudlake import broker
+
+            broker.stop(started)
     result["next"] = [
         "fraudlake tables",
         'fraudlake sql "SELECT * FROM spark_catalog.gold.fraud_alerts ORDER BY alert_time DESC LIMIT 20"',
@@ -258,6 +277,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ]
     emit(render_mapping(result, args.format))
     return 0
+
+
+def _broker_for(ctx: Context) -> Broker | None:
+    """The home's broker, started for the demo when nothing listens at ``ingest.kafka.bootstrap_servers``
+    (returned, to be stopped after), else None (a broker of the user's: left alone)."""
+    from fraudlake import broker
+
+    local = broker.Broker.of(ctx.paths.home, ctx.settings.ingest.kafka.bootstrap_servers)
+    if local.listening():
+        return None
+    note(f"starting a Kafka broker at {local.address} for the demo (stopped after it)...")
+    broker.start(local)
+    return local
 
 
 def _alerts_out(args: argparse.Namespace) -> TextIO:

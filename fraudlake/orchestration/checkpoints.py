@@ -11,9 +11,10 @@ The recovery sets the checkpoint aside (``checkpoints/_set_aside/<query>-<UTC ti
 for a post-mortem) and lets the query start over, which is exact for each of fraudlake's
 queries because every layer recognises rows it has already handled:
 
-- an ingest query (``bronze_rate``, ``bronze_files``; with silver, the combined ingest and
-  score query): the source starts over — the rate source numbers its rows from 0 again, the
-  files source reads every landing file again — and silver quarantines each repeat as a
+- an ingest query (``bronze_rate``, ``bronze_files``, ``bronze_kafka``; with silver, the combined
+  ingest and score query): the source starts over — the rate source numbers its rows from 0
+  again, the files source reads every landing file again, the Kafka source reads the topic from
+  its starting offsets — and silver quarantines each repeat as a
   ``duplicate_transaction_id``: bronze keeps every row, bronze = silver + quarantine holds;
 - ``silver`` (bronze → silver alone): it reads bronze from its first version again and leaves
   the rows silver or quarantine already hold alone (its writer always looks them up);
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 SET_ASIDE = "_set_aside"
-INGEST_QUERIES = {checkpoint_name(source): source for source in ("rate", "files")}
+INGEST_QUERIES = {checkpoint_name(source): source for source in ("rate", "files", "kafka")}
 QUERIES = (*INGEST_QUERIES, SILVER_QUERY, GOLD_QUERY)
 
 
@@ -76,6 +77,11 @@ def after_reset(query: str) -> str:
         return "silver reads bronze again and leaves the rows it routed alone"
     if INGEST_QUERIES.get(query) == "rate":
         return "the rate source numbers its rows from 0 again and silver quarantines the repeats"
+    if INGEST_QUERIES.get(query) == "kafka":
+        return (
+            "the topic is read again from ingest.kafka.starting_offsets (earliest: what the broker still "
+            "holds) and silver quarantines the repeats"
+        )
     return "the landing files are read again and silver quarantines the repeats"
 
 

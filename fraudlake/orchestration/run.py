@@ -17,6 +17,7 @@ from fraudlake.simulator import SECONDS_PER_DAY
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+    from pyspark.sql.streaming import StreamingQuery
 
 
 @dataclass
@@ -45,15 +46,24 @@ def stream_layers(
     duration: float | None,
     output_format: str,
     alerts_out: TextIO,
+    produce: bool = False,
 ) -> RunResult:
     """Run ``layers`` until ``duration`` (seconds) or Ctrl-C with progress on stderr.
+
+    ``produce``: the simulator also sends ``rate`` rows/s to the Kafka topic bronze reads
+    (``fraudlake demo --source kafka``), as the pipeline's first stage.
 
     Progress is one line per interval for people, or one JSON object per line when
     ``output_format`` is json (stderr either way: stdout holds only the result). Alerts go
     to ``alerts_out``. At the end, the rows each layer left unread are counted and said.
     """
     as_json = output_format == "json"
+    producer = _start_producer(spark, ctx, rate or ctx.settings.ingest.rate) if produce else None
     pipeline = start_pipeline(spark, ctx, layers, source, rate=rate, landing=landing, out=alerts_out)
+    if producer is not None:
+        pipeline.queries = {"produce": producer, **pipeline.queries}  # first: the input rate is the producer's
+        pipeline.stages.insert(0, ["produce"])
+        pipeline.intervals["produce"] = ctx.settings.ingest.trigger_seconds
     if as_json:
         note(
             json.dumps(
@@ -106,12 +116,41 @@ def stream_layers(
     return result
 
 
+def _start_producer(spark: SparkSession, ctx: Context, rate: int, timeout: float = 120.0) -> StreamingQuery:
+    """The simulator's stream to the Kafka topic, once its first batch has committed: the topic
+    exists then (a broker creates it on the first write), so bronze can subscribe to it."""
+    import time
+
+    from fraudlake.bronze.ingest import start_producer
+    from fraudlake.orchestration.streaming import failure_summary
+
+    producer = start_producer(spark, ctx, rate)
+    deadline = time.monotonic() + timeout
+    while producer.isActive and not producer.recentProgress and time.monotonic() < deadline:
+        time.sleep(0.2)
+    error = producer.exception() if not producer.isActive else None
+    if error is not None or not producer.recentProgress:
+        producer.stop()
+        kafka = ctx.settings.ingest.kafka
+        why = failure_summary(str(error)) if error is not None else f"no batch within {timeout:g} s"
+        raise FraudlakeError(f"cannot send to {kafka.topic} at {kafka.bootstrap_servers}: {why}")
+    return producer
+
+
 def run_demo(
-    spark: SparkSession, ctx: Context, rate: int, duration: float, model: str, output_format: str, alerts_out: TextIO
+    spark: SparkSession,
+    ctx: Context,
+    rate: int,
+    duration: float,
+    model: str,
+    output_format: str,
+    alerts_out: TextIO,
+    source: str = "rate",
 ) -> dict[str, Any]:
     """Train ``model`` if no champion is registered, stream every layer for ``duration``
     seconds at ``rate`` rows/s, then evaluate and write the run, evaluation and lakehouse
-    reports; returns the summary with the reports' paths."""
+    reports; returns the summary with the reports' paths. ``source`` kafka: the simulator
+    sends to the topic at ``rate`` (a query of its own, stopped first) and bronze reads it."""
     from fraudlake.dashboards.report import write_lakehouse_report
     from fraudlake.ml.evaluate import evaluate_model
     from fraudlake.ml.registry import default_model_uri, mlflow_client, reports_dir, resolve_model
@@ -127,7 +166,9 @@ def run_demo(
             f"at the stream's {rate:,} rows/s..."
         )
         train_model(spark, ctx.with_settings(simulator={"rows_per_day": rate * SECONDS_PER_DAY}), model=model)
-    run = stream_layers(spark, ctx, LAYERS, "rate", rate, None, duration, output_format, alerts_out)
+    run = stream_layers(
+        spark, ctx, LAYERS, source, rate, None, duration, output_format, alerts_out, produce=source == "kafka"
+    )
     evaluation = evaluate_model(ctx)
     summary = lakehouse_summary(spark, ctx)
     reports = reports_dir(ctx)

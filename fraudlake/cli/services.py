@@ -1,4 +1,5 @@
-"""``kafka start|stop|status`` (a local broker) and ``produce`` (the simulator to the topic)."""
+"""The services a run can use on this machine: ``kafka start|stop|status`` (a local broker),
+``produce`` (the simulator to the topic) and ``cluster start|stop|status`` (Spark standalone)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from fraudlake.cli.common import context_from, format_option, positive_float, po
 from fraudlake.output import emit, note, render_mapping
 
 
-def add_kafka_commands(commands, common: argparse.ArgumentParser) -> None:
+def add_service_commands(commands, common: argparse.ArgumentParser) -> None:
     kafka = commands.add_parser(
         "kafka",
         parents=[common],
@@ -38,6 +39,25 @@ def add_kafka_commands(commands, common: argparse.ArgumentParser) -> None:
     produce.add_argument("--duration", type=positive_float, help="with --rate: stop after this many seconds")
     format_option(produce)
     produce.set_defaults(handler=cmd_produce)
+
+    cluster = commands.add_parser(
+        "cluster",
+        parents=[common],
+        help="start, stop or look at a Spark standalone cluster on this machine",
+        description=(
+            "A Spark standalone master and workers, each a JVM of its own, from the installed pyspark's "
+            "launcher; then fraudlake run --master spark://HOST:PORT runs executors in the workers. "
+            "Logs and pid files under HOME/cluster."
+        ),
+    )
+    cluster.add_argument("action", choices=["start", "stop", "status"])
+    cluster.add_argument("--workers", type=positive_int, default=2, help="workers to start (default 2)")
+    cluster.add_argument("--cores", type=positive_int, default=1, help="cores per worker (default 1)")
+    cluster.add_argument("--memory", default="2g", help="memory per worker (default 2g)")
+    cluster.add_argument("--port", type=positive_int, default=7077, help="the master's port (default 7077)")
+    cluster.add_argument("--web-port", type=positive_int, default=8080, help="the master's web UI (default 8080)")
+    format_option(cluster)
+    cluster.set_defaults(handler=cmd_cluster)
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
@@ -87,3 +107,29 @@ def cmd_produce(args: argparse.Namespace) -> int:
     )["produce"]
     emit(render_mapping({"topic": kafka.topic, **tally}, args.format))
     return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from fraudlake import standalone
+
+    ctx = context_from(args)
+    cluster = standalone.Cluster(ctx.paths.home / "cluster", port=args.port, web_port=args.web_port)
+    if args.action == "start":
+        note(f"starting a master and {args.workers} workers ({args.cores} cores, {args.memory} each)...")
+        standalone.start(cluster, args.workers, args.cores, args.memory)
+    elif args.action == "stop":
+        stopped = standalone.stop(cluster)
+        note(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    running = cluster.pids()
+    emit(
+        render_mapping(
+            {
+                "master": cluster.url if "master" in running else "not running",
+                "processes": ", ".join(f"{name} (pid {pid})" for name, pid in running.items()) or "none",
+                "run with": f"fraudlake run --master {cluster.url}" if running else "",
+                "folder": str(cluster.folder),
+            },
+            args.format,
+        )
+    )
+    return 0 if args.action != "status" or running else 1
