@@ -2,6 +2,7 @@
 
     python benchmarks/bench_pipeline.py capacity [--profile throughput] [--rates 10000,20000] [--seconds 120]
     python benchmarks/bench_pipeline.py latency  [--profile latency] [--rate 1000] [--seconds 120] [--layers bronze,silver]
+    (capacity and latency take --source kafka: a broker, the simulator sending to a topic, bronze reading it)
     python benchmarks/bench_pipeline.py scoring  [--rows 200000]
 
 capacity: for each offered rate, bronze, silver and gold run as in ``fraudlake run
@@ -64,12 +65,25 @@ def with_model(spark, ctx: Context) -> None:
     train_model(spark, ctx, model="gradient_boosting", samples=20_000)
 
 
+SOURCE = {"name": "rate", "bootstrap": None}  # --source; kafka: the broker this run started
+
+
 def _started(spark, base: Context, profile: str, rate: int, layers=None):
     from fraudlake.orchestration.pipeline import start_pipeline
 
     ctx = under_profile(fresh_context(base), profile)
     with_model(spark, ctx)
-    return ctx, start_pipeline(spark, ctx, layers or LAYERS, "rate", rate=rate, out=open(os.devnull, "w"))
+    if SOURCE["name"] != "kafka":
+        return ctx, start_pipeline(spark, ctx, layers or LAYERS, "rate", rate=rate, out=open(os.devnull, "w"))
+    # The simulator sends to a topic of this trial's own at the rate (a query in the same JVM,
+    # started first so the topic exists), and bronze reads it.
+    from fraudlake.orchestration.run import start_producer_when_ready
+
+    ctx = ctx.with_settings(ingest={"kafka": {"bootstrap_servers": SOURCE["bootstrap"], "topic": ctx.paths.home.name}})
+    producer = start_producer_when_ready(spark, ctx, rate)
+    pipeline = start_pipeline(spark, ctx, layers or LAYERS, "kafka", out=open(os.devnull, "w"))
+    pipeline.queries = {"produce": producer, **pipeline.queries}
+    return ctx, pipeline
 
 
 def committed_rows(spark, ctx: Context) -> dict:
@@ -196,6 +210,9 @@ def run_latency(spark, base: Context, args) -> dict:
 
     ingest_to_silver = warm.select(seconds("_commit_timestamp", "_ingest_time").alias("s"))
     event_to_silver = warm.select(seconds("_commit_timestamp", "event_time").alias("s"))
+    # Kafka: from the record's broker timestamp (kafka:<topic>:<partition>:<offset>:<ms>) to silver.
+    record_time = F.timestamp_millis(F.element_at(F.split("_source", ":"), 5).cast("long"))
+    topic_to_silver = warm.select(seconds("_commit_timestamp", record_time).alias("s"))
 
     silver = spark.table(table_name(ctx, SILVER_SCORED)).select("user_id", "event_time", "_ingest_time")
     alerts = (
@@ -216,6 +233,11 @@ def run_latency(spark, base: Context, args) -> dict:
         "seconds": args.seconds,
         "ingest_to_silver_commit_seconds": _percentiles(ingest_to_silver, "s"),
         "event_to_silver_commit_seconds": _percentiles(event_to_silver, "s"),
+        **(
+            {"kafka_record_to_silver_commit_seconds": _percentiles(topic_to_silver, "s")}
+            if SOURCE["name"] == "kafka"
+            else {}
+        ),
         "ingest_to_activity_alert_seconds": _percentiles(alerts, "s"),
         "current_minute_row_after_seconds": {
             "minutes": len(minute_delays),
@@ -325,6 +347,12 @@ def main() -> None:
         help="simulator.n_users (default: the conf's 1,000,000, sized for ~2,000 rows/s: a user makes about "
         "one transaction in 5 minutes; at 20,000 rows/s use 10,000,000, or every user is an activity burst)",
     )
+    parser.add_argument(
+        "--source",
+        choices=["rate", "kafka"],
+        default="rate",
+        help="kafka: a broker is started, the simulator sends to a topic in the same JVM, bronze reads it",
+    )
     parser.add_argument("--out", default=None, help="results file name (default: pipeline_<mode>[_<profile>])")
     args = parser.parse_args()
 
@@ -335,8 +363,21 @@ def main() -> None:
     if args.profile is None:
         args.profile = "throughput" if args.mode == "capacity" else "latency"
     runner = {"capacity": run_capacity, "latency": run_latency, "scoring": run_scoring}[args.mode]
-    result = runner(spark, base, args)
+    broker = None
+    if args.source == "kafka":
+        from fraudlake import broker as kafka_broker
+
+        broker = kafka_broker.Broker(base.paths.home / "kafka", "127.0.0.1", 19092)
+        kafka_broker.start(broker)
+        SOURCE.update(name="kafka", bootstrap=broker.address)
+    try:
+        result = runner(spark, base, args)
+    finally:
+        if broker is not None:
+            kafka_broker.stop(broker)
     name = f"pipeline_{args.mode}" + (f"_{args.profile}" if args.mode != "scoring" else "")
+    if args.source == "kafka":
+        name += "_kafka"
     if args.mode == "latency" and parse_layers(args.layers) != LAYERS:
         name += "_" + "-".join(parse_layers(args.layers))
     # JVM flags and Spark confs given through the environment (a setting on trial) are part of what was measured.

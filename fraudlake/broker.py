@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -23,6 +21,7 @@ from pathlib import Path
 
 from fraudlake.errors import EnvironmentProblem, FraudlakeError
 from fraudlake.output import note
+from fraudlake.processes import port_open, running_pid, stop_process
 
 KAFKA_VERSION = "4.1.1"
 SCALA_BINARY = "2.13"
@@ -75,19 +74,10 @@ class Broker:
 
     def pid(self) -> int | None:
         """The broker's process id while it runs, else None."""
-        try:
-            pid = int(self.pid_file.read_text())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
-            return None
-        return pid
+        return running_pid(self.pid_file)
 
     def listening(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=1):
-                return True
-        except OSError:
-            return False
+        return port_open(self.host, self.port)
 
 
 def libs_folder() -> Path:
@@ -203,19 +193,6 @@ def stop(broker: Broker, timeout: float = 30.0) -> bool:
     pid = broker.pid()
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)  # reaps it when this process started it (the tests)
-        except ChildProcessError:
-            pass
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            break
-        time.sleep(0.2)
-    else:
-        os.kill(pid, signal.SIGKILL)
+    stop_process(pid, timeout)
     broker.pid_file.unlink(missing_ok=True)
     return True

@@ -12,14 +12,13 @@ Pid files, logs and the workers' scratch space live under ``HOME/cluster``.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fraudlake.errors import EnvironmentProblem, FraudlakeError
+from fraudlake.processes import port_open, running_pid, stop_process
 
 START_SECONDS = 90.0
 MASTER = "org.apache.spark.deploy.master.Master"
@@ -45,22 +44,11 @@ class Cluster:
 
     def pids(self) -> dict[str, int]:
         """Running processes by name (master, worker-1, ...)."""
-        running = {}
-        for path in self.pid_files():
-            try:
-                pid = int(path.read_text())
-                os.kill(pid, 0)
-            except (OSError, ValueError):
-                continue
-            running[path.stem] = pid
-        return running
+        running = {path.stem: running_pid(path) for path in self.pid_files()}
+        return {name: pid for name, pid in running.items() if pid is not None}
 
     def listening(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=1):
-                return True
-        except OSError:
-            return False
+        return port_open(self.host, self.port)
 
 
 def spark_class() -> Path:
@@ -144,31 +132,11 @@ def start(
 
 
 def stop(cluster: Cluster, timeout: float = 30.0) -> list[str]:
-    """Stop the workers, then the master (SIGTERM, SIGKILL after ``timeout``); returns what was stopped."""
+    """Stop the workers, then the master (SIGTERM to the launcher and the JVM it started, SIGKILL
+    after ``timeout``); returns what was stopped."""
     running = cluster.pids()
     order = [name for name in running if name != "master"] + [name for name in running if name == "master"]
     for name in order:
-        try:
-            os.killpg(running[name], signal.SIGTERM)  # the launcher and the JVM it started
-        except OSError:
-            pass
-    deadline = time.monotonic() + timeout
-    for name in order:
-        pid = running[name]
-        while time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)  # reaps it when this process started it (the tests)
-            except ChildProcessError:
-                pass
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.2)
-        else:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        stop_process(running[name], timeout, group=True)
         (cluster.folder / f"{name}.pid").unlink(missing_ok=True)
     return order

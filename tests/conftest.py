@@ -238,3 +238,12 @@ def rate_rows_once(spark, table: Path) -> int:
     assert stats["n"] == stats["d"], f"duplicates: {stats}"
     assert (stats["lo"], stats["hi"]) == (0, stats["n"] - 1), f"gaps: {stats}"
     return stats["n"]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a broker or a cluster a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -5,7 +5,6 @@ invariants hold."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,9 @@ from pathlib import Path
 import pytest
 
 from fraudlake import standalone
-from tests.conftest import fraudlake
+from tests.conftest import fraudlake, free_port
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _executors() -> dict[int, int]:
@@ -39,9 +32,7 @@ def _executors() -> dict[int, int]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = standalone.Cluster(
-        tmp_path_factory.mktemp("cluster") / "cluster", port=_free_port(), web_port=_free_port()
-    )
+    cluster = standalone.Cluster(tmp_path_factory.mktemp("cluster") / "cluster", port=free_port(), web_port=free_port())
     standalone.start(cluster, workers=2, cores=1, memory="1g")
     yield cluster
     standalone.stop(cluster)

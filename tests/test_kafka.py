@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,11 @@ from pyspark.sql import functions as F
 
 from fraudlake import broker as kafka_broker
 from fraudlake.bronze.ingest import produce_batch, produce_raw
-from tests.conftest import fraudlake, make_context
+from tests.conftest import fraudlake, free_port, make_context
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 MALFORMED = ["not json at all", '{"transaction_id": "tx-cut", "amount": 1', ""]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def records_once(spark, warehouse: Path, topic: str) -> int:
@@ -57,7 +50,7 @@ def records_once(spark, warehouse: Path, topic: str) -> int:
 @pytest.fixture(scope="module")
 def bootstrap(tmp_path_factory):
     """A broker of its own for the module, stopped after it."""
-    broker = kafka_broker.Broker(tmp_path_factory.mktemp("broker") / "kafka", "127.0.0.1", _free_port())
+    broker = kafka_broker.Broker(tmp_path_factory.mktemp("broker") / "kafka", "127.0.0.1", free_port())
     kafka_broker.start(broker)
     yield broker.address
     kafka_broker.stop(broker)

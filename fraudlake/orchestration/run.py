@@ -58,7 +58,7 @@ def stream_layers(
     to ``alerts_out``. At the end, the rows each layer left unread are counted and said.
     """
     as_json = output_format == "json"
-    producer = _start_producer(spark, ctx, rate or ctx.settings.ingest.rate) if produce else None
+    producer = start_producer_when_ready(spark, ctx, rate or ctx.settings.ingest.rate) if produce else None
     pipeline = start_pipeline(spark, ctx, layers, source, rate=rate, landing=landing, out=alerts_out)
     if producer is not None:
         pipeline.queries = {"produce": producer, **pipeline.queries}  # first: the input rate is the producer's
@@ -116,7 +116,7 @@ def stream_layers(
     return result
 
 
-def _start_producer(spark: SparkSession, ctx: Context, rate: int, timeout: float = 120.0) -> StreamingQuery:
+def start_producer_when_ready(spark: SparkSession, ctx: Context, rate: int, timeout: float = 120.0) -> StreamingQuery:
     """The simulator's stream to the Kafka topic, once its first batch has committed: the topic
     exists then (a broker creates it on the first write), so bronze can subscribe to it."""
     import time
