@@ -3,6 +3,7 @@
     python benchmarks/bench_pipeline.py capacity [--profile throughput] [--rates 10000,20000] [--seconds 120]
     python benchmarks/bench_pipeline.py latency  [--profile latency] [--rate 1000] [--seconds 120] [--layers bronze,silver]
     (capacity and latency take --source kafka: a broker, the simulator sending to a topic, bronze reading it)
+    python benchmarks/bench_pipeline.py drain --source kafka [--profile throughput] [--rows 600000]
     python benchmarks/bench_pipeline.py scoring  [--rows 200000]
 
 capacity: for each offered rate, bronze, silver and gold run as in ``fraudlake run
@@ -49,6 +50,7 @@ from fraudlake.tables import (
     BRONZE_TRANSACTIONS,
     GOLD_DASHBOARD_MINUTE,
     GOLD_FRAUD_ALERTS,
+    GOLD_LATE,
     SILVER_QUARANTINE,
     SILVER_SCORED,
     ensure_tables,
@@ -157,6 +159,59 @@ def capacity_trial(spark, base: Context, profile: str, rate: int, seconds: float
             "silver": last["bronze"] - last["silver"],
             "gold": last["silver_scored"] - last["gold"],
         },
+    }
+
+
+def run_drain(spark, base: Context, args) -> dict:
+    """Kafka: a topic filled with ``--rows`` records first, then every layer started on it; how
+    long until silver and gold hold them all. The producer is not on the cores meanwhile (as
+    when it runs elsewhere), so this is what the layers consume from Kafka on this machine."""
+    from fraudlake.bronze.ingest import produce_batch
+    from fraudlake.orchestration.pipeline import start_pipeline
+    from fraudlake.orchestration.streaming import stop_between_batches
+
+    if SOURCE["name"] != "kafka":
+        raise SystemExit("drain reads a filled topic: give --source kafka")
+    ctx = under_profile(fresh_context(base), args.profile)
+    with_model(spark, ctx)
+    kafka = {"bootstrap_servers": SOURCE["bootstrap"], "topic": ctx.paths.home.name}
+    if args.max_offsets:
+        kafka["max_offsets_per_trigger"] = args.max_offsets
+    ctx = ctx.with_settings(ingest={"kafka": kafka})
+    if args.clock_rate:
+        # Event times as a live stream at that rate would have them (from now), not days of history.
+        from datetime import datetime, timezone
+
+        clock = {"start_time": datetime.now(timezone.utc), "rows_per_day": args.clock_rate * 86_400}
+        ctx = ctx.with_settings(simulator=clock)
+    began = time.monotonic()
+    rows = produce_batch(spark, ctx, args.rows)
+    produced = time.monotonic() - began
+    began = time.monotonic()
+    pipeline = start_pipeline(spark, ctx, LAYERS, "kafka", out=open(os.devnull, "w"))
+    done: dict[str, float] = {}
+    try:
+        while "gold" not in done and time.monotonic() - began < 1800:
+            time.sleep(2)
+            now = committed_rows(spark, ctx)
+            if "silver" not in done and now["silver"] >= rows:
+                done["silver"] = time.monotonic() - began
+            # Gold has counted every silver row, or recorded it as late (its minute was final).
+            late = spark.table(table_name(ctx, GOLD_LATE)).count()
+            if "silver" in done and now["gold"] + late >= now["silver_scored"]:
+                done["gold"] = time.monotonic() - began
+    finally:
+        stop_between_batches(list(pipeline.queries.values()))
+        shutil.rmtree(ctx.paths.home, ignore_errors=True)
+    return {
+        "profile": args.profile,
+        "rows": rows,
+        "max_offsets_per_trigger": args.max_offsets,
+        "event_clock": f"live, {args.clock_rate} rows/s" if args.clock_rate else "simulated history (days)",
+        "produce_seconds": round(produced, 1),
+        "caught_up_seconds": {layer: round(t, 1) for layer, t in done.items()},
+        "rows_per_second": {layer: round(rows / t) for layer, t in done.items()},
+        "note": "from the start of the queries on a filled topic (their start included) to the layer holding every row",
     }
 
 
@@ -321,7 +376,7 @@ def _row_udf(model_path: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["capacity", "latency", "scoring"])
+    parser.add_argument("mode", choices=["capacity", "latency", "scoring", "drain"])
     parser.add_argument(
         "--profile",
         choices=["latency", "throughput"],
@@ -347,6 +402,10 @@ def main() -> None:
         help="simulator.n_users (default: the conf's 1,000,000, sized for ~2,000 rows/s: a user makes about "
         "one transaction in 5 minutes; at 20,000 rows/s use 10,000,000, or every user is an activity burst)",
     )
+    parser.add_argument("--max-offsets", type=int, default=None, help="drain: ingest.kafka.max_offsets_per_trigger")
+    parser.add_argument(
+        "--clock-rate", type=int, default=None, help="drain: records stamped from now at this rate (a live backlog)"
+    )
     parser.add_argument(
         "--source",
         choices=["rate", "kafka"],
@@ -362,7 +421,7 @@ def main() -> None:
     spark = get_spark(base, master=args.master)
     if args.profile is None:
         args.profile = "throughput" if args.mode == "capacity" else "latency"
-    runner = {"capacity": run_capacity, "latency": run_latency, "scoring": run_scoring}[args.mode]
+    runner = {"capacity": run_capacity, "latency": run_latency, "scoring": run_scoring, "drain": run_drain}[args.mode]
     broker = None
     if args.source == "kafka":
         from fraudlake import broker as kafka_broker
