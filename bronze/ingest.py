@@ -21,7 +21,7 @@ from fraudlake.streaming_io import ReplayCheck, append_once, triggered
 from fraudlake.tables import BRONZE_COLUMNS, BRONZE_TRANSACTIONS, table_name
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
 # The columns a record carries; the underscore columns are added on ingest.
@@ -35,6 +35,22 @@ def checkpoint_name(source: str) -> str:
     return f"bronze_{source}"
 
 
+# How a record's text is parsed: a field that does not parse is null, its text stays in _raw.
+PARSE_OPTIONS = {"mode": "PERMISSIVE", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]"}
+
+
+def _bronze_rows(records: DataFrame, parsed: Column, raw: Column, source: Column) -> DataFrame:
+    """Bronze columns from each record's parsed struct, its text and where it came from."""
+    from pyspark.sql import functions as F
+
+    return records.select(parsed.alias("r"), raw.alias("_raw"), source.alias("_source")).select(
+        *[F.col(f"r.{name}").alias(name) for name in RECORD_NAMES],
+        "_raw",
+        "_source",
+        F.current_timestamp().alias("_ingest_time"),
+    )
+
+
 def parse_records(lines: DataFrame, source: str = "files") -> DataFrame:
     """Text lines (``value``, plus ``file_path``) → bronze columns. Pure: batch or stream.
 
@@ -45,20 +61,11 @@ def parse_records(lines: DataFrame, source: str = "files") -> DataFrame:
 
     line = F.col("value")
     is_csv = F.lower(F.col("file_path")).endswith(".csv")
-    options = {"mode": "PERMISSIVE", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]"}
-    parsed = F.when(is_csv, F.from_csv(line, RECORD_SCHEMA, options)).otherwise(
-        F.from_json(line, RECORD_SCHEMA, options)
+    parsed = F.when(is_csv, F.from_csv(line, RECORD_SCHEMA, PARSE_OPTIONS)).otherwise(
+        F.from_json(line, RECORD_SCHEMA, PARSE_OPTIONS)
     )
     records = lines.where(F.trim(line) != "").where(~(is_csv & line.startswith(CSV_HEADER_PREFIX)))
-    return records.select(
-        parsed.alias("r"),
-        line.alias("_raw"),
-    ).select(
-        *[F.col(f"r.{name}").alias(name) for name in RECORD_NAMES],
-        F.col("_raw"),
-        F.lit(source).alias("_source"),
-        F.current_timestamp().alias("_ingest_time"),
-    )
+    return _bronze_rows(records, parsed, line, F.lit(source))
 
 
 def parse_kafka_records(records: DataFrame) -> DataFrame:
@@ -73,15 +80,8 @@ def parse_kafka_records(records: DataFrame) -> DataFrame:
     from pyspark.sql import functions as F
 
     value = F.col("value").cast("string")
-    options = {"mode": "PERMISSIVE", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]"}
-    return records.select(F.from_json(value, RECORD_SCHEMA, options).alias("r"), value.alias("_raw"), "*").select(
-        *[F.col(f"r.{name}").alias(name) for name in RECORD_NAMES],
-        F.col("_raw"),
-        F.concat_ws(
-            ":", F.lit("kafka"), "topic", "partition", "offset", F.unix_millis("timestamp").cast("string")
-        ).alias("_source"),
-        F.current_timestamp().alias("_ingest_time"),
-    )
+    where = F.concat_ws(":", F.lit("kafka"), "topic", "partition", "offset", F.unix_millis("timestamp").cast("string"))
+    return _bronze_rows(records, F.from_json(value, RECORD_SCHEMA, PARSE_OPTIONS), value, where)
 
 
 def kafka_stream(spark: SparkSession, ctx: Context) -> DataFrame:
