@@ -22,9 +22,9 @@ from pathlib import Path
 from fraudlake.errors import EnvironmentProblem, FraudlakeError
 from fraudlake.output import note
 from fraudlake.processes import port_open, running_pid, stop_process
+from fraudlake.spark import SCALA_BINARY, find_java
 
 KAFKA_VERSION = "4.1.1"
-SCALA_BINARY = "2.13"
 START_SECONDS = 90.0
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -114,9 +114,8 @@ def fetch_libs() -> Path:
 
 
 def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
-    if not java or not Path(java).exists():
+    java = find_java()
+    if java is None:
         raise EnvironmentProblem("Java was not found: install a JDK 17 or 21 or set JAVA_HOME")
     return java
 

@@ -67,7 +67,8 @@ def _jar_is_cached(coordinates: str) -> bool:
     return any(c.exists() for c in candidates)
 
 
-def _find_java() -> str | None:
+def find_java() -> str | None:
+    """The ``java`` to run: ``JAVA_HOME``'s, else the first on PATH; None when there is none."""
     java_home = os.environ.get("JAVA_HOME")
     if java_home and (Path(java_home) / "bin" / "java").exists():
         return str(Path(java_home) / "bin" / "java")
@@ -148,7 +149,7 @@ def get_spark(ctx: Context, master: str | None = None) -> SparkSession:
 
     if on_databricks():  # the runtime owns the session, its Delta and its conf
         return SparkSession.builder.getOrCreate()
-    if _find_java() is None:
+    if find_java() is None:
         raise EnvironmentProblem(
             "Java was not found: install a JDK 17 or 21 (e.g. apt-get install openjdk-17-jdk-headless) or set JAVA_HOME"
         )
