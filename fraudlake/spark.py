@@ -59,6 +59,12 @@ def kafka_maven_coordinates() -> str:
     return f"org.apache.spark:spark-sql-kafka-0-10_{SCALA_BINARY}:{pyspark.__version__}"
 
 
+def spark_packages() -> list[str]:
+    """The jars a local session resolves (``spark.jars.packages``): Delta, and Spark's Kafka
+    connector (a few small jars; every session can read a topic)."""
+    return [delta_maven_coordinates(), kafka_maven_coordinates()]
+
+
 def _jar_is_cached(coordinates: str) -> bool:
     group, artifact, ver = coordinates.split(":")
     jar = f"{artifact}-{ver}.jar"
@@ -90,8 +96,7 @@ def local_spark_conf(ctx: Context) -> dict[str, str]:
     conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        # Delta, and Spark's Kafka connector (a few small jars; every session can read a topic).
-        "spark.jars.packages": f"{delta_maven_coordinates()},{kafka_maven_coordinates()}",
+        "spark.jars.packages": ",".join(spark_packages()),
         "spark.sql.shuffle.partitions": str(s.shuffle_partitions),
         # Delta reconstructs table state with this many tasks; its default (50) is for clusters.
         "spark.databricks.delta.snapshotPartitions": str(s.shuffle_partitions),
@@ -154,10 +159,10 @@ def get_spark(ctx: Context, master: str | None = None) -> SparkSession:
             "Java was not found: install a JDK 17 or 21 (e.g. apt-get install openjdk-17-jdk-headless) or set JAVA_HOME"
         )
 
-    missing = [c for c in (delta_maven_coordinates(), kafka_maven_coordinates()) if not _jar_is_cached(c)]
-    coordinates = ", ".join(missing) or delta_maven_coordinates()
+    packages = spark_packages()
+    missing = [c for c in packages if not _jar_is_cached(c)]
     if missing:
-        print(f"fraudlake: resolving {coordinates} from Maven Central (first start only)...", file=sys.stderr)
+        print(f"fraudlake: resolving {', '.join(missing)} from Maven Central (first start only)...", file=sys.stderr)
 
     active = SparkSession.getActiveSession()
     if active is not None:  # e.g. tests or a notebook: one JVM per process
@@ -184,8 +189,9 @@ def get_spark(ctx: Context, master: str | None = None) -> SparkSession:
         log = log_path.read_text(errors="replace")
         if "UNRESOLVED DEPENDENCIES" in log or "unresolved dependency" in log:
             raise EnvironmentProblem(
-                f"Spark could not resolve {coordinates}: reach Maven Central once, or fill ~/.m2 with "
-                + " and ".join(f"mvn dependency:get -Dartifact={c}" for c in coordinates.split(", "))
+                f"Spark could not resolve {', '.join(missing or packages)}: reach Maven Central once, or fill "
+                "~/.m2 with "
+                + " and ".join(f"mvn dependency:get -Dartifact={c}" for c in missing or packages)
                 + f" (details: {log_path})"
             ) from None
         last = next((line for line in reversed(log.splitlines()) if line.strip()), "no output")
