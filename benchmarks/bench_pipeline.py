@@ -84,7 +84,7 @@ def _started(spark, base: Context, profile: str, rate: int, layers=None):
     ctx = ctx.with_settings(ingest={"kafka": {"bootstrap_servers": SOURCE["bootstrap"], "topic": ctx.paths.home.name}})
     producer = start_producer_when_ready(spark, ctx, rate)
     pipeline = start_pipeline(spark, ctx, layers or LAYERS, "kafka", out=open(os.devnull, "w"))
-    pipeline.queries = {"produce": producer, **pipeline.queries}
+    pipeline.add_source_first("produce", producer, ctx.settings.ingest.trigger_seconds)
     return ctx, pipeline
 
 

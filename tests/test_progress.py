@@ -12,6 +12,7 @@ import pytest
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.orchestration.listener import ProgressListener
+from fraudlake.orchestration.pipeline import Pipeline
 from fraudlake.orchestration.streaming import (
     IntervalProgress,
     ProgressTracker,
@@ -301,6 +302,19 @@ def test_a_layer_whose_last_batch_began_before_the_stop_is_not_caught_up_by_it(c
     gold = FakeQuery("g", [report("g", 7, 500, began=time.time() - 60)], has_more=True)
     reached = drain_in_stages({"silver": FakeQuery("s"), "gold": gold}, [["silver"], ["gold"]], {}, timeout=1.0)
     assert reached == {"gold": 1.0} and not gold.isActive
+
+
+def test_a_producer_put_first_is_stopped_first_and_its_rate_is_the_input_rate():
+    # fraudlake demo --source kafka: the simulator's producer upstream of bronze + silver and gold.
+    pipeline = Pipeline()
+    pipeline.add_stage({"silver": FakeQuery("s")}, 1.0)
+    pipeline.add_stage({"gold": FakeQuery("g")}, 10.0)
+    producer = FakeQuery("p")
+    pipeline.add_source_first("produce", producer, 1.0)
+    assert pipeline.stages == [["produce"], ["silver"], ["gold"]]
+    assert list(pipeline.queries) == ["produce", "silver", "gold"] and pipeline.intervals["produce"] == 1.0
+    assert drain_in_stages(pipeline.queries, pipeline.stages, pipeline.intervals, timeout=1.0) == {}
+    assert not any(query.isActive for query in pipeline.queries.values())
 
 
 class RestartedSource(FakeQuery):

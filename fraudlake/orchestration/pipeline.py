@@ -103,6 +103,13 @@ class Pipeline:
         self.stages.append(list(queries))
         self.intervals.update({name: interval for name in queries})
 
+    def add_source_first(self, name: str, query: StreamingQuery, interval: float) -> None:
+        """A query upstream of every stage (the simulator's producer to Kafka): stopped first at
+        the drain, and first in progress, whose input rate is the first query's."""
+        self.queries = {name: query, **self.queries}
+        self.stages.insert(0, [name])
+        self.intervals[name] = interval
+
 
 def preflight(ctx: Context, layers, source: str, rate: int | None) -> None:
     """Checks that need no Spark, so a run that cannot work fails in a second, not after a JVM start:

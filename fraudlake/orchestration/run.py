@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fraudlake.errors import FraudlakeError
 from fraudlake.orchestration.pipeline import LAYERS, describe_profile, lakehouse_summary, left_behind, start_pipeline
-from fraudlake.orchestration.streaming import format_left_behind, progress_printer, run_queries
+from fraudlake.orchestration.streaming import failure_summary, format_left_behind, progress_printer, run_queries
 from fraudlake.output import note
 from fraudlake.settings import Context
 from fraudlake.simulator import SECONDS_PER_DAY
@@ -61,9 +62,7 @@ def stream_layers(
     producer = start_producer_when_ready(spark, ctx, rate or ctx.settings.ingest.rate) if produce else None
     pipeline = start_pipeline(spark, ctx, layers, source, rate=rate, landing=landing, out=alerts_out)
     if producer is not None:
-        pipeline.queries = {"produce": producer, **pipeline.queries}  # first: the input rate is the producer's
-        pipeline.stages.insert(0, ["produce"])
-        pipeline.intervals["produce"] = ctx.settings.ingest.trigger_seconds
+        pipeline.add_source_first("produce", producer, ctx.settings.ingest.trigger_seconds)
     if as_json:
         note(
             json.dumps(
@@ -119,10 +118,7 @@ def stream_layers(
 def start_producer_when_ready(spark: SparkSession, ctx: Context, rate: int, timeout: float = 120.0) -> StreamingQuery:
     """The simulator's stream to the Kafka topic, once its first batch has committed: the topic
     exists then (a broker creates it on the first write), so bronze can subscribe to it."""
-    import time
-
     from fraudlake.bronze.ingest import start_producer
-    from fraudlake.orchestration.streaming import failure_summary
 
     producer = start_producer(spark, ctx, rate)
     deadline = time.monotonic() + timeout
