@@ -81,7 +81,12 @@ def _started(spark, base: Context, profile: str, rate: int, layers=None):
     # started first so the topic exists), and bronze reads it.
     from fraudlake.orchestration.run import start_producer_when_ready
 
-    ctx = ctx.with_settings(ingest={"kafka": {"bootstrap_servers": SOURCE["bootstrap"], "topic": ctx.paths.home.name}})
+    kafka = {
+        "bootstrap_servers": SOURCE["bootstrap"],
+        "topic": ctx.paths.home.name,
+        "labels_topic": ctx.paths.home.name + ".labels",
+    }
+    ctx = ctx.with_settings(ingest={"kafka": kafka})
     producer = start_producer_when_ready(spark, ctx, rate)
     pipeline = start_pipeline(spark, ctx, layers or LAYERS, "kafka", out=open(os.devnull, "w"))
     pipeline.add_source_first("produce", producer, ctx.settings.ingest.trigger_seconds)
@@ -174,7 +179,11 @@ def run_drain(spark, base: Context, args) -> dict:
         raise SystemExit("drain reads a filled topic: give --source kafka")
     ctx = under_profile(fresh_context(base), args.profile)
     with_model(spark, ctx)
-    kafka = {"bootstrap_servers": SOURCE["bootstrap"], "topic": ctx.paths.home.name}
+    kafka = {
+        "bootstrap_servers": SOURCE["bootstrap"],
+        "topic": ctx.paths.home.name,
+        "labels_topic": ctx.paths.home.name + ".labels",
+    }
     if args.max_offsets:
         kafka["max_offsets_per_trigger"] = args.max_offsets
     ctx = ctx.with_settings(ingest={"kafka": kafka})
@@ -185,7 +194,7 @@ def run_drain(spark, base: Context, args) -> dict:
         clock = {"start_time": datetime.now(timezone.utc), "rows_per_day": args.clock_rate * 86_400}
         ctx = ctx.with_settings(simulator=clock)
     began = time.monotonic()
-    rows = produce_batch(spark, ctx, args.rows)
+    rows, _ = produce_batch(spark, ctx, args.rows)
     produced = time.monotonic() - began
     began = time.monotonic()
     pipeline = start_pipeline(spark, ctx, LAYERS, "kafka", out=open(os.devnull, "w"))

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fraudlake.bronze.labels import FEED_COLUMNS, SimulatedLabels
+from fraudlake.bronze.labels import FEED_COLUMNS, LABEL_SOURCE, MICROS, SimulatedLabels
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 from fraudlake.simulator import rate_stream
@@ -112,39 +112,131 @@ def kafka_records(transactions: DataFrame) -> DataFrame:
     return transactions.select(F.col("transaction_id").alias("key"), F.to_json(record, options).alias("value"))
 
 
-def _kafka_writer_options(ctx: Context) -> dict[str, str]:
+def _kafka_writer_options(ctx: Context, topic: str | None = None) -> dict[str, str]:
     kafka = ctx.settings.ingest.kafka
-    return {"kafka.bootstrap.servers": kafka.bootstrap_servers, "topic": kafka.topic, **kafka.options}
+    return {"kafka.bootstrap.servers": kafka.bootstrap_servers, "topic": topic or kafka.topic, **kafka.options}
 
 
-def produce_batch(spark: SparkSession, ctx: Context, count: int) -> int:
-    """Send ``count`` simulated transactions to the topic at once; returns how many were sent."""
+def produce_batch(spark: SparkSession, ctx: Context, count: int) -> tuple[int, int]:
+    """Send ``count`` simulated transactions to the topic at once, and the labels of their fraud
+    rows (``label_time`` = event time + ``simulator.label_delay_seconds``, all in the past on the
+    batch clock) to the labels topic; returns how many of each were sent."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
     from fraudlake.simulator import generate_batch
 
-    records = kafka_records(generate_batch(spark, ctx.settings.simulator, count))
-    records.write.format("kafka").options(**_kafka_writer_options(ctx)).save()
-    return count
+    transactions = generate_batch(spark, ctx.settings.simulator, count).persist()
+    try:
+        kafka_records(transactions).write.format("kafka").options(**_kafka_writer_options(ctx)).save()
+        labels = 0
+        if ctx.settings.ingest.kafka.labels_topic is not None:
+            fraud = transactions.where(F.col("label_is_fraud") == 1).select(
+                "transaction_id", F.unix_micros("event_time").alias("event_micros")
+            )
+            due: pd.DataFrame = fraud.toPandas()
+            delay = ctx.settings.simulator.label_delay_seconds * MICROS
+            labels = send_labels(spark, ctx, due["transaction_id"], due["event_micros"].to_numpy() + delay)
+    finally:
+        transactions.unpersist()
+    return count, labels
 
 
-def produce_raw(spark: SparkSession, ctx: Context, values: list[str]) -> None:
-    """Send records as they are (e.g. malformed ones, to see them quarantined)."""
+def send_labels(spark: SparkSession, ctx: Context, ids, label_micros) -> int:
+    """Send fraud labels of the simulator (ids, ``label_time`` as epoch microseconds) to the labels topic."""
+    import pandas as pd
+
+    from fraudlake.bronze.label_records import label_record_values
+
+    labels = pd.DataFrame(
+        {
+            "transaction_id": list(ids),
+            "label_is_fraud": 1,
+            "label_time": pd.to_datetime(list(label_micros), unit="us", utc=True),
+            "label_source": LABEL_SOURCE,
+        }
+    )
+    if labels.empty:
+        return 0
+    rows = [(i, v) for i, v in zip(labels["transaction_id"], label_record_values(labels), strict=True)]
+    frame = spark.createDataFrame(rows, "key STRING, value STRING")
+    frame.write.format("kafka").options(**_kafka_writer_options(ctx, ctx.settings.ingest.kafka.labels_topic)).save()
+    return len(labels)
+
+
+def produce_raw(spark: SparkSession, ctx: Context, values: list[str], topic: str | None = None) -> None:
+    """Send records as they are (e.g. malformed ones, to see them quarantined), to ``topic``
+    (default: the transactions topic)."""
     frame = spark.createDataFrame([(value,) for value in values], "value STRING")
-    frame.write.format("kafka").options(**_kafka_writer_options(ctx)).save()
+    frame.write.format("kafka").options(**_kafka_writer_options(ctx, topic)).save()
+
+
+class ProducerWriter:
+    """The ``foreachBatch`` function of the producer: a batch's transactions to the topic, then the
+    simulator's labels due by its newest event time to the labels topic.
+
+    A fraud row's label is due ``simulator.label_delay_seconds`` after its event time. Labels
+    not yet due are kept in a file beside the checkpoint, written after each batch's sends: a
+    crash before it replays the batch (sent again: Kafka's sink is at least once, bronze
+    quarantines the repeats), so no label is lost.
+    """
+
+    def __init__(self, ctx: Context, checkpoint: str) -> None:
+        self.ctx = ctx
+        self.options = _kafka_writer_options(ctx)
+        self.labels_topic = ctx.settings.ingest.kafka.labels_topic
+        self.delay_micros = ctx.settings.simulator.label_delay_seconds * MICROS
+        self.pending_file = Path(checkpoint) / "fraudlake_pending_labels.json"
+        self.pending: dict[str, int] | None = None  # transaction id -> label_time (epoch micros)
+        self.sent_labels = 0
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        from pyspark.sql import functions as F
+
+        batch = batch.persist()
+        try:
+            kafka_records(batch).write.format("kafka").options(**self.options).save()
+            if self.labels_topic is None:
+                return
+            fraud = F.when(F.col("label_is_fraud") == 1, F.struct("transaction_id", F.unix_micros("event_time")))
+            row = batch.agg(F.max(F.unix_micros("event_time")), F.collect_list(fraud)).first()
+        finally:
+            batch.unpersist()
+        assert row is not None  # an aggregate without grouping has one row
+        pending = self._pending()
+        pending.update({str(i): int(t) + self.delay_micros for i, t in row[1]})
+        newest = row[0]
+        if newest is not None:
+            due = {i: t for i, t in pending.items() if t <= newest}
+            if due:
+                self.sent_labels += send_labels(batch.sparkSession, self.ctx, due.keys(), due.values())
+                for i in due:
+                    del pending[i]
+        temporary = self.pending_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(pending))
+        temporary.replace(self.pending_file)  # whole or not at all
+
+    def _pending(self) -> dict[str, int]:
+        if self.pending is None:
+            self.pending = json.loads(self.pending_file.read_text()) if self.pending_file.exists() else {}
+        return self.pending
 
 
 def start_producer(spark: SparkSession, ctx: Context, rate: int) -> StreamingQuery:
-    """Stream the simulator's transactions to the topic at ``rate`` rows/s.
+    """Stream the simulator's transactions to the topic at ``rate`` rows/s, and their labels once
+    due to the labels topic (:class:`ProducerWriter`).
 
     Its checkpoint (``produce_kafka``) numbers rows on across runs, as the rate source
     does. Kafka's sink delivers at least once: after a crash a record may be sent twice,
-    and silver quarantines the repeat (``duplicate_transaction_id``).
+    and bronze quarantines the repeat (``duplicate_transaction_id`` in silver's quarantine,
+    ``duplicate_label`` in ``bronze.label_quarantine``).
     """
-    frame = kafka_records(rate_stream(spark, ctx.settings.simulator, rate, ctx.settings.ingest.rate_partitions))
+    checkpoint = ctx.paths.checkpoint("produce_kafka")
+    frame = rate_stream(spark, ctx.settings.simulator, rate, ctx.settings.ingest.rate_partitions)
     stream = (
         frame.writeStream.queryName("produce_kafka")
-        .format("kafka")
-        .options(**_kafka_writer_options(ctx))
-        .option("checkpointLocation", ctx.paths.checkpoint("produce_kafka"))
+        .foreachBatch(ProducerWriter(ctx, checkpoint))
+        .option("checkpointLocation", checkpoint)
     )
     return triggered(stream, ctx.settings.ingest.trigger_seconds, False).start()
 

@@ -100,6 +100,7 @@ class SimulatedLabels:
             F.timestamp_micros("label_time").alias("label_time"),
             F.lit(LABEL_SOURCE).alias("label_source"),
             F.current_timestamp().alias("_ingest_time"),
+            F.lit(SOURCE_RATE).alias("_source"),
         ).write.format("delta").mode("append").saveAsTable(self.table)
 
     def _labelled(self, session: SparkSession, fraud: pa.Table) -> pa.Array:

@@ -112,6 +112,8 @@ class StorageSettings(_Strict):
     warehouse: str = "warehouse"
     checkpoints: str = "checkpoints"
     landing: str = "landing"
+    # Label exports (files of label records) for --source files; a folder of its own, not under landing.
+    labels_landing: str = "landing_labels"
     # True where tables are managed by the catalog (Unity Catalog): no LOCATION clause.
     managed_tables: bool = False
 
@@ -177,18 +179,21 @@ class KafkaSettings(_Strict):
 
     bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = "fraudlake.transactions"
+    # Fraud labels (JSON: transaction_id, label_is_fraud, label_time, label_source) → bronze.labels
+    # beside the transactions; ``fraudlake produce`` sends the simulator's there once due. None: none read.
+    labels_topic: str | None = "fraudlake.labels"
     # Where a new checkpoint starts; a checkpoint resumes from its own offsets.
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     # Records per micro-batch at most (None: all there are): bounds a batch after downtime.
     max_offsets_per_trigger: PositiveInt | None = None
     options: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("topic")
+    @field_validator("topic", "labels_topic")
     @classmethod
-    def _legal_topic(cls, topic: str) -> str:
+    def _legal_topic(cls, topic: str | None) -> str | None:
         import re
 
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
+        if topic is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
             raise ValueError(f"not a Kafka topic name (letters, digits, '.', '_', '-'): {topic!r}")
         return topic
 
@@ -205,6 +210,9 @@ class IngestSettings(_Strict):
     max_files_per_trigger: PositiveInt = _preset("ingest", "max_files_per_trigger")
     trigger_seconds: Seconds = _preset("ingest", "trigger_seconds")
     progress_seconds: Annotated[float, Field(gt=0.0)] = 5.0
+    # Label records (Kafka's labels topic, label files) are read by a query of their own this
+    # often: labels come days after the purchase, and each micro-batch costs a Delta commit.
+    labels_trigger_seconds: Seconds = 10.0
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 
 

@@ -137,6 +137,7 @@ class Paths:
     warehouse: str
     checkpoints: str
     landing: str
+    labels_landing: str
 
     @classmethod
     def of(cls, settings: Settings, home: Path) -> Paths:
@@ -145,6 +146,7 @@ class Paths:
             warehouse=under_home(home, settings.storage.warehouse),
             checkpoints=under_home(home, settings.storage.checkpoints),
             landing=under_home(home, settings.storage.landing),
+            labels_landing=under_home(home, settings.storage.labels_landing),
         )
 
     def checkpoint(self, query: str) -> str:

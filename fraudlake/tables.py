@@ -124,11 +124,22 @@ BRONZE_LABELS = TableSpec(
     "bronze",
     "labels",
     """transaction_id STRING, label_is_fraud INT, label_time TIMESTAMP, label_source STRING,
-       _ingest_time TIMESTAMP""",
+       _ingest_time TIMESTAMP, _source STRING""",
     {"delta.appendOnly": "true"},
     "Fraud labels (chargebacks, confirmed cases, the simulator's truth) as they arrive; nothing may "
-    "use a label before its label_time",
+    "use a label before its label_time. _source: where the label record came from (rate: the "
+    "simulator's feed; kafka:<topic>:<partition>:<offset>:<timestamp ms>; files)",
     {"transaction_id_present": "transaction_id IS NOT NULL", "label_time_present": "label_time IS NOT NULL"},
+)
+# Label records from Kafka or files that are not a label (or repeat one): kept with the reason.
+# Every label record read is in bronze.labels or here, once.
+BRONZE_LABEL_QUARANTINE = TableSpec(
+    "bronze",
+    "label_quarantine",
+    "_raw STRING, _source STRING, quarantine_reason STRING, _ingest_time TIMESTAMP",
+    {"delta.appendOnly": "true"},
+    "Label records (Kafka, files) that are not a usable label, or repeat one, with the reason; "
+    "label records read = bronze.labels from that source + these",
 )
 SILVER_SCORED = TableSpec(
     "silver",
@@ -200,7 +211,14 @@ GOLD_LATE = TableSpec(
 
 # What the gold query writes (a reset of its checkpoint empties them: see orchestration.checkpoints).
 GOLD_WRITTEN = (GOLD_USER_MINUTE, GOLD_DASHBOARD_MINUTE, GOLD_FRAUD_ALERTS, GOLD_LATE)
-ALL_TABLES = (BRONZE_TRANSACTIONS, BRONZE_LABELS, SILVER_SCORED, SILVER_QUARANTINE, *GOLD_WRITTEN)
+ALL_TABLES = (
+    BRONZE_TRANSACTIONS,
+    BRONZE_LABELS,
+    BRONZE_LABEL_QUARANTINE,
+    SILVER_SCORED,
+    SILVER_QUARANTINE,
+    *GOLD_WRITTEN,
+)
 
 
 @dataclass(frozen=True)

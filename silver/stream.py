@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, BehaviourHistory, epoch_micros
+from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, BehaviourHistory
 from fraudlake.ml.behaviour import INPUT_COLUMNS as BEHAVIOUR_INPUTS
 from fraudlake.ml.serving import ChampionFollower, ModelScorer, score_transactions
 from fraudlake.output import note
@@ -199,8 +199,11 @@ class SilverIdentities:
         self._since, self._since_rows = [], 0
 
 
-# How often a silver query that is not fed its labels reads the new ones from bronze.labels.
+# How often a silver query that is not fed its labels reads the new ones from bronze.labels,
+# and how far back before the newest arrival it looks again (appends by several writers may
+# commit out of their _ingest_time order).
 LABELS_EVERY_SECONDS = 10.0
+LABELS_OVERLAP_SECONDS = 300
 
 
 class SilverBehaviour:
@@ -216,9 +219,9 @@ class SilverBehaviour:
 
     Labels: the combined ingest query hands over the simulator's labels as they arrive
     (:meth:`add_labels`, before the batch they arrived with is scored); otherwise the writer
-    reads the labels that arrived by its batch's newest event time from ``bronze.labels``, at
-    most every :data:`LABELS_EVERY_SECONDS`: a label is never used before its ``label_time``,
-    and may be used up to that long after it reached the table.
+    reads the labels that reached ``bronze.labels`` since its last read (the simulator's feed,
+    Kafka's labels topic, label files), at most every :data:`LABELS_EVERY_SECONDS`: a label is
+    never used before its ``label_time``, and may be used up to that long after it reached the table.
     """
 
     def __init__(self, table: str, labels_table: str, label_maturity_seconds: int, clock=time.monotonic) -> None:
@@ -229,19 +232,16 @@ class SilverBehaviour:
         self.label_maturity_seconds = label_maturity_seconds
         self.reads_labels = True  # False: labels come through add_labels
         self.history: BehaviourHistory | None = None
-        self._labels_until: int | None = None  # labels with label_time up to here (epoch micros) are known
+        self._ingested_until: int | None = None  # labels that reached bronze.labels up to here (epoch micros) are known
         self._rebuilt = False  # the first batch after the rebuild may be a replay of committed rows
 
     def features(self, session: SparkSession, valid: pa.Table) -> tuple[pa.Table, pd.DataFrame]:
         """``valid`` with a float column per behavioural feature, and the rows' inputs (for :meth:`added`)."""
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         history = self._history(session)
         if self.reads_labels:
-            newest = pc.max(valid.column("event_time").cast(pa.int64())).as_py()
-            if newest is not None:
-                self._read_labels(session, newest)
+            self._read_labels(session)
         inputs = valid.select(list(BEHAVIOUR_INPUTS)).to_pandas()
         computed = history.features(inputs)
         for name in BEHAVIOUR_FEATURES:
@@ -284,8 +284,8 @@ class SilverBehaviour:
         started = time.perf_counter()
         rows = silver.where(F.unix_micros("event_time") >= F.lit(earliest)).select(*BEHAVIOUR_INPUTS).toArrow()
         labels = self._labels(session, earliest, None)  # a label is used only after its label_time
+        self._ingested_until = int(labels.pop("_ingested").max()) if len(labels) else None
         history.add(rows.to_pandas(), labels)
-        self._labels_until = max([newest[0], *(epoch_micros(labels["label_time"]).tolist())])
         self._labels_read_at = self._clock()
         self._rebuilt = True
         note(
@@ -294,21 +294,31 @@ class SilverBehaviour:
         )
         return history
 
-    def _read_labels(self, session: SparkSession, newest: int) -> None:
-        """Labels with a ``label_time`` after the last read and up to ``newest`` (epoch micros), at
-        most every :data:`LABELS_EVERY_SECONDS` (a read is a Spark job on its own: ~0.35 s on 2 cores)."""
-        if self._labels_until is not None and newest <= self._labels_until:
-            return
+    def _read_labels(self, session: SparkSession) -> None:
+        """The fraud labels that reached ``bronze.labels`` since the last read (by ``_ingest_time``,
+        with :data:`LABELS_OVERLAP_SECONDS` of overlap for commits that landed out of order; the
+        labels already known are dropped), at most every :data:`LABELS_EVERY_SECONDS` (a read is a
+        Spark job on its own: ~0.35 s on 2 cores). By arrival, not by ``label_time``: a label that
+        arrives after its ``label_time`` (a Kafka topic, a file export) is still read; each row uses
+        only the labels whose ``label_time`` is before it (:mod:`fraudlake.ml.behaviour`)."""
         if self._clock() - self._labels_read_at < LABELS_EVERY_SECONDS:
             return
-        labels = self._labels(session, self._labels_until, newest)
-        self._labels_until = newest
+        since = None if self._ingested_until is None else self._ingested_until - LABELS_OVERLAP_SECONDS * 1_000_000
+        labels = self._labels(session, None, None, ingested_after=since)
         self._labels_read_at = self._clock()
+        if not len(labels):
+            return
+        self._ingested_until = max(self._ingested_until or 0, int(labels.pop("_ingested").max()))
+        assert self.history is not None
+        labels = labels[~labels["transaction_id"].isin(self.history.labels["transaction_id"])]
         if len(labels):
-            assert self.history is not None
             self.history.add(labels.iloc[:0, :0], labels)
 
-    def _labels(self, session: SparkSession, after: int | None, until: int | None) -> pd.DataFrame:
+    def _labels(
+        self, session: SparkSession, after: int | None, until: int | None, ingested_after: int | None = None
+    ) -> pd.DataFrame:
+        """Fraud labels (``transaction_id``, ``label_is_fraud``, ``label_time``; ``_ingested``, epoch
+        micros) with a ``label_time`` in (``after``, ``until``], that arrived after ``ingested_after``."""
         from pyspark.sql import functions as F
 
         labels = session.table(self.labels_table).where(F.col("label_is_fraud") == 1)
@@ -316,7 +326,10 @@ class SilverBehaviour:
             labels = labels.where(F.unix_micros("label_time") > F.lit(after))
         if until is not None:
             labels = labels.where(F.unix_micros("label_time") <= F.lit(until))
-        return labels.select("transaction_id", "label_is_fraud", "label_time").toPandas()
+        if ingested_after is not None:
+            labels = labels.where(F.unix_micros("_ingest_time") > F.lit(ingested_after))
+        ingested = F.unix_micros(F.coalesce("_ingest_time", F.timestamp_micros(F.lit(0))))
+        return labels.select("transaction_id", "label_is_fraud", "label_time", ingested.alias("_ingested")).toPandas()
 
 
 @dataclass

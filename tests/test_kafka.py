@@ -1,7 +1,8 @@
 """``--source kafka`` against a real broker (KRaft, started by ``fraudlake.broker`` as
 ``fraudlake kafka start`` does): every record produced lands in bronze once, traceable to its
 topic, partition and offset, across a ``kill -9``; a record that does not parse is quarantined
-with its reason."""
+with its reason. The same for label records on the labels topic (``bronze.labels`` and
+``bronze.label_quarantine``)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,31 @@ from tests.conftest import fraudlake, free_port, make_context
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 MALFORMED = ["not json at all", '{"transaction_id": "tx-cut", "amount": 1', ""]
+LABEL_TIME = "2026-01-02T00:00:00Z"
+# Label records that are not a usable label, by the reason they are quarantined for; and a
+# label sent twice (a producer's retry): the second is a repeat.
+MALFORMED_LABELS = {
+    "not a label": "malformed_record",
+    f'{{"transaction_id": "tx-x", "label_is_fraud": 2, "label_time": "{LABEL_TIME}"}}': "invalid_label",
+    f'{{"label_is_fraud": 1, "label_time": "{LABEL_TIME}"}}': "missing_transaction_id",
+    '{"transaction_id": "tx-y", "label_is_fraud": 1}': "missing_label_time",
+}
+REPEATED_LABEL = (
+    f'{{"transaction_id": "tx-twice", "label_is_fraud": 1, "label_time": "{LABEL_TIME}", "label_source": "chargeback"}}'
+)
 
 
-def records_once(spark, warehouse: Path, topic: str) -> int:
-    """The rows of ``topic`` in bronze, asserting that each names one record of it and that every
-    partition's offsets run from 0 without a gap or a repeat: nothing lost, nothing twice. Returns
-    how many."""
-    bronze = spark.read.format("delta").load(str(warehouse / "bronze" / "transactions"))
+def records_once(spark, warehouse: Path, topic: str, *tables: str) -> int:
+    """The rows of ``topic`` in ``tables`` (default bronze's transactions), asserting that each names
+    one record of it and that every partition's offsets run from 0 without a gap or a repeat:
+    nothing lost, nothing twice. Returns how many."""
+    frames = [
+        spark.read.format("delta").load(str(warehouse / table)).select("_source")
+        for table in tables or ("bronze/transactions",)
+    ]
+    bronze = frames[0]
+    for frame in frames[1:]:
+        bronze = bronze.unionByName(frame)
     where = bronze.select(F.split("_source", ":").alias("s")).select(
         F.col("s")[0].alias("kind"),
         F.col("s")[1].alias("topic"),
@@ -61,12 +80,15 @@ def test_every_record_lands_once_across_a_kill_and_malformed_ones_in_quarantine(
 ):
     """``kill -9`` of a run reading the topic 200 records a micro-batch; the restart resumes from
     the offsets in its checkpoint, and the batch the kill interrupted lands once. Records that
-    are not transactions land in bronze as they came and in quarantine with their reason."""
+    are not transactions land in bronze as they came and in quarantine with their reason.
+    The simulator's labels of the fraud rows, sent to the labels topic, land in bronze.labels
+    once; label records that are not labels, or repeat one, in bronze.label_quarantine."""
     home = tmp_path / "home"
-    kafka = {"bootstrap_servers": bootstrap, "topic": "tx-killed"}
+    kafka = {"bootstrap_servers": bootstrap, "topic": "tx-killed", "labels_topic": "labels-killed"}
     ctx = make_context(home, ingest={"kafka": kafka})
-    produced = produce_batch(spark, ctx, 3_000)
+    produced, labelled = produce_batch(spark, ctx, 3_000)
     produce_raw(spark, ctx, MALFORMED)
+    produce_raw(spark, ctx, [*MALFORMED_LABELS, REPEATED_LABEL, REPEATED_LABEL], topic=kafka["labels_topic"])
     settings = [f"--set=ingest.kafka.{key}={value}" for key, value in kafka.items()]
     registry = [f"--set=ml.{key}={value}" for key, value in shared_champion.items()]
     run = ["run", "--source", "kafka", *settings, *registry]
@@ -110,3 +132,15 @@ def test_every_record_lands_once_across_a_kill_and_malformed_ones_in_quarantine(
     assert set(reasons) == set(MALFORMED) and all(reasons.values()), reasons
     code, out, err = fraudlake(capsys, home, "check", "--full", *settings, *registry)
     assert code == 0 and f"kafka: {produced + len(MALFORMED):,} = {produced:,} + {len(MALFORMED)}" in out, out + err
+
+    label_records = labelled + len(MALFORMED_LABELS) + 2
+    labels_tables = ("bronze/labels", "bronze/label_quarantine")
+    assert records_once(spark, warehouse, kafka["labels_topic"], *labels_tables) == label_records
+    labels = spark.read.format("delta").load(str(warehouse / "bronze" / "labels"))
+    fraud = rows.where(F.col("label_is_fraud") == 1).select("transaction_id")
+    assert labelled > 10 and fraud.count() == labelled
+    assert {r.transaction_id for r in labels.collect()} == {r.transaction_id for r in fraud.collect()} | {"tx-twice"}
+    assert labels.where("transaction_id = 'tx-twice'").first().label_source == "chargeback"
+    label_quarantine = spark.read.format("delta").load(str(warehouse / "bronze" / "label_quarantine"))
+    reasons = sorted((r._raw, r.quarantine_reason) for r in label_quarantine.collect())
+    assert reasons == sorted([*MALFORMED_LABELS.items(), (REPEATED_LABEL, "duplicate_label")])

@@ -176,7 +176,7 @@ def add_audit_commands(commands, common: argparse.ArgumentParser) -> None:
     )
     reset.add_argument(
         "query",
-        help="the checkpoint, as a run's error names it: bronze_rate, bronze_files, bronze_kafka, silver or gold_live",
+        help="the checkpoint, as a run's error names it: bronze_rate, bronze_files, bronze_kafka, labels_kafka, labels_files, silver or gold_live",
     )
     format_option(reset)
     reset.set_defaults(handler=cmd_reset_checkpoint)

@@ -146,6 +146,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from fraudlake.bronze.ingest import checkpoint_name, start_bronze_ingest
+    from fraudlake.bronze.label_records import reads_labels, start_label_ingest
     from fraudlake.orchestration.pipeline import preflight
     from fraudlake.orchestration.streaming import progress_printer, run_queries
     from fraudlake.tables import BRONZE_TRANSACTIONS, table_name
@@ -154,22 +155,30 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     source = args.source or ctx.settings.ingest.source
     preflight(ctx, ("bronze",), source, args.rate)  # fail fast, before the JVM
     spark = writer_session(ctx, args)
-    query = start_bronze_ingest(
-        spark, ctx, source, rate=args.rate, landing=args.landing, available_now=args.available_now
-    )
+    queries = {
+        "bronze": start_bronze_ingest(
+            spark, ctx, source, rate=args.rate, landing=args.landing, available_now=args.available_now
+        )
+    }
+    intervals = {"bronze": ctx.settings.ingest.trigger_seconds}
+    if reads_labels(ctx, source):
+        queries["labels"] = start_label_ingest(spark, ctx, source, available_now=args.available_now)[0]
+        intervals["labels"] = ctx.settings.ingest.labels_trigger_seconds
     target = table_name(ctx, BRONZE_TRANSACTIONS)
     until = "until caught up" if args.available_now else f"for {args.duration:g}s" if args.duration else "until Ctrl-C"
     note(f"ingesting {source} into {target} {until} (checkpoint {ctx.paths.checkpoint(checkpoint_name(source))})")
-    tally = run_queries(
-        {"bronze": query},
+    tallies = run_queries(
+        queries,
         args.duration,
         ctx.settings.ingest.progress_seconds,
-        stages=[["bronze"]],
-        intervals={"bronze": ctx.settings.ingest.trigger_seconds},
+        stages=[list(queries)],
+        intervals=intervals,
         spark=spark,
         report=progress_printer(args.format),
-    )["bronze"]
-    summary = {"source": source, "table": target, **tally, "table_rows": spark.table(target).count()}
+    )
+    summary = {"source": source, "table": target, **tallies["bronze"], "table_rows": spark.table(target).count()}
+    if "labels" in tallies:
+        summary["label_records"] = tallies["labels"].get("rows", 0)
     emit(render_mapping(summary, args.format))
     return 0
 

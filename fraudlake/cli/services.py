@@ -93,8 +93,13 @@ def cmd_produce(args: argparse.Namespace) -> int:
     spark = get_spark(ctx, master=args.master)
     if args.count:
         note(f"sending {args.count:,} simulated transactions to {kafka.topic} at {kafka.bootstrap_servers}...")
-        sent = produce_batch(spark, ctx, args.count)
-        emit(render_mapping({"topic": kafka.topic, "sent": sent}, args.format))
+        sent, labels = produce_batch(spark, ctx, args.count)
+        emit(
+            render_mapping(
+                {"topic": kafka.topic, "sent": sent, "labels topic": kafka.labels_topic or "", "labels sent": labels},
+                args.format,
+            )
+        )
         return 0
     until = f"for {args.duration:g}s" if args.duration else "until Ctrl-C"
     note(f"sending {args.rate:,} simulated transactions/s to {kafka.topic} at {kafka.bootstrap_servers} {until}")

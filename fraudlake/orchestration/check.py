@@ -17,7 +17,7 @@ streams have not reached yet are counted as a backlog, not as an error:
   ``gold.late_transactions`` (later than the watermark: by design in no window). Rows gold
   has not read yet are reported, not compared. Flags and amounts are compared where no row
   was re-scored after gold wrote the minute (gold keeps the flags it counted).
-- ``alerts unique``: no alert twice; ``labels unique``: one label per transaction.
+- ``alerts unique``: no alert twice; ``labels unique``: one label per transaction and verdict.
 - ``retention``: silver and gold keep the audit window of the conf (``audit.*_retention_days``).
 
 By default the gold checks cover the newest :data:`RECENT_HOURS` of silver's event time;
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from fraudlake.errors import first_line
 from fraudlake.gold.aggregates import user_minute_totals
 from fraudlake.tables import (
+    BRONZE_LABEL_QUARANTINE,
     BRONZE_LABELS,
     BRONZE_TRANSACTIONS,
     GOLD_DASHBOARD_MINUTE,
@@ -401,19 +402,27 @@ def alerts_unique(spark: SparkSession, ctx: Context) -> CheckResult:
 
 
 def labels_unique(spark: SparkSession, ctx: Context) -> CheckResult:
+    """No transaction has the same verdict twice in ``bronze.labels`` (another verdict is a
+    correction); the label records quarantined are counted beside them."""
     from pyspark.sql import functions as F
 
     row = (
         _table(spark, ctx, BRONZE_LABELS)
-        .agg(F.count("*").alias("labels"), F.countDistinct("transaction_id").alias("ids"))
+        .agg(F.count("*").alias("labels"), F.count_distinct("transaction_id", "label_is_fraud").alias("verdicts"))
         .first()
     )
     assert row is not None
-    twice = row["labels"] - row["ids"]
+    label_quarantine = table_name(ctx, BRONZE_LABEL_QUARANTINE)  # a home from before it had none
+    quarantined = spark.table(label_quarantine).count() if spark.catalog.tableExists(label_quarantine) else 0
+    twice = row["labels"] - row["verdicts"]
     details = f"{row['labels']:,} labels" + (
-        f": {twice:,} repeat a transaction's" if twice else ", one per transaction"
+        f": {twice:,} repeat a transaction's verdict" if twice else ", none repeats a transaction's verdict"
     )
-    return CheckResult("labels unique", twice == 0, details, {"labels": row["labels"], "repeated": twice})
+    if quarantined:
+        details += f"; {quarantined:,} label records in quarantine"
+    return CheckResult(
+        "labels unique", twice == 0, details, {"labels": row["labels"], "repeated": twice, "quarantined": quarantined}
+    )
 
 
 def retention(spark: SparkSession, ctx: Context) -> CheckResult:

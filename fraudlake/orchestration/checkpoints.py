@@ -11,6 +11,8 @@ The recovery sets the checkpoint aside (``checkpoints/_set_aside/<query>-<UTC ti
 for a post-mortem) and lets the query start over, which is exact for each of fraudlake's
 queries because every layer recognises rows it has already handled:
 
+- a label query (``labels_kafka``, ``labels_files``): the label records are read again and each
+  repeat lands in ``bronze.label_quarantine`` as a ``duplicate_label``;
 - an ingest query (``bronze_rate``, ``bronze_files``, ``bronze_kafka``; with silver, the combined
   ingest and score query): the source starts over — the rate source numbers its rows from 0
   again, the files source reads every landing file again, the Kafka source reads the topic from
@@ -39,6 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fraudlake.bronze.ingest import checkpoint_name, rate_claim
+from fraudlake.bronze.label_records import LABEL_SOURCES
+from fraudlake.bronze.label_records import checkpoint_name as label_checkpoint_name
 from fraudlake.errors import FraudlakeError
 from fraudlake.gold.stream import FORMER_QUERIES
 from fraudlake.gold.stream import QUERY_NAME as GOLD_QUERY
@@ -52,7 +56,8 @@ if TYPE_CHECKING:
 
 SET_ASIDE = "_set_aside"
 INGEST_QUERIES = {checkpoint_name(source): source for source in ("rate", "files", "kafka")}
-QUERIES = (*INGEST_QUERIES, SILVER_QUERY, GOLD_QUERY)
+LABEL_QUERIES = {label_checkpoint_name(source): source for source in LABEL_SOURCES}
+QUERIES = (*INGEST_QUERIES, *LABEL_QUERIES, SILVER_QUERY, GOLD_QUERY)
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ def after_reset(query: str) -> str:
         return "silver reads bronze again and leaves the rows it routed alone"
     if INGEST_QUERIES.get(query) == "rate":
         return "the rate source numbers its rows from 0 again and silver quarantines the repeats"
+    if query in LABEL_QUERIES:
+        return "the label records are read again and bronze.label_quarantine keeps the repeats (duplicate_label)"
     if INGEST_QUERIES.get(query) == "kafka":
         return (
             "the topic is read again from ingest.kafka.starting_offsets (earliest: what the broker still "
@@ -90,6 +97,8 @@ def queries_of(layers, source: str) -> tuple[str, ...]:
     used = []
     if "bronze" in layers:
         used.append(checkpoint_name(source))
+        if source in LABEL_SOURCES:
+            used.append(label_checkpoint_name(source))
     if "silver" in layers:
         used.append(SILVER_QUERY)
     if "gold" in layers:

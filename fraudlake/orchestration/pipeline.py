@@ -103,6 +103,13 @@ class Pipeline:
         self.stages.append(list(queries))
         self.intervals.update({name: interval for name in queries})
 
+    def add_beside(self, name: str, query: StreamingQuery, interval: float) -> None:
+        """A query in the last stage so far, on an interval of its own (the label records beside
+        the transactions): drained with that stage."""
+        self.queries[name] = query
+        self.stages[-1].append(name)
+        self.intervals[name] = interval
+
     def add_source_first(self, name: str, query: StreamingQuery, interval: float) -> None:
         """A query upstream of every stage (the simulator's producer to Kafka): stopped first at
         the drain, and first in progress, whose input rate is the first query's."""
@@ -133,6 +140,18 @@ def preflight(ctx: Context, layers, source: str, rate: int | None) -> None:
         from fraudlake.bronze.ingest import claim_rate_checkpoint
 
         claim_rate_checkpoint(ctx, rate or ctx.settings.ingest.rate)
+
+
+def add_label_ingest(spark: SparkSession, ctx: Context, pipeline: Pipeline, source: str) -> None:
+    """Beside bronze's query, the label records of ``source`` (Kafka's labels topic, label files:
+    :mod:`fraudlake.bronze.label_records`); the rate source's labels come with its own batches."""
+    from fraudlake.bronze.label_records import reads_labels, start_label_ingest
+
+    if reads_labels(ctx, source):
+        with scheduler_pool(spark, "bronze"):
+            query, writer = start_label_ingest(spark, ctx, source)
+        pipeline.add_beside("labels", query, ctx.settings.ingest.labels_trigger_seconds)
+        pipeline.stats["labels"] = writer.stats
 
 
 def load_champion(spark: SparkSession, ctx: Context) -> ModelScorer:
@@ -172,6 +191,8 @@ def start_pipeline(
         with scheduler_pool(spark, "bronze"):
             bronze = start_bronze_ingest(spark, ctx, source, rate=rate, landing=landing)
         pipeline.add_stage({"bronze": bronze}, trigger_seconds(ctx.settings, "bronze"))
+    if "bronze" in layers:
+        add_label_ingest(spark, ctx, pipeline, source)
     elif scorer is not None:
         from fraudlake.silver.stream import start_silver
 
@@ -409,8 +430,14 @@ def catch_up(spark: SparkSession, ctx: Context, layers, landing: str | None = No
     stages = []
     if "bronze" in layers:
         from fraudlake.bronze.ingest import start_bronze_ingest
+        from fraudlake.bronze.label_records import start_label_ingest
 
-        stages.append(lambda: {"bronze": start_bronze_ingest(spark, ctx, "files", landing=landing, available_now=True)})
+        stages.append(
+            lambda: {
+                "bronze": start_bronze_ingest(spark, ctx, "files", landing=landing, available_now=True),
+                "labels": start_label_ingest(spark, ctx, "files", available_now=True)[0],
+            }
+        )
     if scorer is not None:
         from fraudlake.silver.stream import start_silver
 
