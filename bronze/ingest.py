@@ -102,6 +102,56 @@ def kafka_stream(spark: SparkSession, ctx: Context) -> DataFrame:
     return parse_kafka_records(reader.load())
 
 
+def _admin_properties(spark: SparkSession, ctx: Context):
+    """The consumer settings of ``ingest.kafka`` as a ``java.util.Properties`` for Kafka's admin client."""
+    kafka = ctx.settings.ingest.kafka
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a classic session: the driver's JVM holds the Kafka client
+    properties = jvm.java.util.Properties()
+    properties.put("bootstrap.servers", kafka.bootstrap_servers)
+    properties.put("default.api.timeout.ms", "30000")
+    for key, value in kafka.options.items():
+        if key.startswith("kafka."):  # the connector's own options are not the client's
+            properties.put(key.removeprefix("kafka."), value)
+    return properties
+
+
+def kafka_topics(spark: SparkSession, ctx: Context, create: tuple[str, ...] = ()) -> set[str]:
+    """The topics at ``ingest.kafka.bootstrap_servers``, after creating those of ``create`` that are
+    missing (the broker's default partitions and replication), with the Kafka client that Spark's
+    connector brings. A topic that appears while a query is subscribed to it fails the query
+    (Spark reads a partition whose leader is not elected yet): topics exist before queries start."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    admin = jvm.org.apache.kafka.clients.admin.Admin.create(_admin_properties(spark, ctx))
+    try:
+        names = set(admin.listTopics().names().get())
+        missing = [topic for topic in create if topic not in names]
+        if missing:
+            new = jvm.java.util.ArrayList()
+            for topic in missing:
+                new.add(
+                    jvm.org.apache.kafka.clients.admin.NewTopic(
+                        topic, jvm.java.util.Optional.empty(), jvm.java.util.Optional.empty()
+                    )
+                )
+            try:
+                admin.createTopics(new).all().get()
+            except Exception as error:  # another producer created it first: it exists, as wanted
+                if "TopicExistsException" not in str(error):
+                    raise
+            names |= set(missing)
+        return names
+    finally:
+        admin.close()
+
+
+def producer_topics(ctx: Context) -> tuple[str, ...]:
+    """The topics ``fraudlake produce`` writes: the transactions' and, when set, the labels'."""
+    kafka = ctx.settings.ingest.kafka
+    return (kafka.topic,) if kafka.labels_topic is None else (kafka.topic, kafka.labels_topic)
+
+
 def kafka_records(transactions: DataFrame) -> DataFrame:
     """Simulated transactions → Kafka records: the transaction id as key, the record as JSON value
     (the bronze record's fields, times in ISO 8601 UTC), batch or stream."""
@@ -126,6 +176,7 @@ def produce_batch(spark: SparkSession, ctx: Context, count: int) -> tuple[int, i
 
     from fraudlake.simulator import generate_batch
 
+    kafka_topics(spark, ctx, create=producer_topics(ctx))
     transactions = generate_batch(spark, ctx.settings.simulator, count).persist()
     try:
         kafka_records(transactions).write.format("kafka").options(**_kafka_writer_options(ctx)).save()
@@ -231,6 +282,7 @@ def start_producer(spark: SparkSession, ctx: Context, rate: int) -> StreamingQue
     and bronze quarantines the repeat (``duplicate_transaction_id`` in silver's quarantine,
     ``duplicate_label`` in ``bronze.label_quarantine``).
     """
+    kafka_topics(spark, ctx, create=producer_topics(ctx))
     checkpoint = ctx.paths.checkpoint("produce_kafka")
     frame = rate_stream(spark, ctx.settings.simulator, rate, ctx.settings.ingest.rate_partitions)
     stream = (

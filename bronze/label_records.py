@@ -212,9 +212,25 @@ def label_stream(spark: SparkSession, ctx: Context, source: str) -> DataFrame:
     raise FraudlakeError(f"labels are read from kafka or files, not {source!r}")
 
 
-def reads_labels(ctx: Context, source: str) -> bool:
-    """Whether a run from ``source`` has a label query: files always, Kafka with a labels topic."""
-    return source == "files" or (source == "kafka" and ctx.settings.ingest.kafka.labels_topic is not None)
+def reads_labels(spark: SparkSession, ctx: Context, source: str) -> bool:
+    """Whether a run from ``source`` has a label query: files always; Kafka when the labels topic
+    is set and exists (a topic created under a subscribed query fails it), else it says why not."""
+    from fraudlake.output import note
+
+    if source == "files":
+        return True
+    topic = ctx.settings.ingest.kafka.labels_topic
+    if source != "kafka" or topic is None:
+        return False
+    from fraudlake.bronze.ingest import kafka_topics
+
+    if topic in kafka_topics(spark, ctx):
+        return True
+    note(
+        f"no topic {topic} at {ctx.settings.ingest.kafka.bootstrap_servers}: no labels are read this run "
+        "(fraudlake produce creates it; or set ingest.kafka.labels_topic: null)"
+    )
+    return False
 
 
 def start_label_ingest(

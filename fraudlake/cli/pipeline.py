@@ -161,7 +161,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
     }
     intervals = {"bronze": ctx.settings.ingest.trigger_seconds}
-    if reads_labels(ctx, source):
+    if reads_labels(spark, ctx, source):
         queries["labels"] = start_label_ingest(spark, ctx, source, available_now=args.available_now)[0]
         intervals["labels"] = ctx.settings.ingest.labels_trigger_seconds
     target = table_name(ctx, BRONZE_TRANSACTIONS)

@@ -147,7 +147,7 @@ def add_label_ingest(spark: SparkSession, ctx: Context, pipeline: Pipeline, sour
     :mod:`fraudlake.bronze.label_records`); the rate source's labels come with its own batches."""
     from fraudlake.bronze.label_records import reads_labels, start_label_ingest
 
-    if reads_labels(ctx, source):
+    if reads_labels(spark, ctx, source):
         with scheduler_pool(spark, "bronze"):
             query, writer = start_label_ingest(spark, ctx, source)
         pipeline.add_beside("labels", query, ctx.settings.ingest.labels_trigger_seconds)
