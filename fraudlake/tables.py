@@ -58,7 +58,7 @@ FEATURE_COLUMNS = """
 """
 
 # Behavioural features silver computed before scoring (fraudlake.ml.behaviour: what the
-# card and the merchant did before the transaction, from the labels known then). After the
+# card, its user and the merchant did before the transaction, from the labels known then). After the
 # score columns: a table made before they existed gains them at the end.
 BEHAVIOUR_COLUMNS = """
     card_count_10m DOUBLE,
@@ -89,7 +89,24 @@ BEHAVIOUR_COLUMNS = """
     merchant_fraud_share_30d DOUBLE,
     merchant_seconds_since_first_known_fraud DOUBLE,
     merchant_seconds_since_last_known_fraud DOUBLE,
-    merchant_matured_since_last_known_fraud DOUBLE
+    merchant_matured_since_last_known_fraud DOUBLE,
+    user_count_10m DOUBLE,
+    user_count_1h DOUBLE,
+    user_count_1d DOUBLE,
+    user_count_7d DOUBLE,
+    user_count_30d DOUBLE,
+    user_amount_usd_10m DOUBLE,
+    user_amount_usd_1h DOUBLE,
+    user_amount_usd_1d DOUBLE,
+    user_amount_usd_7d DOUBLE,
+    user_amount_usd_30d DOUBLE,
+    user_seconds_since_previous DOUBLE,
+    user_amount_vs_30d_mean DOUBLE,
+    user_amount_vs_7d_mean DOUBLE,
+    user_amount_vs_usual DOUBLE,
+    user_max_7d_vs_usual DOUBLE,
+    user_merchants_1h DOUBLE,
+    user_countries_1h DOUBLE
 """
 
 SCORE_COLUMNS = """

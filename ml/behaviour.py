@@ -1,11 +1,11 @@
-"""Behavioural features: what a card and a merchant did before a transaction, defined once.
+"""Behavioural features: what a card, its user and a merchant did before a transaction, defined once.
 
 A transaction alone shows its amount, hour, category and place; fraud shows in behaviour:
 a stolen card used eight times in three minutes, an amount ten times the card's usual, a
 merchant whose earlier customers were defrauded. This module computes such features with
 pandas and numpy, point-in-time correct:
 
-- a row's features use only transactions of the same card or merchant with an
+- a row's features use only transactions of the same card, user or merchant with an
   ``event_time`` strictly earlier than its own (rows at the same instant do not see each
   other), and
 - a merchant's fraud share uses only labels whose ``label_time`` is earlier than the row's
@@ -50,7 +50,16 @@ DEFAULT_LABEL_MATURITY = 7 * DAY
 
 # What the rows must carry (labels: transaction_id, label_is_fraud, label_time). Amounts are
 # converted to USD here (:func:`usd_amounts`), in training and in the stream alike.
-INPUT_COLUMNS = ("transaction_id", "event_time", "card_id", "merchant_id", "country", "amount", "currency")
+INPUT_COLUMNS = (
+    "transaction_id",
+    "event_time",
+    "user_id",
+    "card_id",
+    "merchant_id",
+    "country",
+    "amount",
+    "currency",
+)
 
 
 def card_feature_names(prefix: str = "card") -> tuple[str, ...]:
@@ -80,11 +89,15 @@ def merchant_feature_names() -> tuple[str, ...]:
 
 
 # How a row is remembered (see _as_kept).
-KEPT_COLUMNS = ("transaction_id", "event_time", "card_id", "merchant_id", "country", "amount_usd")
+KEPT_COLUMNS = ("transaction_id", "event_time", "user_id", "card_id", "merchant_id", "country", "amount_usd")
 
 CARD_FEATURES = card_feature_names()
 MERCHANT_FEATURES = merchant_feature_names()
-BEHAVIOUR_FEATURES = CARD_FEATURES + MERCHANT_FEATURES
+# The same windows per user (all the user's cards): a stolen card spends unlike its owner's
+# other cards, and a user whose cards all spend at once stands out where one card does not.
+USER_FEATURES = card_feature_names("user")
+# Silver stores them in this order (the user features came last: a table gains them at the end).
+BEHAVIOUR_FEATURES = CARD_FEATURES + MERCHANT_FEATURES + USER_FEATURES
 
 
 # ----------------------------------------------------------------------------- conversions
@@ -320,8 +333,9 @@ def _features(known: pd.DataFrame, query: np.ndarray, labels: pd.DataFrame | Non
     """The features of the ``query`` rows of ``known`` (input columns, ``event_time`` as epoch
     microseconds: see :func:`_as_kept`), whatever rows ``known`` holds besides."""
     card = _card_features(known, query)
+    user = _card_features(known, query, key_column="user_id", prefix="user")
     merchant = _merchant_features(known, query, labels, label_maturity)
-    return pd.concat([card, merchant], axis=1)[list(BEHAVIOUR_FEATURES)]
+    return pd.concat([card, merchant, user], axis=1)[list(BEHAVIOUR_FEATURES)]
 
 
 def behaviour_features(
@@ -389,7 +403,11 @@ class BehaviourHistory:
         from the table it had been written to, and must not count them twice."""
         if self.rows.empty:
             return self.rows
-        mask = self.rows["card_id"].isin(batch["card_id"]) | self.rows["merchant_id"].isin(batch["merchant_id"])
+        mask = (
+            self.rows["card_id"].isin(batch["card_id"])
+            | self.rows["merchant_id"].isin(batch["merchant_id"])
+            | self.rows["user_id"].isin(batch["user_id"])
+        )
         relevant = self.rows[mask]
         return relevant[~relevant["transaction_id"].isin(batch["transaction_id"])]
 
@@ -418,6 +436,7 @@ def _as_kept(rows: pd.DataFrame) -> pd.DataFrame:
         {
             "transaction_id": kept["transaction_id"],
             "event_time": epoch_micros(kept["event_time"]),
+            "user_id": kept["user_id"],
             "card_id": kept["card_id"],
             "merchant_id": kept["merchant_id"],
             "country": kept["country"],

@@ -23,11 +23,13 @@ def transactions(n: int = 6_000, days: int = 50, cards: int = 150, merchants: in
     seconds = np.sort(rng.integers(0, days * 86_400, n))
     seconds[1::97] = seconds[::97][: len(seconds[1::97])]  # some rows at the very same instant
     seconds.sort()
+    card = rng.integers(0, cards, n)
     return pd.DataFrame(
         {
             "transaction_id": [f"tx-{i:06d}" for i in range(n)],
             "event_time": T0 + pd.to_timedelta(seconds, unit="s"),
-            "card_id": rng.integers(0, cards, n).astype(str),
+            "user_id": (card // 3).astype(str),  # a user has up to three cards
+            "card_id": card.astype(str),
             "merchant_id": rng.integers(0, merchants, n).astype(str),
             "country": rng.choice(["US", "GB", "DE", "JP"], n),
             "amount": np.round(rng.lognormal(3.5, 1.0, n), 2),
@@ -100,6 +102,7 @@ def burst(times_seconds: list[int], amounts: list[float], merchants: list[str], 
         {
             "transaction_id": [f"b{i}" for i in range(n)],
             "event_time": T0 + pd.to_timedelta(times_seconds, unit="s"),
+            "user_id": "victim",
             "card_id": "stolen",
             "merchant_id": merchants,
             "country": countries,
@@ -134,6 +137,19 @@ def test_a_stolen_cards_burst_shows_in_its_card_features():
     assert first["card_count_30d"] == 0 and first["card_amount_vs_30d_mean"] == 1.0
 
 
+def test_a_users_features_count_all_its_cards_and_a_cards_only_its_own():
+    # A user buys with one card on two days, then a second card of theirs is used three times.
+    times = [0, 86_400 + 600, 2 * 86_400 + 60, 2 * 86_400 + 120, 2 * 86_400 + 180]
+    rows = burst(times, [20.0] * 5, ["m"] * 5, ["US"] * 5)
+    rows["card_id"] = ["first", "first", "second", "second", "second"]
+    last = behaviour_features(rows).iloc[-1]
+    assert last["card_count_1d"] == 2 and last["card_count_7d"] == 2
+    assert last["user_count_1d"] == 3 and last["user_count_7d"] == 4
+    assert last["user_seconds_since_previous"] == last["card_seconds_since_previous"] == 60
+    other_user = rows.assign(user_id=["a", "a", "b", "b", "b"])
+    assert behaviour_features(other_user).iloc[-1]["user_count_7d"] == 2
+
+
 def test_a_merchants_fraud_share_uses_only_labels_that_had_arrived():
     day = 86_400
     rows = pd.DataFrame(
@@ -141,6 +157,7 @@ def test_a_merchants_fraud_share_uses_only_labels_that_had_arrived():
             "transaction_id": ["a", "b", "c", "d"],
             # Three purchases on day 0 at one merchant, then one on day 8.
             "event_time": T0 + pd.to_timedelta([0, 60, 120, 8 * day], unit="s"),
+            "user_id": ["1", "2", "3", "4"],
             "card_id": ["1", "2", "3", "4"],
             "merchant_id": "m",
             "country": "US",
