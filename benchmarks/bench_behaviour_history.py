@@ -29,11 +29,13 @@ START = pd.Timestamp("2026-12-01", tz="UTC")
 
 def stream_rows(rng: np.random.Generator, first: int, n: int) -> pd.DataFrame:
     """``n`` rows of a 1,000 rows/s stream from row ``first`` on."""
+    cards = rng.integers(0, 1_300_000, n)
     return pd.DataFrame(
         {
             "transaction_id": [f"tx-{i:012d}" for i in range(first, first + n)],
             "event_time": START + pd.to_timedelta(np.arange(first, first + n), unit="ms"),
-            "card_id": [f"card_{x:016x}" for x in rng.integers(0, 1_300_000, n)],
+            "user_id": [f"u{x * 10 // 13:07d}" for x in cards],  # 1.3 cards a user
+            "card_id": [f"card_{x:016x}" for x in cards],
             "merchant_id": [f"m{x:05d}" for x in rng.integers(0, 20_000, n)],
             "country": "US",
             "amount": rng.lognormal(3.5, 1.0, n).round(2),

@@ -39,7 +39,7 @@ KEY_COLUMNS = ("transaction_id", "event_time", LABEL, SCENARIO)
 # When a row's label became known (optional in an input; else event_time + ml.label_delay_seconds).
 LABEL_TIME = "label_time"
 # What the behavioural features read beyond the key and the transaction's own inputs.
-HISTORY_COLUMNS = ("card_id", "merchant_id", "amount")
+HISTORY_COLUMNS = ("user_id", "card_id", "merchant_id", "amount")
 
 INPUT_FORMATS = ("delta", "parquet", "csv", "json")
 SPLITS = ("random", "time")
