@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import fresh_context, write_results  # noqa: E402
 from benchmarks.handbook_data import DELAY_DAYS, TRAIN_START, fraud_labels, generate, protocol_split  # noqa: E402
-from fraudlake.ml.features import NUMERIC_FEATURES  # noqa: E402
+from fraudlake.ml.features import TRANSACTION_NUMERIC_FEATURES  # noqa: E402
 
 MODEL = dict(
     learning_rate=0.05,
@@ -54,11 +54,11 @@ def per_transaction(transactions: pd.DataFrame) -> pd.DataFrame:
 
     spark = get_spark(fresh_context(), master="local[2]")
     rows = spark.createDataFrame(transactions[["transaction_id", "event_time", "amount", "currency"]])
-    featured = add_features(rows).select("transaction_id", *NUMERIC_FEATURES).toPandas()
+    featured = add_features(rows).select("transaction_id", *TRANSACTION_NUMERIC_FEATURES).toPandas()
     spark.stop()
     return (
         transactions[["transaction_id"]]
-        .merge(featured, on="transaction_id", how="left")[list(NUMERIC_FEATURES)]
+        .merge(featured, on="transaction_id", how="left")[list(TRANSACTION_NUMERIC_FEATURES)]
         .set_axis(transactions.index)
     )
 
@@ -181,7 +181,7 @@ def main() -> None:
     train, test = protocol_split(transactions)
     y = transactions["label_is_fraud"]
 
-    results = compare_models(features, transactions, train, test, list(NUMERIC_FEATURES))
+    results = compare_models(features, transactions, train, test, list(TRANSACTION_NUMERIC_FEATURES))
 
     payload = {
         "design": "Fraud Detection Handbook simulator (5,000 cards, 10,000 merchants, 183 days), seed "

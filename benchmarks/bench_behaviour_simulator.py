@@ -32,7 +32,7 @@ TEST_DAYS = (41, 48)
 
 def main() -> None:
     from fraudlake.ml.behaviour import behaviour_features
-    from fraudlake.ml.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, add_features
+    from fraudlake.ml.features import CATEGORICAL_FEATURES, TRANSACTION_NUMERIC_FEATURES, add_features
     from fraudlake.simulator import generate_batch
     from fraudlake.spark import get_spark
 
@@ -64,12 +64,14 @@ def main() -> None:
     began = time.perf_counter()
     behaviour = behaviour_features(frame, labels)
     print(f"behavioural features in {time.perf_counter() - began:.1f} s", flush=True)
-    features = pd.concat([frame[list(NUMERIC_FEATURES) + list(CATEGORICAL_FEATURES)], behaviour], axis=1)
+    features = pd.concat([frame[list(TRANSACTION_NUMERIC_FEATURES) + list(CATEGORICAL_FEATURES)], behaviour], axis=1)
 
     day = (frame["event_time"] - pd.Timestamp(settings.simulator.start_time)).dt.days
     train = (day >= TRAIN_DAYS[0]) & (day < TRAIN_DAYS[1])
     test = (day >= TEST_DAYS[0]) & (day < TEST_DAYS[1])
-    results = compare_models(features, frame, train, test, list(NUMERIC_FEATURES) + list(CATEGORICAL_FEATURES))
+    results = compare_models(
+        features, frame, train, test, list(TRANSACTION_NUMERIC_FEATURES) + list(CATEGORICAL_FEATURES)
+    )
     # How much history a card has in this data: what card features can see on the batch clock.
     card_history = behaviour.loc[test & (frame["label_is_fraud"] == 0), "card_count_30d"]
     payload = {
