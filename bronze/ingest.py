@@ -121,11 +121,17 @@ def kafka_topics(spark: SparkSession, ctx: Context, create: tuple[str, ...] = ()
     missing (the broker's default partitions and replication), with the Kafka client that Spark's
     connector brings. A topic that appears while a query is subscribed to it fails the query
     (Spark reads a partition whose leader is not elected yet): topics exist before queries start."""
+    from py4j.protocol import Py4JJavaError
+
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     admin = jvm.org.apache.kafka.clients.admin.Admin.create(_admin_properties(spark, ctx))
     try:
-        names = set(admin.listTopics().names().get())
+        try:
+            names = set(admin.listTopics().names().get())
+        except Py4JJavaError as error:  # e.g. no broker there: Kafka's own words, in one line
+            servers = ctx.settings.ingest.kafka.bootstrap_servers
+            raise FraudlakeError(f"cannot reach Kafka at {servers}: {error.java_exception.toString()}") from None
         missing = [topic for topic in create if topic not in names]
         if missing:
             new = jvm.java.util.ArrayList()

@@ -369,17 +369,28 @@ class BehaviourHistory:
         return max(CARD_WINDOWS[-1][1], self.label_maturity + MERCHANT_WINDOWS[-1][1])
 
     def features(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """The features of ``batch``'s rows, given what came before (and each other), indexed like it."""
+        """The features of ``batch``'s rows, given what came before (and each other), indexed like it.
+
+        Each pass (card, user, merchant) reads only the remembered rows of the batch's own keys of
+        its kind: a row's features depend on no other row, so the values are those of one pass over
+        everything, at the cost of the batch's keys rather than of the whole history."""
         if batch.empty:
             return pd.DataFrame(columns=list(BEHAVIOUR_FEATURES), index=batch.index, dtype=float)
         new = _as_kept(batch)
-        relevant = self._relevant(new)
-        known = pd.concat([relevant, new], ignore_index=True) if len(relevant) else new
-        query = np.arange(len(relevant), len(known))
+        card = _card_features(*self._known(new, "card_id"))
+        user = _card_features(*self._known(new, "user_id"), key_column="user_id", prefix="user")
         labels = self.labels if len(self.labels) else None
-        features = _features(known, query, labels, self.label_maturity)
+        merchant = _merchant_features(*self._known(new, "merchant_id"), labels, self.label_maturity)
+        features = pd.concat([card, merchant, user], axis=1)[list(BEHAVIOUR_FEATURES)]
         features.index = batch.index
         return features
+
+    def _known(self, new: pd.DataFrame, key: str) -> tuple[pd.DataFrame, np.ndarray]:
+        """The remembered rows of ``new``'s ``key`` values, then ``new``; and where ``new`` starts."""
+        relevant = self._relevant(new, key)
+        if not len(relevant):
+            return new, np.arange(len(new))
+        return pd.concat([relevant, new], ignore_index=True), np.arange(len(relevant), len(relevant) + len(new))
 
     def add(self, rows: pd.DataFrame, labels: pd.DataFrame | None = None) -> None:
         """Remember scored rows (and arrived labels); forget what no later row can look at."""
@@ -397,18 +408,13 @@ class BehaviourHistory:
             )
         self._forget()
 
-    def _relevant(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """The remembered rows of the batch's cards and merchants (no other row changes its
-        features), except the batch's own: a batch replayed after a crash finds its rows remembered
+    def _relevant(self, batch: pd.DataFrame, key: str) -> pd.DataFrame:
+        """The remembered rows of the batch's ``key`` values (no other row changes the features of
+        that kind), except the batch's own: a batch replayed after a crash finds its rows remembered
         from the table it had been written to, and must not count them twice."""
         if self.rows.empty:
             return self.rows
-        mask = (
-            self.rows["card_id"].isin(batch["card_id"])
-            | self.rows["merchant_id"].isin(batch["merchant_id"])
-            | self.rows["user_id"].isin(batch["user_id"])
-        )
-        relevant = self.rows[mask]
+        relevant = self.rows[self.rows[key].isin(batch[key])]
         return relevant[~relevant["transaction_id"].isin(batch["transaction_id"])]
 
     def forget_ids(self, ids) -> None:

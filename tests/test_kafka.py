@@ -144,3 +144,16 @@ def test_every_record_lands_once_across_a_kill_and_malformed_ones_in_quarantine(
     label_quarantine = spark.read.format("delta").load(str(warehouse / "bronze" / "label_quarantine"))
     reasons = sorted((r._raw, r.quarantine_reason) for r in label_quarantine.collect())
     assert reasons == sorted([*MALFORMED_LABELS.items(), (REPEATED_LABEL, "duplicate_label")])
+
+
+def test_a_broker_that_is_not_there_is_named_in_one_line(spark, tmp_path):
+    """The topics are looked up before any query starts: no broker at the address is one clear error."""
+    from fraudlake.bronze.ingest import kafka_topics
+    from fraudlake.errors import FraudlakeError
+
+    address = f"127.0.0.1:{free_port()}"
+    kafka = {"bootstrap_servers": address, "options": {"kafka.default.api.timeout.ms": "2000"}}
+    ctx = make_context(tmp_path / "home", ingest={"kafka": kafka})
+    with pytest.raises(FraudlakeError, match=f"cannot reach Kafka at {address}: .*Timeout") as raised:
+        kafka_topics(spark, ctx, create=("fraudlake.transactions",))
+    assert "\n" not in str(raised.value)
