@@ -125,31 +125,36 @@ def kafka_topics(spark: SparkSession, ctx: Context, create: tuple[str, ...] = ()
 
     jvm = spark.sparkContext._jvm
     assert jvm is not None
-    admin = jvm.org.apache.kafka.clients.admin.Admin.create(_admin_properties(spark, ctx))
     try:
+        admin = jvm.org.apache.kafka.clients.admin.Admin.create(_admin_properties(spark, ctx))
         try:
             names = set(admin.listTopics().names().get())
-        except Py4JJavaError as error:  # e.g. no broker there: Kafka's own words, in one line
-            servers = ctx.settings.ingest.kafka.bootstrap_servers
-            raise FraudlakeError(f"cannot reach Kafka at {servers}: {error.java_exception.toString()}") from None
-        missing = [topic for topic in create if topic not in names]
-        if missing:
-            new = jvm.java.util.ArrayList()
-            for topic in missing:
-                new.add(
-                    jvm.org.apache.kafka.clients.admin.NewTopic(
-                        topic, jvm.java.util.Optional.empty(), jvm.java.util.Optional.empty()
-                    )
-                )
-            try:
-                admin.createTopics(new).all().get()
-            except Exception as error:  # another producer created it first: it exists, as wanted
-                if "TopicExistsException" not in str(error):
-                    raise
-            names |= set(missing)
-        return names
-    finally:
-        admin.close()
+            missing = [topic for topic in create if topic not in names]
+            if missing:
+                _create_topics(jvm, admin, missing)
+            return names | set(missing)
+        finally:
+            admin.close()
+    except Py4JJavaError as error:  # no broker there, a setting it refuses: Kafka's own words, in one line
+        servers = ctx.settings.ingest.kafka.bootstrap_servers
+        cause = error.java_exception
+        while cause.getCause() is not None:
+            cause = cause.getCause()
+        raise FraudlakeError(f"cannot reach Kafka at {servers}: {cause.toString()}") from None
+
+
+def _create_topics(jvm, admin, topics: list[str]) -> None:
+    """Create ``topics`` with the broker's default partitions and replication; one that another
+    producer created meanwhile exists, as wanted."""
+    new = jvm.java.util.ArrayList()
+    empty = jvm.java.util.Optional.empty()
+    for topic in topics:
+        new.add(jvm.org.apache.kafka.clients.admin.NewTopic(topic, empty, empty))
+    try:
+        admin.createTopics(new).all().get()
+    except Exception as error:
+        if "TopicExistsException" not in str(error):
+            raise
 
 
 def producer_topics(ctx: Context) -> tuple[str, ...]:

@@ -152,7 +152,10 @@ def test_a_broker_that_is_not_there_is_named_in_one_line(spark, tmp_path):
     from fraudlake.errors import FraudlakeError
 
     address = f"127.0.0.1:{free_port()}"
-    kafka = {"bootstrap_servers": address, "options": {"kafka.default.api.timeout.ms": "2000"}}
+    kafka = {
+        "bootstrap_servers": address,
+        "options": {"kafka.default.api.timeout.ms": "2000", "kafka.request.timeout.ms": "1000"},
+    }
     ctx = make_context(tmp_path / "home", ingest={"kafka": kafka})
     with pytest.raises(FraudlakeError, match=f"cannot reach Kafka at {address}: .*Timeout") as raised:
         kafka_topics(spark, ctx, create=("fraudlake.transactions",))
