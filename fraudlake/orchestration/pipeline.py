@@ -191,8 +191,6 @@ def start_pipeline(
         with scheduler_pool(spark, "bronze"):
             bronze = start_bronze_ingest(spark, ctx, source, rate=rate, landing=landing)
         pipeline.add_stage({"bronze": bronze}, trigger_seconds(ctx.settings, "bronze"))
-    if "bronze" in layers:
-        add_label_ingest(spark, ctx, pipeline, source)
     elif scorer is not None:
         from fraudlake.silver.stream import start_silver
 
@@ -200,6 +198,8 @@ def start_pipeline(
             query, writer = start_silver(spark, ctx, scorer)
         pipeline.add_stage({"silver": query}, trigger_seconds(ctx.settings, "silver"))
         pipeline.stats["silver"] = writer.stats
+    if "bronze" in layers:
+        add_label_ingest(spark, ctx, pipeline, source)
     if scorer is not None:
         pipeline.model = f"{scorer.model_name} v{scorer.model_version}"
     if "gold" in layers:
