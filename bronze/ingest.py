@@ -68,38 +68,50 @@ def parse_records(lines: DataFrame, source: str = "files") -> DataFrame:
     return _bronze_rows(records, parsed, line, F.lit(source))
 
 
+def kafka_lineage() -> Column:
+    """Where a Kafka record came from, for ``_source``: ``kafka:<topic>:<partition>:<offset>:<timestamp ms>``
+    (topic names hold no ``:``), so a row leads back to its record."""
+    from pyspark.sql import functions as F
+
+    return F.concat_ws(":", F.lit("kafka"), "topic", "partition", "offset", F.unix_millis("timestamp").cast("string"))
+
+
 def parse_kafka_records(records: DataFrame) -> DataFrame:
     """Kafka records (the connector's ``topic, partition, offset, timestamp, value``) → bronze
     columns. Pure: batch or stream.
 
     Every record becomes exactly one row: its value (UTF-8 JSON) parsed, or not (null typed
     columns, the text in ``_raw``, quarantined by silver); a record without a value too.
-    ``_source`` says where it came from, ``kafka:<topic>:<partition>:<offset>:<timestamp ms>``
-    (topic names hold no ``:``), so a row leads back to its record.
+    ``_source`` says where it came from (:func:`kafka_lineage`).
     """
     from pyspark.sql import functions as F
 
     value = F.col("value").cast("string")
-    where = F.concat_ws(":", F.lit("kafka"), "topic", "partition", "offset", F.unix_millis("timestamp").cast("string"))
-    return _bronze_rows(records, F.from_json(value, RECORD_SCHEMA, PARSE_OPTIONS), value, where)
+    return _bronze_rows(records, F.from_json(value, RECORD_SCHEMA, PARSE_OPTIONS), value, kafka_lineage())
+
+
+def kafka_records_stream(spark: SparkSession, ctx: Context, topic: str, max_offsets: int | None = None) -> DataFrame:
+    """The records of ``topic`` at ``ingest.kafka``'s servers, as Spark's Kafka connector reads them."""
+    kafka = ctx.settings.ingest.kafka
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka.bootstrap_servers)
+        .option("subscribe", topic)
+        .option("startingOffsets", kafka.starting_offsets)
+        # Records the broker deleted before bronze read them are a loss to be told, not skipped.
+        .option("failOnDataLoss", "true")
+    )
+    if max_offsets is not None:
+        reader = reader.option("maxOffsetsPerTrigger", max_offsets)
+    for key, value in kafka.options.items():
+        reader = reader.option(key, value)
+    return reader.load()
 
 
 def kafka_stream(spark: SparkSession, ctx: Context) -> DataFrame:
     """The bronze rows of the topic in ``ingest.kafka`` (Spark's Kafka connector)."""
     kafka = ctx.settings.ingest.kafka
-    reader = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", kafka.bootstrap_servers)
-        .option("subscribe", kafka.topic)
-        .option("startingOffsets", kafka.starting_offsets)
-        # Records the broker deleted before bronze read them are a loss to be told, not skipped.
-        .option("failOnDataLoss", "true")
-    )
-    if kafka.max_offsets_per_trigger is not None:
-        reader = reader.option("maxOffsetsPerTrigger", kafka.max_offsets_per_trigger)
-    for key, value in kafka.options.items():
-        reader = reader.option(key, value)
-    return parse_kafka_records(reader.load())
+    return parse_kafka_records(kafka_records_stream(spark, ctx, kafka.topic, kafka.max_offsets_per_trigger))
 
 
 def _admin_properties(spark: SparkSession, ctx: Context):

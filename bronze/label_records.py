@@ -77,24 +77,14 @@ def kafka_label_stream(spark: SparkSession, ctx: Context) -> DataFrame:
     """The label records of ``ingest.kafka.labels_topic``, parsed (see :func:`parse_label_records`)."""
     from pyspark.sql import functions as F
 
-    kafka = ctx.settings.ingest.kafka
-    if kafka.labels_topic is None:
+    from fraudlake.bronze.ingest import kafka_lineage, kafka_records_stream
+
+    topic = ctx.settings.ingest.kafka.labels_topic
+    if topic is None:
         raise FraudlakeError("ingest.kafka.labels_topic is not set: there is no labels topic to read")
-    reader = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", kafka.bootstrap_servers)
-        .option("subscribe", kafka.labels_topic)
-        .option("startingOffsets", kafka.starting_offsets)
-        .option("failOnDataLoss", "true")
-    )
-    for key, value in kafka.options.items():
-        reader = reader.option(key, value)
-    records = reader.load()
     text = F.col("value").cast("string")
-    where = F.concat_ws(":", F.lit("kafka"), "topic", "partition", "offset", F.unix_millis("timestamp").cast("string"))
-    return parse_label_records(
-        records, F.from_json(text, LABEL_RECORD_SCHEMA, LABEL_PARSE_OPTIONS), text, where, "kafka"
-    )
+    parsed = F.from_json(text, LABEL_RECORD_SCHEMA, LABEL_PARSE_OPTIONS)
+    return parse_label_records(kafka_records_stream(spark, ctx, topic), parsed, text, kafka_lineage(), "kafka")
 
 
 def files_label_stream(spark: SparkSession, ctx: Context, folder: str | None = None) -> DataFrame:
