@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fraudlake.bronze.kafka import kafka_lineage, kafka_records_stream, kafka_topics
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
 from fraudlake.streaming_io import ReplayCheck, append_once, as_before_batch, triggered, writer_app_id
@@ -76,8 +77,6 @@ def parse_label_records(records: DataFrame, parsed: Column, raw: Column, source:
 def kafka_label_stream(spark: SparkSession, ctx: Context) -> DataFrame:
     """The label records of ``ingest.kafka.labels_topic``, parsed (see :func:`parse_label_records`)."""
     from pyspark.sql import functions as F
-
-    from fraudlake.bronze.ingest import kafka_lineage, kafka_records_stream
 
     topic = ctx.settings.ingest.kafka.labels_topic
     if topic is None:
@@ -212,8 +211,6 @@ def reads_labels(spark: SparkSession, ctx: Context, source: str) -> bool:
     topic = ctx.settings.ingest.kafka.labels_topic
     if source != "kafka" or topic is None:
         return False
-    from fraudlake.bronze.ingest import kafka_topics
-
     if topic in kafka_topics(spark, ctx):
         return True
     note(

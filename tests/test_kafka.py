@@ -148,7 +148,7 @@ def test_every_record_lands_once_across_a_kill_and_malformed_ones_in_quarantine(
 
 def test_a_broker_that_is_not_there_is_named_in_one_line(spark, tmp_path):
     """The topics are looked up before any query starts: no broker at the address is one clear error."""
-    from fraudlake.bronze.ingest import kafka_topics
+    from fraudlake.bronze.kafka import kafka_topics
     from fraudlake.errors import FraudlakeError
 
     address = f"127.0.0.1:{free_port()}"
