@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 RECORD_COLUMNS = [c.strip() for c in BRONZE_COLUMNS.strip().split(",\n") if not c.strip().startswith("_")]
 RECORD_SCHEMA = ", ".join(RECORD_COLUMNS)
 RECORD_NAMES = [c.split()[0] for c in RECORD_COLUMNS]
-CSV_HEADER_PREFIX = RECORD_NAMES[0] + ","
 
 
 def checkpoint_name(source: str) -> str:
@@ -38,6 +37,8 @@ def checkpoint_name(source: str) -> str:
 
 # How a record's text is parsed: a field that does not parse is null, its text stays in _raw.
 PARSE_OPTIONS = {"mode": "PERMISSIVE", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]"}
+# How records are written as JSON (fraudlake produce): times in UTC with their offset, nulls kept.
+WRITE_OPTIONS = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX", "ignoreNullFields": "false"}
 
 
 def _bronze_rows(records: DataFrame, parsed: Column, raw: Column, source: Column) -> DataFrame:
@@ -52,6 +53,19 @@ def _bronze_rows(records: DataFrame, parsed: Column, raw: Column, source: Column
     )
 
 
+def text_records(lines: DataFrame, schema: str, first_name: str) -> tuple[DataFrame, Column]:
+    """The records among text lines (``value``, plus ``file_path``) and each one's parsed struct of
+    ``schema``: JSON unless the file ends in ``.csv``. Blank lines and CSV header lines (the line
+    starting with ``first_name,``) are not records."""
+    from pyspark.sql import functions as F
+
+    line = F.col("value")
+    is_csv = F.lower(F.col("file_path")).endswith(".csv")
+    parsed = F.when(is_csv, F.from_csv(line, schema, PARSE_OPTIONS)).otherwise(F.from_json(line, schema, PARSE_OPTIONS))
+    records = lines.where(F.trim(line) != "").where(~(is_csv & line.startswith(first_name + ",")))
+    return records, parsed
+
+
 def parse_records(lines: DataFrame, source: str = "files") -> DataFrame:
     """Text lines (``value``, plus ``file_path``) → bronze columns. Pure: batch or stream.
 
@@ -60,13 +74,8 @@ def parse_records(lines: DataFrame, source: str = "files") -> DataFrame:
     """
     from pyspark.sql import functions as F
 
-    line = F.col("value")
-    is_csv = F.lower(F.col("file_path")).endswith(".csv")
-    parsed = F.when(is_csv, F.from_csv(line, RECORD_SCHEMA, PARSE_OPTIONS)).otherwise(
-        F.from_json(line, RECORD_SCHEMA, PARSE_OPTIONS)
-    )
-    records = lines.where(F.trim(line) != "").where(~(is_csv & line.startswith(CSV_HEADER_PREFIX)))
-    return _bronze_rows(records, parsed, line, F.lit(source))
+    records, parsed = text_records(lines, RECORD_SCHEMA, RECORD_NAMES[0])
+    return _bronze_rows(records, parsed, F.col("value"), F.lit(source))
 
 
 def parse_kafka_records(records: DataFrame) -> DataFrame:
@@ -95,8 +104,7 @@ def kafka_records(transactions: DataFrame) -> DataFrame:
     from pyspark.sql import functions as F
 
     record = F.struct(*[F.col(name) for name in RECORD_NAMES])
-    options = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX", "ignoreNullFields": "false"}
-    return transactions.select(F.col("transaction_id").alias("key"), F.to_json(record, options).alias("value"))
+    return transactions.select(F.col("transaction_id").alias("key"), F.to_json(record, WRITE_OPTIONS).alias("value"))
 
 
 def _kafka_writer_options(ctx: Context, topic: str | None = None) -> dict[str, str]:
@@ -108,7 +116,6 @@ def produce_batch(spark: SparkSession, ctx: Context, count: int) -> tuple[int, i
     """Send ``count`` simulated transactions to the topic at once, and the labels of their fraud
     rows (``label_time`` = event time + ``simulator.label_delay_seconds``, all in the past on the
     batch clock) to the labels topic; returns how many of each were sent."""
-    import pandas as pd
     from pyspark.sql import functions as F
 
     from fraudlake.simulator import generate_batch
@@ -119,37 +126,36 @@ def produce_batch(spark: SparkSession, ctx: Context, count: int) -> tuple[int, i
         kafka_records(transactions).write.format("kafka").options(**_kafka_writer_options(ctx)).save()
         labels = 0
         if ctx.settings.ingest.kafka.labels_topic is not None:
-            fraud = transactions.where(F.col("label_is_fraud") == 1).select(
-                "transaction_id", F.unix_micros("event_time").alias("event_micros")
-            )
-            due: pd.DataFrame = fraud.toPandas()
             delay = ctx.settings.simulator.label_delay_seconds * MICROS
-            labels = send_labels(spark, ctx, due["transaction_id"], due["event_micros"].to_numpy() + delay)
+            fraud = transactions.where(F.col("label_is_fraud") == 1).select(
+                "transaction_id", F.timestamp_micros(F.unix_micros("event_time") + delay).alias("label_time")
+            )
+            labels = send_labels(ctx, fraud)
     finally:
         transactions.unpersist()
     return count, labels
 
 
-def send_labels(spark: SparkSession, ctx: Context, ids, label_micros) -> int:
-    """Send fraud labels of the simulator (ids, ``label_time`` as epoch microseconds) to the labels topic."""
-    import pandas as pd
+def send_labels(ctx: Context, labels: DataFrame) -> int:
+    """Send the simulator's fraud labels (``transaction_id``, ``label_time``) to the labels topic as
+    JSON records (``label_is_fraud`` 1, ``label_source`` simulator); returns how many."""
+    from pyspark.sql import functions as F
 
-    from fraudlake.bronze.label_records import label_record_values
-
-    labels = pd.DataFrame(
-        {
-            "transaction_id": list(ids),
-            "label_is_fraud": 1,
-            "label_time": pd.to_datetime(list(label_micros), unit="us", utc=True),
-            "label_source": LABEL_SOURCE,
-        }
+    record = F.struct(
+        "transaction_id",
+        F.lit(1).alias("label_is_fraud"),
+        "label_time",
+        F.lit(LABEL_SOURCE).alias("label_source"),
     )
-    if labels.empty:
-        return 0
-    rows = [(i, v) for i, v in zip(labels["transaction_id"], label_record_values(labels), strict=True)]
-    frame = spark.createDataFrame(rows, "key STRING, value STRING")
-    frame.write.format("kafka").options(**_kafka_writer_options(ctx, ctx.settings.ingest.kafka.labels_topic)).save()
-    return len(labels)
+    records = labels.select(F.col("transaction_id").alias("key"), F.to_json(record, WRITE_OPTIONS).alias("value"))
+    records = records.persist()  # written, then counted: the labels are computed once
+    try:
+        records.write.format("kafka").options(
+            **_kafka_writer_options(ctx, ctx.settings.ingest.kafka.labels_topic)
+        ).save()
+        return records.count()
+    finally:
+        records.unpersist()
 
 
 def produce_raw(spark: SparkSession, ctx: Context, values: list[str], topic: str | None = None) -> None:
@@ -197,7 +203,10 @@ class ProducerWriter:
         if newest is not None:
             due = {i: t for i, t in pending.items() if t <= newest}
             if due:
-                self.sent_labels += send_labels(batch.sparkSession, self.ctx, due.keys(), due.values())
+                rows = [(i, t) for i, t in due.items()]
+                frame = batch.sparkSession.createDataFrame(rows, "transaction_id STRING, micros BIGINT")
+                due_labels = frame.select("transaction_id", F.timestamp_micros("micros").alias("label_time"))
+                self.sent_labels += send_labels(self.ctx, due_labels)
                 for i in due:
                     del pending[i]
         temporary = self.pending_file.with_suffix(".tmp")
@@ -230,17 +239,21 @@ def start_producer(spark: SparkSession, ctx: Context, rate: int) -> StreamingQue
     return triggered(stream, ctx.settings.ingest.trigger_seconds, False).start()
 
 
-def files_stream(spark: SparkSession, ctx: Context, landing: str) -> DataFrame:
-    if "://" not in landing:
-        Path(landing).mkdir(parents=True, exist_ok=True)  # the file source needs the folder to exist
-    lines = (
+def landing_lines(spark: SparkSession, ctx: Context, folder: str) -> DataFrame:
+    """The lines of the files dropped in ``folder`` (and its sub-folders), with each one's ``file_path``."""
+    if "://" not in folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)  # the file source needs the folder to exist
+    return (
         spark.readStream.format("text")
         .option("maxFilesPerTrigger", ctx.settings.ingest.max_files_per_trigger)
         .option("recursiveFileLookup", True)  # files dropped in sub-folders count too
-        .load(landing)
+        .load(folder)
         .select("value", "_metadata.file_path")
     )
-    return parse_records(lines, source="files")
+
+
+def files_stream(spark: SparkSession, ctx: Context, landing: str) -> DataFrame:
+    return parse_records(landing_lines(spark, ctx, landing), source="files")
 
 
 def rate_claim(ctx: Context) -> Path:

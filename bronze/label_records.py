@@ -21,10 +21,9 @@ and a replayed batch looks for repeats in ``bronze.labels`` as it was before its
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fraudlake.bronze.ingest import PARSE_OPTIONS, landing_lines, text_records
 from fraudlake.bronze.kafka import kafka_lineage, kafka_records_stream, kafka_topics
 from fraudlake.errors import FraudlakeError
 from fraudlake.settings import Context
@@ -39,10 +38,6 @@ if TYPE_CHECKING:
 LABEL_RECORD_SCHEMA = "transaction_id STRING, label_is_fraud INT, label_time TIMESTAMP, label_source STRING"
 LABEL_RECORD_NAMES = ("transaction_id", "label_is_fraud", "label_time", "label_source")
 LABEL_SOURCES = ("kafka", "files")
-# ISO 8601 with or without fractions and offset (no offset: UTC, the session's zone).
-LABEL_PARSE_OPTIONS = {"mode": "PERMISSIVE", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]"}
-# How label records are written to Kafka (fraudlake produce): times in UTC with their offset.
-LABEL_WRITE_OPTIONS = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX", "ignoreNullFields": "false"}
 
 
 def checkpoint_name(source: str) -> str:
@@ -82,7 +77,7 @@ def kafka_label_stream(spark: SparkSession, ctx: Context) -> DataFrame:
     if topic is None:
         raise FraudlakeError("ingest.kafka.labels_topic is not set: there is no labels topic to read")
     text = F.col("value").cast("string")
-    parsed = F.from_json(text, LABEL_RECORD_SCHEMA, LABEL_PARSE_OPTIONS)
+    parsed = F.from_json(text, LABEL_RECORD_SCHEMA, PARSE_OPTIONS)
     return parse_label_records(kafka_records_stream(spark, ctx, topic), parsed, text, kafka_lineage(), "kafka")
 
 
@@ -91,23 +86,9 @@ def files_label_stream(spark: SparkSession, ctx: Context, folder: str | None = N
     line when the file ends in ``.csv``), parsed (see :func:`parse_label_records`)."""
     from pyspark.sql import functions as F
 
-    folder = folder or ctx.paths.labels_landing
-    if "://" not in folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)  # the file source needs the folder to exist
-    lines = (
-        spark.readStream.format("text")
-        .option("maxFilesPerTrigger", ctx.settings.ingest.max_files_per_trigger)
-        .option("recursiveFileLookup", True)
-        .load(folder)
-        .select("value", "_metadata.file_path")
-    )
-    line = F.col("value")
-    is_csv = F.lower(F.col("file_path")).endswith(".csv")
-    parsed = F.when(is_csv, F.from_csv(line, LABEL_RECORD_SCHEMA, LABEL_PARSE_OPTIONS)).otherwise(
-        F.from_json(line, LABEL_RECORD_SCHEMA, LABEL_PARSE_OPTIONS)
-    )
-    records = lines.where(F.trim(line) != "").where(~(is_csv & line.startswith(LABEL_RECORD_NAMES[0] + ",")))
-    return parse_label_records(records, parsed, line, F.lit("files"), "files")
+    lines = landing_lines(spark, ctx, folder or ctx.paths.labels_landing)
+    records, parsed = text_records(lines, LABEL_RECORD_SCHEMA, LABEL_RECORD_NAMES[0])
+    return parse_label_records(records, parsed, F.col("value"), F.lit("files"), "files")
 
 
 class LabelWriter:
@@ -234,19 +215,3 @@ def start_label_ingest(
         .option("checkpointLocation", checkpoint)
     )
     return triggered(stream, ctx.settings.ingest.labels_trigger_seconds, available_now).start(), writer
-
-
-def label_record_values(labels: pd.DataFrame) -> list[str]:
-    """Labels (``transaction_id``, ``label_is_fraud``, ``label_time`` UTC, ``label_source``) as the JSON
-    records :func:`kafka_label_stream` reads."""
-    return [
-        json.dumps(
-            {
-                "transaction_id": row.transaction_id,
-                "label_is_fraud": int(row.label_is_fraud),
-                "label_time": row.label_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "label_source": row.label_source,
-            }
-        )
-        for row in labels.itertuples(index=False)
-    ]
