@@ -60,8 +60,6 @@ COLUMNS = {
         "flagged_count",
         "total_amount",
         "flagged_amount",
-        "true_positives",
-        "false_positives",
         "is_final",
     ],
     "quality": ["minute", "labelled", "fraud", "true_positives", "false_positives"],
@@ -107,7 +105,6 @@ VOLUMES_SQL = """
 SELECT date_trunc(:unit, minute) AS minute,
        sum(tx_count) AS tx_count, sum(flagged_count) AS flagged_count,
        sum(total_amount) AS total_amount, sum(flagged_amount) AS flagged_amount,
-       sum(true_positives) AS true_positives, sum(false_positives) AS false_positives,
        bool_and(is_final) AS is_final
 FROM {minutes}
 WHERE :window_minutes = 0 OR minute >= (SELECT max(minute) FROM {minutes}) - make_dt_interval(0, 0, :window_minutes)

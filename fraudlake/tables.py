@@ -200,7 +200,7 @@ GOLD_DASHBOARD_MINUTE = TableSpec(
     "gold",
     "dashboard_minute",
     f"""minute TIMESTAMP, tx_count BIGINT, flagged_count BIGINT, total_amount DOUBLE,
-       flagged_amount DOUBLE, true_positives BIGINT, false_positives BIGINT, unknown_currency_count BIGINT,
+       flagged_amount DOUBLE, unknown_currency_count BIGINT,
        {LIVE_WINDOW_COLUMNS}""",
     LIVE_WINDOW_PROPERTIES,
     "Per-minute volumes for dashboards, the current minute included (is_final); amounts in USD, "

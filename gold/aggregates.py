@@ -55,14 +55,13 @@ def user_activity_5m(silver: DataFrame) -> DataFrame:
 
 
 def dashboard_minute(silver: DataFrame) -> DataFrame:
-    """Per minute: volume, flagged volume (amounts in USD), and true/false positives where labels
-    are known. A transaction in a currency without a USD rate counts in ``tx_count`` and in
-    ``unknown_currency_count``, and in no amount."""
+    """Per minute: volume and flagged volume (amounts in USD). A transaction in a currency without
+    a USD rate counts in ``tx_count`` and in ``unknown_currency_count``, and in no amount. Model
+    quality is not here: a minute is final long before its fraud labels arrive (``gold.model_quality``
+    counts the labels that have)."""
     from pyspark.sql import functions as F
 
     flagged = F.col("is_flagged")
-    label = F.col("label_is_fraud")
-    labelled = label.isNotNull()
     return (
         silver.groupBy(F.window("event_time", "1 minute").alias("w"))
         .agg(
@@ -70,9 +69,6 @@ def dashboard_minute(silver: DataFrame) -> DataFrame:
             F.sum(flagged.cast("long")).alias("flagged_count"),
             F.sum("amount_usd").alias("total_amount"),
             F.sum(F.when(flagged, F.col("amount_usd")).otherwise(0.0)).alias("flagged_amount"),
-            # null (not 0) for a minute without labels: unknown is not "no fraud".
-            F.sum(F.when(labelled, (flagged & (label == 1)).cast("long"))).alias("true_positives"),
-            F.sum(F.when(labelled, (flagged & (label == 0)).cast("long"))).alias("false_positives"),
             F.count_if(F.col("amount_usd").isNull()).alias("unknown_currency_count"),
         )
         .select(
@@ -81,8 +77,6 @@ def dashboard_minute(silver: DataFrame) -> DataFrame:
             "flagged_count",
             "total_amount",
             "flagged_amount",
-            "true_positives",
-            "false_positives",
             "unknown_currency_count",
         )
     )
@@ -107,14 +101,12 @@ def live_rows(silver: DataFrame) -> DataFrame:
     """What the gold stream adds up, one row per silver row: its user and minute (``minute``,
     epoch µs: cut from epoch microseconds, so no session time zone enters), event and ingest
     times (epoch µs), and the measures :func:`dashboard_minute` and :func:`user_activity_5m` sum
-    (``one``, ``amount_usd``, ``flagged``, ``flagged_amount``, ``true_positive``,
-    ``false_positive``, ``unknown_currency``); its ``transaction_id``; plus, for a flagged row,
+    (``one``, ``amount_usd``, ``flagged``, ``flagged_amount``, ``unknown_currency``); its ``transaction_id``; plus, for a flagged row,
     its model alert (``alert_reason``, ``fraud_score``; null otherwise)."""
     from pyspark.sql import functions as F
 
     micros = F.unix_micros("event_time")
-    flagged, label = F.col("is_flagged"), F.col("label_is_fraud")
-    labelled = label.isNotNull()
+    flagged = F.col("is_flagged")
     return silver.select(
         "user_id",
         (micros - F.pmod(micros, F.lit(MINUTE_MICROS))).alias("minute"),
@@ -124,8 +116,6 @@ def live_rows(silver: DataFrame) -> DataFrame:
         "amount_usd",
         flagged.cast("long").alias("flagged"),
         F.when(flagged, F.col("amount_usd")).otherwise(0.0).alias("flagged_amount"),
-        F.when(labelled, (flagged & (label == 1)).cast("long")).alias("true_positive"),
-        F.when(labelled, (flagged & (label == 0)).cast("long")).alias("false_positive"),
         F.col("amount_usd").isNull().cast("long").alias("unknown_currency"),
         F.when(flagged, model_alert_reason()).alias("alert_reason"),
         "transaction_id",

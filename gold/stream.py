@@ -100,8 +100,6 @@ MINUTE_COLUMNS = (
     "flagged_count",
     "total_amount",
     "flagged_amount",
-    "true_positives",
-    "false_positives",
     "unknown_currency_count",
 )
 # Each dashboard minute column, and the live_rows measure it sums.
@@ -110,8 +108,6 @@ MINUTE_SUMS = {
     "flagged_count": "flagged",
     "total_amount": "amount_usd",
     "flagged_amount": "flagged_amount",
-    "true_positives": "true_positive",
-    "false_positives": "false_positive",
     "unknown_currency_count": "unknown_currency",
 }
 ALERT_SCHEMA = "alert_type STRING, transaction_id STRING, user_id STRING, fraud_score DOUBLE, reason STRING, _at BIGINT"
@@ -315,7 +311,7 @@ class GoldBatchWriter:
         frame = session.createDataFrame(
             rows,
             "minute BIGINT, tx_count BIGINT, flagged_count BIGINT, total_amount DOUBLE, flagged_amount DOUBLE, "
-            "true_positives BIGINT, false_positives BIGINT, unknown_currency_count BIGINT, is_final BOOLEAN",
+            "unknown_currency_count BIGINT, is_final BOOLEAN",
         ).select(
             F.timestamp_micros("minute").alias("minute"),
             *MINUTE_COLUMNS,
