@@ -44,6 +44,18 @@ def stream_rows(rng: np.random.Generator, first: int, n: int) -> pd.DataFrame:
     )
 
 
+def fraud_labels(rng: np.random.Generator, rows: pd.DataFrame, share: float = 0.01) -> pd.DataFrame:
+    """Fraud labels for ``share`` of the rows, arrived a minute after the transaction."""
+    fraud = rows.sample(frac=share, random_state=int(rng.integers(1 << 30)))
+    return pd.DataFrame(
+        {
+            "transaction_id": fraud["transaction_id"],
+            "label_is_fraud": 1,
+            "label_time": fraud["event_time"] + pd.Timedelta(minutes=1),
+        }
+    )
+
+
 def main() -> None:
     from fraudlake.ml.behaviour import BehaviourHistory
 
@@ -57,26 +69,53 @@ def main() -> None:
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         history = BehaviourHistory(label_maturity=60)
-        history.add(stream_rows(rng, 0, size))
+        rows = stream_rows(rng, 0, size)
+        history.add(rows, fraud_labels(rng, rows))
+        for k in range(5):  # a stream's history: one big segment (the restart's) and the batches since
+            history.add(stream_rows(rng, size + k * args.batch, args.batch))
+        size += 5 * args.batch
         timings = []
         for k in range(5):
             batch = stream_rows(rng, size + k * args.batch, args.batch)
             started = time.perf_counter()
             history.features(batch)
             timings.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        history.add(batch)
-        added = time.perf_counter() - started
+        adds = []
+        for k in range(5, 69):  # 64 batches: merges of segments up to 64 batches
+            started = time.perf_counter()
+            history.add(batch)
+            adds.append(time.perf_counter() - started)
+            batch = stream_rows(rng, size + k * args.batch, args.batch)
         row = {
             "history_rows": size,
             "history_hours_at_1000_rows_per_second": round(size / 3_600_000, 2),
-            "driver_memory_mb": round(history.rows.memory_usage(deep=True).sum() / 1e6),
+            "driver_memory_mb": round(history.nbytes() / 1e6),
+            "segments": len(history.segments),
             "features_seconds_p50": round(statistics.median(timings), 3),
-            "add_seconds": round(added, 3),
+            "add_seconds_mean": round(statistics.mean(adds), 4),
+            "add_seconds_max": round(max(adds), 3),
         }
         print(row, flush=True)
         results.append(row)
-    write_results(args.out, {"batch_rows": args.batch, "sizes": results})
+    from fraudlake.ml.behaviour import MAX_SEGMENT_ROWS, _Segment
+
+    # The longest pause a merge makes: two half-full segments into one full one (once per
+    # MAX_SEGMENT_ROWS rows; the smaller merges before it take proportionally less).
+    full = history.segments[0].rows if len(history.segments[0]) >= MAX_SEGMENT_ROWS else None
+    merge = None
+    if full is not None:
+        started = time.perf_counter()
+        _Segment.of({c: a[:MAX_SEGMENT_ROWS] for c, a in full.items()})
+        merge = round(time.perf_counter() - started, 2)
+    write_results(
+        args.out,
+        {
+            "batch_rows": args.batch,
+            "max_segment_rows": MAX_SEGMENT_ROWS,
+            "largest_merge_seconds": merge,
+            "sizes": results,
+        },
+    )
 
 
 if __name__ == "__main__":

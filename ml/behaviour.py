@@ -261,81 +261,126 @@ def _card_features(
 # ----------------------------------------------------------------------------- merchant features
 
 
+@dataclass(frozen=True)
+class _TimeIndex:
+    """Rows sorted by (key, time), answering "how many rows of key k before instant t" with two
+    binary searches and without reading the rows. A merchant's counts over days add up over any
+    number of such indexes (silver's history keeps a few, :class:`_Segment`), so a micro-batch
+    costs the same with an hour or a month of history behind it."""
+
+    keys: np.ndarray  # distinct keys, ascending
+    instants: np.ndarray  # distinct times, ascending
+    composite: np.ndarray  # per sorted row: key rank * (len(instants) + 1) + time rank, ascending
+
+    @classmethod
+    def of(cls, key: np.ndarray, time: np.ndarray) -> _TimeIndex:
+        keys, code = np.unique(key, return_inverse=True)
+        instants = np.unique(time)
+        composite = np.sort(code.astype(np.int64) * (len(instants) + 1) + np.searchsorted(instants, time))
+        return cls(keys, instants, composite)
+
+    def before(self, key: np.ndarray, time: np.ndarray) -> np.ndarray:
+        """Per query: a position such that ``before(k, b) - before(k, a)`` is the number of rows of
+        key k with a time in [a, b) (0 for a key the index does not hold)."""
+        code = np.searchsorted(self.keys, key)
+        present = (code < len(self.keys)) & (self.keys[np.minimum(code, len(self.keys) - 1)] == key)
+        rank = np.where(present, np.searchsorted(self.instants, time, side="left"), 0)
+        return np.searchsorted(self.composite, code * (len(self.instants) + 1) + rank, side="left")
+
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.instants.nbytes + self.composite.nbytes
+
+
+def _count(indexes: list[_TimeIndex], key: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Per query: the rows of its key with a time in [start, end) over all ``indexes`` (0 when end <= start)."""
+    total = np.zeros(len(key), dtype=np.int64)
+    for index in indexes:
+        total += index.before(key, end) - index.before(key, start)
+    return np.maximum(total, 0)
+
+
+def _fraud_rows(rows: pd.DataFrame, first_label: pd.Series) -> pd.DataFrame:
+    """The ``rows`` (kept form) that a fraud label names: ``merchant_id``, ``event_time``, and the
+    ``label_time`` of its first fraud label (epoch micros), by ``transaction_id``."""
+    label_time = rows["transaction_id"].map(first_label)
+    present = label_time.notna().to_numpy()
+    return pd.DataFrame(
+        {
+            "transaction_id": rows["transaction_id"].to_numpy()[present],
+            "merchant_id": rows["merchant_id"].to_numpy()[present],
+            "event_time": rows["event_time"].to_numpy()[present],
+            "label_time": label_time.to_numpy()[present].astype(np.int64),
+        }
+    )
+
+
+def _first_fraud_labels(labels: pd.DataFrame | None) -> pd.Series:
+    """When each transaction was first labelled fraud (epoch micros), by hashed ``transaction_id``."""
+    if labels is None or not len(labels):
+        return pd.Series(dtype=np.int64)
+    fraud = labels[pd.to_numeric(labels["label_is_fraud"]).astype(int) == 1]
+    first = pd.Series(epoch_micros(fraud["label_time"]), index=_hashed(fraud["transaction_id"]))
+    return first.groupby(level=0).min()
+
+
 def _merchant_features(
-    known: pd.DataFrame, query: np.ndarray, labels: pd.DataFrame | None, label_maturity: int
+    indexes: list[_TimeIndex], key: np.ndarray, time: np.ndarray, frauds: pd.DataFrame, label_maturity: int
 ) -> pd.DataFrame:
     """Merchant transactions per window and fraud share among the window's matured transactions,
-    from the fraud labels that had arrived before each query row."""
-    key = _codes(known["merchant_id"].to_numpy())
-    time = known["event_time"].to_numpy(dtype=np.int64)
-    rows = _Sorted.of(key, time)
-    q_key, q_time = key[query], time[query]
-    end = rows.first_at_or_after(q_key, q_time)
+    from the fraud labels that had arrived before each query row.
 
-    # The known rows that are fraud by some label, and when that label arrived.
-    label_time = np.full(len(known), np.iinfo(np.int64).max, dtype=np.int64)
-    if labels is not None and len(labels):
-        fraud = labels[labels["label_is_fraud"].astype(int) == 1]
-        fraud = fraud.assign(_label=epoch_micros(fraud["label_time"]))
-        first = fraud.groupby("transaction_id")["_label"].min()
-        matched = known["transaction_id"].map(first)
-        present = matched.notna().to_numpy()
-        label_time[present] = matched[present].to_numpy(dtype=np.int64)
-    sorted_label_time = label_time[rows.order]
-    is_fraud = sorted_label_time < np.iinfo(np.int64).max
-    fraud_positions = np.flatnonzero(is_fraud)
-    fraud_running = np.concatenate([[0], np.cumsum(is_fraud)])
+    ``indexes``: every earlier row, by merchant and time (counts only: a row at the query's own
+    instant is not counted); ``frauds``: the rows labelled fraud (:func:`_fraud_rows`), few."""
+    maturity = label_maturity * MICROS
+    fraud_index = _Sorted.of(_codes(frauds["merchant_id"].to_numpy()), frauds["event_time"].to_numpy(dtype=np.int64))
+    fraud_keys = pd.Index(frauds["merchant_id"].to_numpy()[fraud_index.order]).unique()
+    fraud_label_time = frauds["label_time"].to_numpy(dtype=np.int64)[fraud_index.order]
+    # Per query: its merchant's code among the fraud rows (-1 when none of its rows is fraud).
+    fraud_code = fraud_keys.get_indexer(key).astype(np.int64) if len(frauds) else np.full(len(key), -1)
+    has_fraud = fraud_code >= 0
+    code = np.maximum(fraud_code, 0)
+
+    def known_frauds(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sorted positions of the queries' merchants' fraud rows with a time in [start, end)
+        whose label had arrived before the query row, and the query of each (ascending)."""
+        lo = np.where(has_fraud, fraud_index.first_at_or_after(code, start), 0)
+        hi = np.where(has_fraud, fraud_index.first_at_or_after(code, end), 0)
+        positions = _ranges(lo, hi)
+        query = np.repeat(np.arange(len(key)), np.maximum(hi - lo, 0))
+        arrived = fraud_label_time[positions] < time[query]
+        return positions[arrived], query[arrived]
 
     out: dict[str, np.ndarray] = {}
-    matured_end = rows.first_at_or_after(q_key, q_time - label_maturity * MICROS)
     for name, seconds in MERCHANT_WINDOWS:
-        start = rows.first_at_or_after(q_key, q_time - seconds * MICROS)
-        out[f"merchant_count_{name}"] = (end - start).astype(float)
-        m_start = rows.first_at_or_after(q_key, q_time - (label_maturity + seconds) * MICROS)
-        matured = matured_end - m_start
+        window = seconds * MICROS
+        out[f"merchant_count_{name}"] = _count(indexes, key, time - window, time).astype(float)
+        matured = _count(indexes, key, time - maturity - window, time - maturity)
         out[f"merchant_matured_count_{name}"] = matured.astype(float)
-        frauds = fraud_running[matured_end] - fraud_running[m_start]
-        # Of those frauds, the ones whose label had not arrived before the query row are unknown to it.
-        for i in np.flatnonzero(frauds):
-            lo = np.searchsorted(fraud_positions, m_start[i])
-            hi = np.searchsorted(fraud_positions, matured_end[i])
-            frauds[i] = np.count_nonzero(sorted_label_time[fraud_positions[lo:hi]] < q_time[i])
-        out[f"merchant_fraud_share_{name}"] = np.where(matured > 0, frauds / np.maximum(matured, 1), 0.0)
+        frauds_known = np.bincount(known_frauds(time - maturity - window, time - maturity)[1], minlength=len(key))
+        out[f"merchant_fraud_share_{name}"] = np.where(matured > 0, frauds_known / np.maximum(matured, 1), 0.0)
 
     # How old the merchant's known fraud is: since the first and the last known fraud of the
-    # longest window (a breach goes on for a while, then stops).
-    longest = MERCHANT_WINDOWS[-1][1]
-    start = rows.first_at_or_after(q_key, q_time - (label_maturity + longest) * MICROS)
-    since_first = np.full(len(query), NO_PREVIOUS_SECONDS)
-    since_last = np.full(len(query), NO_PREVIOUS_SECONDS)
-    # Matured transactions after the last known fraud, none of them known as fraud: the breach ended.
-    clean_since = (matured_end - start).astype(float)
-    candidates = fraud_running[end] - fraud_running[start]
-    for i in np.flatnonzero(candidates):
-        lo = np.searchsorted(fraud_positions, start[i])
-        hi = np.searchsorted(fraud_positions, end[i])
-        positions = fraud_positions[lo:hi]
-        known = positions[sorted_label_time[positions] < q_time[i]]
-        if len(known):
-            since_first[i] = (q_time[i] - rows.time[known[0]]) / MICROS
-            since_last[i] = (q_time[i] - rows.time[known[-1]]) / MICROS
-            clean_since[i] = max(0, matured_end[i] - known[-1] - 1)
+    # longest window (a breach goes on for a while, then stops), and how many matured transactions
+    # came after the last one, none of them known as fraud: the breach ended.
+    longest = MERCHANT_WINDOWS[-1][1] * MICROS
+    since_first = np.full(len(key), NO_PREVIOUS_SECONDS)
+    since_last = np.full(len(key), NO_PREVIOUS_SECONDS)
+    clean_after = time - maturity - longest  # matured rows from here on, before time - maturity
+    positions, query = known_frauds(time - maturity - longest, time)
+    if len(query):
+        with_known, first = np.unique(query, return_index=True)
+        last = np.r_[first[1:], len(query)] - 1
+        first_time, last_time = fraud_index.time[positions[first]], fraud_index.time[positions[last]]
+        since_first[with_known] = (time[with_known] - first_time) / MICROS
+        since_last[with_known] = (time[with_known] - last_time) / MICROS
+        clean_after[with_known] = last_time + 1  # strictly after the last known fraud
     out["merchant_seconds_since_first_known_fraud"] = since_first
     out["merchant_seconds_since_last_known_fraud"] = since_last
-    out["merchant_matured_since_last_known_fraud"] = clean_since
+    out["merchant_matured_since_last_known_fraud"] = _count(indexes, key, clean_after, time - maturity).astype(float)
     return pd.DataFrame(out)
 
 
 # ----------------------------------------------------------------------------- one path for training and stream
-
-
-def _features(known: pd.DataFrame, query: np.ndarray, labels: pd.DataFrame | None, label_maturity: int) -> pd.DataFrame:
-    """The features of the ``query`` rows of ``known`` (input columns, ``event_time`` as epoch
-    microseconds: see :func:`_as_kept`), whatever rows ``known`` holds besides."""
-    card = _card_features(known, query)
-    user = _card_features(known, query, key_column="user_id", prefix="user")
-    merchant = _merchant_features(known, query, labels, label_maturity)
-    return pd.concat([card, merchant, user], axis=1)[list(BEHAVIOUR_FEATURES)]
 
 
 def behaviour_features(
@@ -344,9 +389,78 @@ def behaviour_features(
     """The behavioural features of every row of ``transactions`` (the whole frame is the history),
     indexed like it. ``labels``: ``transaction_id``, ``label_is_fraud``, ``label_time``."""
     known = _as_kept(transactions)
-    features = _features(known, np.arange(len(known)), labels, label_maturity)
+    query = np.arange(len(known))
+    card = _card_features(known, query)
+    user = _card_features(known, query, key_column="user_id", prefix="user")
+    key, time = known["merchant_id"].to_numpy(), known["event_time"].to_numpy()
+    frauds = _fraud_rows(known, _first_fraud_labels(labels))
+    merchant = _merchant_features([_TimeIndex.of(key, time)], key, time, frauds, label_maturity)
+    features = pd.concat([card, merchant, user], axis=1)[list(BEHAVIOUR_FEATURES)]
     features.index = transactions.index
     return features
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Remembered rows (kept form, as arrays, in arrival order) with what finds them: per card and
+    per user the order sorting them by key, per merchant a :class:`_TimeIndex`, and the order sorting
+    their transaction ids."""
+
+    rows: dict[str, np.ndarray]
+    by_card: np.ndarray
+    by_user: np.ndarray
+    merchants: _TimeIndex
+    by_transaction: np.ndarray
+    newest: int
+
+    @classmethod
+    def of(cls, rows: dict[str, np.ndarray]) -> _Segment:
+        return cls(
+            rows,
+            np.argsort(rows["card_id"], kind="stable"),
+            np.argsort(rows["user_id"], kind="stable"),
+            _TimeIndex.of(rows["merchant_id"], rows["event_time"]),
+            np.argsort(rows["transaction_id"], kind="stable"),
+            int(rows["event_time"].max()),
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows["event_time"])
+
+    def nbytes(self) -> int:
+        arrays = [*self.rows.values(), self.by_card, self.by_user, self.by_transaction]
+        return sum(a.nbytes for a in arrays) + self.merchants.nbytes()
+
+    def of_keys(self, column: str, keys: np.ndarray) -> np.ndarray:
+        """Positions of the rows whose ``column`` (card_id, user_id or transaction_id) is one of ``keys``."""
+        order = {"card_id": self.by_card, "user_id": self.by_user, "transaction_id": self.by_transaction}[column]
+        values = self.rows[column]
+        lo = np.searchsorted(values, keys, side="left", sorter=order)
+        hi = np.searchsorted(values, keys, side="right", sorter=order)
+        return order[_ranges(lo, hi)]
+
+    def frame(self, positions: np.ndarray) -> pd.DataFrame:
+        """The rows at ``positions``, in kept form."""
+        return pd.DataFrame({c: a[positions] for c, a in self.rows.items()})
+
+    def without(self, positions: np.ndarray) -> _Segment | None:
+        keep = np.ones(len(self), dtype=bool)
+        keep[positions] = False
+        return _Segment.of({c: a[keep] for c, a in self.rows.items()}) if keep.any() else None
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The integers of every [lo, hi) range, one after the other."""
+    lengths = np.maximum(hi - lo, 0)
+    if not lengths.sum():
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(lo - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return starts + np.arange(lengths.sum())
+
+
+# A segment holds at most this many rows: merging two costs sorting them (about a second per
+# 2 million rows on one core), and a micro-batch searches every segment.
+MAX_SEGMENT_ROWS = 1 << 21
 
 
 @dataclass
@@ -354,13 +468,19 @@ class BehaviourHistory:
     """The transactions (and fraud labels) a stream has seen within the longest window, for the
     features of the next micro-batch. Rebuilt on a restart from the rows already scored.
 
-    Rows are kept with their ``event_time`` as epoch microseconds, and forgotten a day of event
-    time at a time once older than :attr:`horizon_seconds` (a row that old counts in no window)."""
+    Rows are kept as numbers (keys and ids as 64-bit hashes, times as epoch microseconds, amounts
+    in USD: about 100 bytes a row with their indexes) in a few segments, merged two by two as they
+    grow (a log-structured merge: a batch of n rows is sorted into O(log n) bigger segments over
+    its life), and forgotten a segment at a time once all its rows are older than
+    :attr:`horizon_seconds`. A micro-batch's features read only its cards' and users' rows and
+    count its merchants' rows with binary searches: its cost depends on the batch and on the
+    number of segments, not on how many rows the history holds."""
 
     label_maturity: int = DEFAULT_LABEL_MATURITY
-    rows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(KEPT_COLUMNS)))
-    labels: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["transaction_id", "label_is_fraud", "label_time"])
+    segments: list[_Segment] = field(default_factory=list)
+    first_labels: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.int64))  # hashed id -> label µs
+    frauds: pd.DataFrame = field(
+        default_factory=lambda: _fraud_rows(_as_kept(_empty_input()), pd.Series(dtype=np.int64))
     )
 
     @property
@@ -368,84 +488,142 @@ class BehaviourHistory:
         """How far back a row's features look."""
         return max(CARD_WINDOWS[-1][1], self.label_maturity + MERCHANT_WINDOWS[-1][1])
 
+    @property
+    def rows(self) -> int:
+        return sum(len(s) for s in self.segments)
+
+    def nbytes(self) -> int:
+        """The driver memory the history takes (its arrays)."""
+        return (
+            sum(s.nbytes() for s in self.segments)
+            + self.first_labels.memory_usage()
+            + int(self.frauds.memory_usage().sum())
+        )
+
     def features(self, batch: pd.DataFrame) -> pd.DataFrame:
         """The features of ``batch``'s rows, given what came before (and each other), indexed like it.
 
-        Each pass (card, user, merchant) reads only the remembered rows of the batch's own keys of
-        its kind: a row's features depend on no other row, so the values are those of one pass over
-        everything, at the cost of the batch's keys rather than of the whole history."""
+        A batch replayed after a crash may find its own rows remembered (from the table it had been
+        written to): they are forgotten first, not counted as its own history."""
         if batch.empty:
             return pd.DataFrame(columns=list(BEHAVIOUR_FEATURES), index=batch.index, dtype=float)
         new = _as_kept(batch)
+        self._forget_hashed(new["transaction_id"].to_numpy())
         card = _card_features(*self._known(new, "card_id"))
         user = _card_features(*self._known(new, "user_id"), key_column="user_id", prefix="user")
-        labels = self.labels if len(self.labels) else None
-        merchant = _merchant_features(*self._known(new, "merchant_id"), labels, self.label_maturity)
+        key, time = new["merchant_id"].to_numpy(), new["event_time"].to_numpy()
+        indexes = [s.merchants for s in self.segments] + [_TimeIndex.of(key, time)]
+        frauds = pd.concat([self.frauds, _fraud_rows(new, self.first_labels)], ignore_index=True)
+        merchant = _merchant_features(indexes, key, time, frauds, self.label_maturity)
         features = pd.concat([card, merchant, user], axis=1)[list(BEHAVIOUR_FEATURES)]
         features.index = batch.index
         return features
 
     def _known(self, new: pd.DataFrame, key: str) -> tuple[pd.DataFrame, np.ndarray]:
         """The remembered rows of ``new``'s ``key`` values, then ``new``; and where ``new`` starts."""
-        relevant = self._relevant(new, key)
-        if not len(relevant):
+        keys = np.unique(new[key].to_numpy())
+        parts = [s.frame(s.of_keys(key, keys)) for s in self.segments]
+        relevant = [p for p in parts if len(p)]
+        if not relevant:
             return new, np.arange(len(new))
-        return pd.concat([relevant, new], ignore_index=True), np.arange(len(relevant), len(relevant) + len(new))
+        known = pd.concat([*relevant, new], ignore_index=True)
+        return known, np.arange(len(known) - len(new), len(known))
 
     def add(self, rows: pd.DataFrame, labels: pd.DataFrame | None = None) -> None:
         """Remember scored rows (and arrived labels); forget what no later row can look at."""
+        if labels is not None and len(labels):
+            arrived = _first_fraud_labels(labels)
+            self.first_labels = pd.concat([self.first_labels, arrived]).groupby(level=0).min()
+            ids = arrived.index.to_numpy()
+            self._add_frauds(
+                [_fraud_rows(s.frame(s.of_keys("transaction_id", ids)), self.first_labels) for s in self.segments]
+            )
         if len(rows):
             new = _as_kept(rows)
-            self.rows = (
-                new.reset_index(drop=True) if self.rows.empty else pd.concat([self.rows, new], ignore_index=True)
-            )
-        if labels is not None and len(labels):
-            new_labels = labels[["transaction_id", "label_is_fraud", "label_time"]]
-            self.labels = (
-                new_labels.reset_index(drop=True)
-                if self.labels.empty
-                else pd.concat([self.labels, new_labels], ignore_index=True)
-            )
+            self._add_frauds([_fraud_rows(new, self.first_labels)])
+            self.segments.append(_Segment.of({c: new[c].to_numpy() for c in KEPT_COLUMNS}))
+            while (
+                len(self.segments) >= 2
+                and len(self.segments[-2]) <= len(self.segments[-1])
+                and len(self.segments[-2]) + len(self.segments[-1]) <= MAX_SEGMENT_ROWS
+            ):
+                last, before = self.segments.pop(), self.segments.pop()
+                merged = {c: np.concatenate([before.rows[c], last.rows[c]]) for c in KEPT_COLUMNS}
+                self.segments.append(_Segment.of(merged))
         self._forget()
 
-    def _relevant(self, batch: pd.DataFrame, key: str) -> pd.DataFrame:
-        """The remembered rows of the batch's ``key`` values (no other row changes the features of
-        that kind), except the batch's own: a batch replayed after a crash finds its rows remembered
-        from the table it had been written to, and must not count them twice."""
-        if self.rows.empty:
-            return self.rows
-        relevant = self.rows[self.rows[key].isin(batch[key])]
-        return relevant[~relevant["transaction_id"].isin(batch["transaction_id"])]
+    def _add_frauds(self, found: list[pd.DataFrame]) -> None:
+        """Fraud rows found (again, perhaps with an earlier label): one row per transaction, its first label."""
+        found = [f for f in found if len(f)]
+        if found:
+            frauds = pd.concat([self.frauds, *found], ignore_index=True)
+            first = frauds.groupby("transaction_id")["label_time"].transform("min")
+            self.frauds = frauds.assign(label_time=first).drop_duplicates("transaction_id").reset_index(drop=True)
+
+    def knows_labels(self, transaction_ids) -> np.ndarray:
+        """Per id: whether a fraud label for it is remembered."""
+        return np.isin(_hashed(transaction_ids), self.first_labels.index.to_numpy())
 
     def forget_ids(self, ids) -> None:
         """Forget the rows with these ``transaction_id``s (before they are added again)."""
-        if not self.rows.empty:
-            self.rows = self.rows[~self.rows["transaction_id"].isin(pd.Series(ids))].reset_index(drop=True)
+        self._forget_hashed(_hashed(ids))
+
+    def _forget_hashed(self, ids: np.ndarray) -> None:
+        ids = np.unique(ids)
+        kept: list[_Segment] = []
+        for segment in self.segments:
+            found = segment.of_keys("transaction_id", ids)
+            rest = segment.without(found) if len(found) else segment
+            if rest is not None:
+                kept.append(rest)
+        self.segments = kept
+        if len(self.frauds):
+            self.frauds = self.frauds[~self.frauds["transaction_id"].isin(ids)].reset_index(drop=True)
 
     def _forget(self) -> None:
-        if self.rows.empty:
+        if not self.segments:
             return
-        times = self.rows["event_time"].to_numpy()
-        oldest_kept = times.max() - self.horizon_seconds * MICROS
-        if times.min() < oldest_kept - DAY * MICROS:
-            keep = times >= oldest_kept
-            forgotten = self.rows.loc[~keep, "transaction_id"]
-            self.rows = self.rows[keep].reset_index(drop=True)
-            self.labels = self.labels[~self.labels["transaction_id"].isin(forgotten)].reset_index(drop=True)
+        oldest_kept = max(s.newest for s in self.segments) - self.horizon_seconds * MICROS
+        old = [s for s in self.segments if s.newest < oldest_kept]
+        if not old:
+            return
+        self.segments = [s for s in self.segments if s.newest >= oldest_kept]
+        gone = self.frauds["event_time"].to_numpy() < oldest_kept
+        forgotten = self.frauds["transaction_id"].to_numpy()[gone]
+        self.frauds = self.frauds[~gone].reset_index(drop=True)
+        self.first_labels = self.first_labels[~self.first_labels.index.isin(forgotten)]
+
+
+def _hashed(values) -> np.ndarray:
+    """Keys and ids as 64-bit hashes (Python's, stable within a process: the history is rebuilt
+    at each start). Training and the stream hash alike, so their features are equal even in the
+    vanishing case of two keys with one hash."""
+    series = pd.Series(values)
+    if not (pd.api.types.is_object_dtype(series.dtype) or pd.api.types.is_string_dtype(series.dtype)):
+        series = series.astype(str)
+    objects = series.astype(object).where(series.notna(), None).to_numpy(dtype=object)  # one missing key
+    return np.fromiter(map(hash, objects), dtype=np.int64, count=len(objects))
+
+
+def _empty_input() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in INPUT_COLUMNS}).astype(
+        {"event_time": "datetime64[us, UTC]", "amount": float}
+    )
 
 
 def _as_kept(rows: pd.DataFrame) -> pd.DataFrame:
-    """The columns the features read, on a fresh index: the identity and keys, ``event_time`` as
-    epoch microseconds and ``amount_usd`` (from ``amount`` and ``currency``)."""
+    """The columns the features read, as numbers on a fresh index: keys and ids hashed
+    (:func:`_hashed`), ``event_time`` as epoch microseconds and ``amount_usd`` (from ``amount``
+    and ``currency``)."""
     kept = rows[list(INPUT_COLUMNS)].reset_index(drop=True)
     return pd.DataFrame(
         {
-            "transaction_id": kept["transaction_id"],
+            "transaction_id": _hashed(kept["transaction_id"]),
             "event_time": epoch_micros(kept["event_time"]),
-            "user_id": kept["user_id"],
-            "card_id": kept["card_id"],
-            "merchant_id": kept["merchant_id"],
-            "country": kept["country"],
+            "user_id": _hashed(kept["user_id"]),
+            "card_id": _hashed(kept["card_id"]),
+            "merchant_id": _hashed(kept["merchant_id"]),
+            "country": _hashed(kept["country"]),
             "amount_usd": usd_amounts(kept["amount"], kept["currency"]),
         }
     )

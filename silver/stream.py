@@ -310,7 +310,7 @@ class SilverBehaviour:
             return
         self._ingested_until = max(self._ingested_until or 0, int(labels.pop("_ingested").max()))
         assert self.history is not None
-        labels = labels[~labels["transaction_id"].isin(self.history.labels["transaction_id"])]
+        labels = labels[~self.history.knows_labels(labels["transaction_id"])]
         if len(labels):
             self.history.add(labels.iloc[:0, :0], labels)
 
