@@ -314,29 +314,47 @@ def _fraud_rows(rows: pd.DataFrame, first_label: pd.Series) -> pd.DataFrame:
     )
 
 
+def _no_labels() -> pd.Series:
+    return pd.Series(dtype=np.int64)
+
+
 def _first_fraud_labels(labels: pd.DataFrame | None) -> pd.Series:
     """When each transaction was first labelled fraud (epoch micros), by hashed ``transaction_id``."""
     if labels is None or not len(labels):
-        return pd.Series(dtype=np.int64)
+        return _no_labels()
     fraud = labels[pd.to_numeric(labels["label_is_fraud"]).astype(int) == 1]
     first = pd.Series(epoch_micros(fraud["label_time"]), index=_hashed(fraud["transaction_id"]))
     return first.groupby(level=0).min()
 
 
+@dataclass(frozen=True)
+class _Frauds:
+    """The rows labelled fraud (:func:`_fraud_rows`) sorted by merchant and time, with when each
+    label arrived: built once per change, searched by every micro-batch."""
+
+    index: _Sorted
+    merchants: pd.Index  # merchant per key code
+    label_time: np.ndarray  # per sorted row
+
+    @classmethod
+    def of(cls, frauds: pd.DataFrame) -> _Frauds:
+        index = _Sorted.of(_codes(frauds["merchant_id"].to_numpy()), frauds["event_time"].to_numpy(dtype=np.int64))
+        merchants = pd.Index(frauds["merchant_id"].to_numpy()[index.order]).unique()  # codes ascend in sorted order
+        return cls(index, merchants, frauds["label_time"].to_numpy(dtype=np.int64)[index.order])
+
+
 def _merchant_features(
-    indexes: list[_TimeIndex], key: np.ndarray, time: np.ndarray, frauds: pd.DataFrame, label_maturity: int
+    indexes: list[_TimeIndex], key: np.ndarray, time: np.ndarray, frauds: _Frauds, label_maturity: int
 ) -> pd.DataFrame:
     """Merchant transactions per window and fraud share among the window's matured transactions,
     from the fraud labels that had arrived before each query row.
 
     ``indexes``: every earlier row, by merchant and time (counts only: a row at the query's own
-    instant is not counted); ``frauds``: the rows labelled fraud (:func:`_fraud_rows`), few."""
+    instant is not counted); ``frauds``: the rows labelled fraud."""
     maturity = label_maturity * MICROS
-    fraud_index = _Sorted.of(_codes(frauds["merchant_id"].to_numpy()), frauds["event_time"].to_numpy(dtype=np.int64))
-    fraud_keys = pd.Index(frauds["merchant_id"].to_numpy()[fraud_index.order]).unique()
-    fraud_label_time = frauds["label_time"].to_numpy(dtype=np.int64)[fraud_index.order]
+    fraud_index, fraud_label_time = frauds.index, frauds.label_time
     # Per query: its merchant's code among the fraud rows (-1 when none of its rows is fraud).
-    fraud_code = fraud_keys.get_indexer(key).astype(np.int64) if len(frauds) else np.full(len(key), -1)
+    fraud_code = frauds.merchants.get_indexer(key).astype(np.int64) if len(frauds.merchants) else np.full(len(key), -1)
     has_fraud = fraud_code >= 0
     code = np.maximum(fraud_code, 0)
 
@@ -393,7 +411,7 @@ def behaviour_features(
     card = _card_features(known, query)
     user = _card_features(known, query, key_column="user_id", prefix="user")
     key, time = known["merchant_id"].to_numpy(), known["event_time"].to_numpy()
-    frauds = _fraud_rows(known, _first_fraud_labels(labels))
+    frauds = _Frauds.of(_fraud_rows(known, _first_fraud_labels(labels)))
     merchant = _merchant_features([_TimeIndex.of(key, time)], key, time, frauds, label_maturity)
     features = pd.concat([card, merchant, user], axis=1)[list(BEHAVIOUR_FEATURES)]
     features.index = transactions.index
@@ -478,10 +496,11 @@ class BehaviourHistory:
 
     label_maturity: int = DEFAULT_LABEL_MATURITY
     segments: list[_Segment] = field(default_factory=list)
-    first_labels: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.int64))  # hashed id -> label µs
-    frauds: pd.DataFrame = field(
-        default_factory=lambda: _fraud_rows(_as_kept(_empty_input()), pd.Series(dtype=np.int64))
-    )
+    # The remembered rows labelled fraud (:func:`_fraud_rows`), and the fraud labels of rows not
+    # remembered (yet): hashed id -> first label time (µs).
+    frauds: pd.DataFrame = field(default_factory=lambda: _fraud_rows(_as_kept(_empty_input()), _no_labels()))
+    waiting_labels: pd.Series = field(default_factory=lambda: _no_labels())
+    _prepared: _Frauds | None = field(default=None, repr=False)
 
     @property
     def horizon_seconds(self) -> int:
@@ -496,7 +515,7 @@ class BehaviourHistory:
         """The driver memory the history takes (its arrays)."""
         return (
             sum(s.nbytes() for s in self.segments)
-            + self.first_labels.memory_usage()
+            + self.waiting_labels.memory_usage()
             + int(self.frauds.memory_usage().sum())
         )
 
@@ -513,7 +532,13 @@ class BehaviourHistory:
         user = _card_features(*self._known(new, "user_id"), key_column="user_id", prefix="user")
         key, time = new["merchant_id"].to_numpy(), new["event_time"].to_numpy()
         indexes = [s.merchants for s in self.segments] + [_TimeIndex.of(key, time)]
-        frauds = pd.concat([self.frauds, _fraud_rows(new, self.first_labels)], ignore_index=True)
+        labelled = _fraud_rows(new, self.waiting_labels)  # rows whose label came first: rare
+        if len(labelled):
+            frauds = _Frauds.of(pd.concat([self.frauds, labelled], ignore_index=True))
+        else:
+            if self._prepared is None:
+                self._prepared = _Frauds.of(self.frauds)
+            frauds = self._prepared
         merchant = _merchant_features(indexes, key, time, frauds, self.label_maturity)
         features = pd.concat([card, merchant, user], axis=1)[list(BEHAVIOUR_FEATURES)]
         features.index = batch.index
@@ -533,14 +558,16 @@ class BehaviourHistory:
         """Remember scored rows (and arrived labels); forget what no later row can look at."""
         if labels is not None and len(labels):
             arrived = _first_fraud_labels(labels)
-            self.first_labels = pd.concat([self.first_labels, arrived]).groupby(level=0).min()
             ids = arrived.index.to_numpy()
-            self._add_frauds(
-                [_fraud_rows(s.frame(s.of_keys("transaction_id", ids)), self.first_labels) for s in self.segments]
-            )
+            found = [_fraud_rows(s.frame(s.of_keys("transaction_id", ids)), arrived) for s in self.segments]
+            self._add_frauds(found)
+            matched = np.isin(ids, self.frauds["transaction_id"].to_numpy())
+            self._wait_for_rows(arrived[~matched])
         if len(rows):
             new = _as_kept(rows)
-            self._add_frauds([_fraud_rows(new, self.first_labels)])
+            labelled = _fraud_rows(new, self.waiting_labels)
+            self._add_frauds([labelled])
+            self.waiting_labels = self.waiting_labels.drop(labelled["transaction_id"].to_numpy(), errors="ignore")
             self.segments.append(_Segment.of({c: new[c].to_numpy() for c in KEPT_COLUMNS}))
             while (
                 len(self.segments) >= 2
@@ -559,16 +586,24 @@ class BehaviourHistory:
             frauds = pd.concat([self.frauds, *found], ignore_index=True)
             first = frauds.groupby("transaction_id")["label_time"].transform("min")
             self.frauds = frauds.assign(label_time=first).drop_duplicates("transaction_id").reset_index(drop=True)
+            self._prepared = None
+
+    def _wait_for_rows(self, labels: pd.Series) -> None:
+        """Fraud labels of rows not remembered: kept (the first of each) until their rows come."""
+        if len(labels):
+            self.waiting_labels = pd.concat([self.waiting_labels, labels]).groupby(level=0).min()
 
     def knows_labels(self, transaction_ids) -> np.ndarray:
         """Per id: whether a fraud label for it is remembered."""
-        return np.isin(_hashed(transaction_ids), self.first_labels.index.to_numpy())
+        ids = _hashed(transaction_ids)
+        return np.isin(ids, self.frauds["transaction_id"].to_numpy()) | np.isin(ids, self.waiting_labels.index)
 
     def forget_ids(self, ids) -> None:
         """Forget the rows with these ``transaction_id``s (before they are added again)."""
         self._forget_hashed(_hashed(ids))
 
     def _forget_hashed(self, ids: np.ndarray) -> None:
+        """Forget these rows; the fraud labels of those among them wait for them to come again."""
         ids = np.unique(ids)
         kept: list[_Segment] = []
         for segment in self.segments:
@@ -577,21 +612,24 @@ class BehaviourHistory:
             if rest is not None:
                 kept.append(rest)
         self.segments = kept
-        if len(self.frauds):
-            self.frauds = self.frauds[~self.frauds["transaction_id"].isin(ids)].reset_index(drop=True)
+        gone = self.frauds["transaction_id"].isin(ids).to_numpy()
+        if gone.any():
+            forgotten = self.frauds[gone]
+            self._wait_for_rows(pd.Series(forgotten["label_time"].to_numpy(), index=forgotten["transaction_id"]))
+            self.frauds = self.frauds[~gone].reset_index(drop=True)
+            self._prepared = None
 
     def _forget(self) -> None:
         if not self.segments:
             return
         oldest_kept = max(s.newest for s in self.segments) - self.horizon_seconds * MICROS
-        old = [s for s in self.segments if s.newest < oldest_kept]
-        if not old:
+        if all(s.newest >= oldest_kept for s in self.segments):
             return
         self.segments = [s for s in self.segments if s.newest >= oldest_kept]
-        gone = self.frauds["event_time"].to_numpy() < oldest_kept
-        forgotten = self.frauds["transaction_id"].to_numpy()[gone]
-        self.frauds = self.frauds[~gone].reset_index(drop=True)
-        self.first_labels = self.first_labels[~self.first_labels.index.isin(forgotten)]
+        self.frauds = self.frauds[self.frauds["event_time"].to_numpy() >= oldest_kept].reset_index(drop=True)
+        self._prepared = None
+        # A label is no earlier than its transaction: one older than that is for no row a window holds.
+        self.waiting_labels = self.waiting_labels[self.waiting_labels.to_numpy() >= oldest_kept]
 
 
 def _hashed(values) -> np.ndarray:

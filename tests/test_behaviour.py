@@ -192,6 +192,21 @@ def test_a_late_row_gets_its_point_in_time_features_and_earlier_scored_rows_keep
     pd.testing.assert_frame_equal(first, behaviour_features(on_time), check_exact=True)
 
 
+def test_a_batch_replayed_after_a_crash_gets_the_features_it_had_and_keeps_its_frauds(history, whole):
+    """The batch had been committed when the writer died: the restart's history, read back from
+    the table, holds its rows. They are not its own history, and the fraud labels of those rows
+    still count for the merchants' later rows once the batch is added again."""
+    rows, labels = history
+    before, batch, later = rows.iloc[:3000], rows.iloc[3000:3400], rows.iloc[3400:3800]
+    assert labels["transaction_id"].isin(batch["transaction_id"]).any()
+    rebuilt = BehaviourHistory()
+    rebuilt.add(pd.concat([before, batch]), labels)
+    pd.testing.assert_frame_equal(rebuilt.features(batch), whole.loc[batch.index], check_exact=True)
+    rebuilt.forget_ids(batch["transaction_id"])  # as silver does before adding a replayed batch
+    rebuilt.add(batch)
+    pd.testing.assert_frame_equal(rebuilt.features(later), whole.loc[later.index], check_exact=True)
+
+
 def test_missing_amounts_and_refunds_count_as_transactions_with_no_spend():
     rows = burst([0, 10, 20], [np.nan, -25.0, 30.0], ["m"] * 3, ["US"] * 3)
     last = behaviour_features(rows).iloc[-1]
