@@ -20,11 +20,12 @@ import pandas as pd
 from fraudlake.errors import FraudlakeError, first_line
 from fraudlake.ml.behaviour import behaviour_features
 from fraudlake.ml.features import TRANSACTION_INPUT_COLUMNS, add_features
+from fraudlake.simulator import SOURCE_RATE
 from fraudlake.tables import BRONZE_COLUMNS
 from fraudlake.timeutil import iso_utc
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import DataType
 
 LABEL = "label_is_fraud"
@@ -277,6 +278,18 @@ def labelled_features(transactions: DataFrame) -> DataFrame:
     )
     label_time = [LABEL_TIME] if LABEL_TIME in transactions.columns else []
     return add_features(usable).select(*KEY_COLUMNS, *label_time, *HISTORY_COLUMNS, *TRANSACTION_INPUT_COLUMNS)
+
+
+def label_known_at() -> Column:
+    """When a label of ``bronze.labels`` became known: its ``label_time``, or its arrival in the
+    table (``_ingest_time``) when that is later. A chargeback filed on Monday and exported on
+    Friday was not known on Wednesday: silver cannot have used it for Wednesday's rows, and
+    training must not either. The simulator's own feed (``_source`` rate) arrives on the
+    stream's clock, at its ``label_time``: its ``_ingest_time`` is the wall clock of a replay."""
+    from pyspark.sql import functions as F
+
+    arrived = F.greatest(F.col("label_time"), F.coalesce(F.col("_ingest_time"), F.col("label_time")))
+    return F.when(F.col("_source") == SOURCE_RATE, F.col("label_time")).otherwise(arrived)
 
 
 def known_labels(frame: pd.DataFrame, label_delay_seconds: int) -> pd.DataFrame:

@@ -114,7 +114,8 @@ def lakehouse_training_data(
     """``silver.scored_transactions`` and the fraud labels that arrived in ``bronze.labels`` → the
     shared features (recomputed over all of silver: earlier rows are history) → pandas.
 
-    A row is fraud when a fraud label for it has arrived (at that label's ``label_time``), genuine
+    A row is fraud when a fraud label for it has arrived (known from that label's ``label_time``,
+    or from its arrival when it came later: :func:`~fraudlake.ml.data.label_known_at`), genuine
     otherwise; the simulator's own truth in silver is not used. Labels take time to arrive, so
     without ``until`` the newest rows (younger than the labels' median delay before the newest
     label) are left out: their labels may still be on their way."""
@@ -128,7 +129,7 @@ def lakehouse_training_data(
         spark.table(labels_table)
         .where(F.col("label_is_fraud") == 1)
         .groupBy("transaction_id")
-        .agg(F.min("label_time").alias(data.LABEL_TIME))
+        .agg(F.min(data.label_known_at()).alias(data.LABEL_TIME))
     )
     bronze_columns = [c for c in data.BRONZE_TYPES if c != data.LABEL]  # the label is the arrived one
     rows = (

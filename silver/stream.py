@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, BehaviourHistory
 from fraudlake.ml.behaviour import INPUT_COLUMNS as BEHAVIOUR_INPUTS
+from fraudlake.ml.data import label_known_at
 from fraudlake.ml.serving import ChampionFollower, ModelScorer, score_transactions
 from fraudlake.output import note
 from fraudlake.settings import Context
@@ -220,8 +221,10 @@ class SilverBehaviour:
     Labels: the combined ingest query hands over the simulator's labels as they arrive
     (:meth:`add_labels`, before the batch they arrived with is scored); otherwise the writer
     reads the labels that reached ``bronze.labels`` since its last read (the simulator's feed,
-    Kafka's labels topic, label files), at most every :data:`LABELS_EVERY_SECONDS`: a label is
-    never used before its ``label_time``, and may be used up to that long after it reached the table.
+    Kafka's labels topic, label files), at most every :data:`LABELS_EVERY_SECONDS`. A label is
+    used for a row only when known before it: after its ``label_time`` and after it reached the
+    table (:func:`~fraudlake.ml.data.label_known_at`, as training has it), and it may be used up to
+    that long after it reached the table.
     """
 
     def __init__(self, table: str, labels_table: str, label_maturity_seconds: int, clock=time.monotonic) -> None:
@@ -329,7 +332,8 @@ class SilverBehaviour:
         if ingested_after is not None:
             labels = labels.where(F.unix_micros("_ingest_time") > F.lit(ingested_after))
         ingested = F.unix_micros(F.coalesce("_ingest_time", F.timestamp_micros(F.lit(0))))
-        return labels.select("transaction_id", "label_is_fraud", "label_time", ingested.alias("_ingested")).toPandas()
+        known = label_known_at().alias("label_time")
+        return labels.select("transaction_id", "label_is_fraud", known, ingested.alias("_ingested")).toPandas()
 
 
 @dataclass

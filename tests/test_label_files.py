@@ -71,3 +71,52 @@ def test_label_exports_land_once_and_bad_records_in_quarantine(spark, ctx):
     assert reasons == sorted(expected)
     # Every non-blank line that is not the CSV header is one record, in one of the two tables.
     assert len(labels) + len(quarantine) == len(FIRST) + len(CSV) - 1 + len(LATER)
+
+
+def test_a_chargeback_exported_late_is_known_from_its_arrival_in_silver_and_in_training(spark, ctx):
+    """A chargeback filed nine days ago and exported today: the merchant's rows in between could
+    not know it, a row after its arrival does; silver and training (which recomputes the
+    features from bronze.labels) agree on both."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from fraudlake.ml.behaviour import BEHAVIOUR_FEATURES, NO_PREVIOUS_SECONDS, behaviour_features
+    from fraudlake.ml.data import label_known_at
+    from fraudlake.silver.stream import SilverBehaviour
+    from fraudlake.tables import SILVER_SCORED
+
+    ensure_tables(spark, ctx)
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    purchase, filed = now - pd.Timedelta(days=10), now - pd.Timedelta(days=9)
+    folder = Path(ctx.paths.labels_landing)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "chargebacks.json").write_text(label("tx-a", when=filed.isoformat()) + "\n")
+    query, _ = start_label_ingest(spark, ctx, "files", available_now=True)
+    query.awaitTermination(120)
+    assert query.exception() is None
+
+    times = [purchase, now - pd.Timedelta(days=5), now + pd.Timedelta(hours=1)]  # the fraud, between, after
+    rows = pd.DataFrame(
+        {
+            "transaction_id": ["tx-a", "tx-b", "tx-c"],
+            "event_time": times,
+            "user_id": ["u-1", "u-2", "u-3"],
+            "card_id": ["c-1", "c-2", "c-3"],
+            "merchant_id": "m-1",
+            "country": "US",
+            "amount": 20.0,
+            "currency": "USD",
+        }
+    )
+    silver = SilverBehaviour(table_name(ctx, SILVER_SCORED), table_name(ctx, BRONZE_LABELS), 86_400)
+    featured, _ = silver.features(spark, pa.Table.from_pandas(rows, preserve_index=False))
+    streamed = featured.select(list(BEHAVIOUR_FEATURES)).to_pandas()
+    since = streamed["merchant_seconds_since_last_known_fraud"]
+    assert since[1] == NO_PREVIOUS_SECONDS  # filed, not yet arrived: unknown
+    assert since[2] == (times[2] - purchase).total_seconds()  # arrived: known
+
+    known = spark.table(table_name(ctx, BRONZE_LABELS)).select(
+        "transaction_id", "label_is_fraud", label_known_at().alias("label_time")
+    )
+    trained = behaviour_features(rows, known.toPandas(), label_maturity=86_400)
+    pd.testing.assert_frame_equal(streamed, trained, check_exact=True)
