@@ -4,10 +4,13 @@ micro-batch's behavioural features, per history size.
     python benchmarks/bench_behaviour_history.py [--sizes 250000,1000000,2000000,4000000] [--batch 1000]
 
 Rows look like the simulator's live stream at 1,000 rows/s (a million card holders, 20,000
-merchants, one row a millisecond); each size is a history of that many rows, then a batch of
-``--batch`` new rows whose features are computed (:meth:`BehaviourHistory.features`, median of
-5) and which is then added (:meth:`BehaviourHistory.add`). No Spark: the features run in the
-driver. Writes benchmarks/results/<--out>.json.
+merchants, one row a millisecond, 1 % of them labelled fraud a minute later); each size is a
+history of that many rows (read back at once, as a restart does, then five batches), then batches
+of ``--batch`` new rows whose features are computed (:meth:`BehaviourHistory.features`, median
+of 5) and 64 batches added (:meth:`BehaviourHistory.add`: mean and longest, merges included),
+with the history's driver memory and segments; and the longest pause a merge makes (two
+half-full segments into a full one). No Spark: the features run in the driver. Writes
+benchmarks/results/<--out>.json.
 """
 
 from __future__ import annotations
