@@ -60,7 +60,7 @@ def fraud_labels(rng: np.random.Generator, rows: pd.DataFrame, share: float = 0.
 
 
 def main() -> None:
-    from fraudlake.ml.behaviour import BehaviourHistory
+    from fraudlake.ml.behaviour import MAX_SEGMENT_ROWS, BehaviourHistory, _Segment
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="250000,1000000,2000000,4000000")
@@ -73,8 +73,13 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         history = BehaviourHistory(label_maturity=60)
         rows = stream_rows(rng, 0, size)
-        history.add(rows, fraud_labels(rng, rows))
-        for k in range(5):  # a stream's history: one big segment (the restart's) and the batches since
+        history.add(rows.iloc[:0], fraud_labels(rng, rows))
+        # As a long-running stream holds it: full segments (added half a segment at a time, so
+        # that they merge as the stream's do), then the batches of the last seconds.
+        half = MAX_SEGMENT_ROWS // 2
+        for start in range(0, size, half):
+            history.add(rows.iloc[start : start + half])
+        for k in range(5):
             history.add(stream_rows(rng, size + k * args.batch, args.batch))
         size += 5 * args.batch
         timings = []
@@ -100,8 +105,6 @@ def main() -> None:
         }
         print(row, flush=True)
         results.append(row)
-    from fraudlake.ml.behaviour import MAX_SEGMENT_ROWS, _Segment
-
     # The longest pause a merge makes: two half-full segments into one full one (once per
     # MAX_SEGMENT_ROWS rows; the smaller merges before it take proportionally less).
     full = history.segments[0].rows if len(history.segments[0]) >= MAX_SEGMENT_ROWS else None
