@@ -293,7 +293,7 @@ class SilverBehaviour:
         self._rebuilt = True
         note(
             f"silver: behaviour history of {rows.num_rows:,} scored rows and {len(labels):,} labels "
-            f"read in {time.perf_counter() - started:.1f}s"
+            f"read in {time.perf_counter() - started:.1f}s ({history.nbytes() / 1e6:,.0f} MB of driver memory)"
         )
         return history
 
