@@ -57,7 +57,7 @@ def user_activity_5m(silver: DataFrame) -> DataFrame:
 def dashboard_minute(silver: DataFrame) -> DataFrame:
     """Per minute: volume and flagged volume (amounts in USD). A transaction in a currency without
     a USD rate counts in ``tx_count`` and in ``unknown_currency_count``, and in no amount. Model
-    quality is not here: a minute is final long before its fraud labels arrive (``gold.model_quality``
+    quality is not here: a minute is final long before its fraud labels arrive (``gold.model_quality_hourly``
     counts the labels that have)."""
     from pyspark.sql import functions as F
 
