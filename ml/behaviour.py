@@ -318,6 +318,9 @@ def _rows_before(indexes: list[_TimeIndex], key: np.ndarray, *bounds: np.ndarray
     return np.split(total, len(bounds))
 
 
+_FRAUD_COLUMNS = ("transaction_id", "merchant_id", "event_time", "label_time")  # all int64
+
+
 def _fraud_rows(rows: pd.DataFrame, first_label: pd.Series) -> pd.DataFrame:
     """The ``rows`` (kept form) that a fraud label names: ``merchant_id``, ``event_time``, and the
     ``label_time`` of its first fraud label (epoch micros), by ``transaction_id``."""
@@ -523,7 +526,9 @@ class BehaviourHistory:
     segments: list[_Segment] = field(default_factory=list)
     # The remembered rows labelled fraud (:func:`_fraud_rows`), and the fraud labels of rows not
     # remembered (yet): hashed id -> first label time (µs).
-    frauds: pd.DataFrame = field(default_factory=lambda: _fraud_rows(_as_kept(_empty_input()), _no_labels()))
+    frauds: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame({c: pd.Series(dtype=np.int64) for c in _FRAUD_COLUMNS})
+    )
     waiting_labels: pd.Series = field(default_factory=lambda: _no_labels())
     _prepared: _Frauds | None = field(default=None, repr=False)
 
@@ -531,10 +536,6 @@ class BehaviourHistory:
     def horizon_seconds(self) -> int:
         """How far back a row's features look."""
         return max(CARD_WINDOWS[-1][1], self.label_maturity + MERCHANT_WINDOWS[-1][1])
-
-    @property
-    def rows(self) -> int:
-        return sum(len(s) for s in self.segments)
 
     def nbytes(self) -> int:
         """The driver memory the history takes (its arrays)."""
@@ -666,12 +667,6 @@ def _hashed(values) -> np.ndarray:
         series = series.astype(str)
     objects = series.astype(object).where(series.notna(), None).to_numpy(dtype=object)  # one missing key
     return np.fromiter(map(hash, objects), dtype=np.int64, count=len(objects))
-
-
-def _empty_input() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in INPUT_COLUMNS}).astype(
-        {"event_time": "datetime64[us, UTC]", "amount": float}
-    )
 
 
 def _as_kept(rows: pd.DataFrame) -> pd.DataFrame:
